@@ -1,0 +1,70 @@
+"""Bases: the built-in ones defined as data in `layers/`, and existing images
+named by a transport reference."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+
+from .blobs import WorkStore, bytes_blob
+from .compression import Compression
+from .entries import DIR, FILE, SYMLINK, Entry, image_path, parse_mode, with_parents
+from .errors import InputError
+from .image import Image, empty_config
+from .model import OCI_CONFIG, canonical_json, manifest_json, rfc3339
+from .transports import FILE_TRANSPORTS
+
+_PACKAGE = "ocibuild.builtin_layers"
+
+
+def builtin_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files(_PACKAGE).iterdir()
+                  if p.name.endswith(".json"))
+
+
+def builtin_definition(name: str) -> dict:
+    if name not in builtin_names():
+        raise InputError(f"unknown base {name!r}: use one of {', '.join(builtin_names())}, "
+                         "or a reference such as oci:DIR[:ref] or docker-archive:FILE")
+    return json.loads(resources.files(_PACKAGE).joinpath(f"{name}.json").read_text("utf-8"))
+
+
+def builtin_entries(defn: dict) -> list[Entry]:
+    out = []
+    for item in defn["entries"]:
+        kind = item["type"]
+        path = image_path(item["path"])
+        mode = parse_mode(item["mode"])
+        uid, gid = int(item.get("uid", 0)), int(item.get("gid", 0))
+        if kind == FILE:
+            data = ("\n".join(item["lines"]) + "\n").encode("utf-8")
+            out.append(Entry(path, FILE, mode, uid, gid, size=len(data), data=data))
+        elif kind == DIR:
+            out.append(Entry(path, DIR, mode, uid, gid))
+        elif kind == SYMLINK:
+            out.append(Entry(path, SYMLINK, 0o777, uid, gid, link=item["target"]))
+        else:
+            raise ValueError(f"built-in layer entry of unknown type {kind!r}")
+    return with_parents(out)
+
+
+def builtin_base(name: str, store: WorkStore, comp: Compression) -> tuple[Image, frozenset[str]]:
+    """The built-in base `name` and the set of paths it holds. Its layer is
+    fixed (mtime 0), so its diff_id never changes; see the golden test."""
+    defn = builtin_definition(name)
+    entries = builtin_entries(defn)
+    cfg = empty_config()
+    cfg["config"] = dict(defn.get("config") or {})
+    layers = ()
+    if entries:
+        layer = store.write_layer(entries, comp, mtime=0)
+        layers = (layer,)
+        cfg["rootfs"]["diff_ids"] = [layer.diff_id]
+        cfg["history"] = [{"created": rfc3339(0), "created_by": f"ocibuild built-in base {name}"}]
+    config = bytes_blob(OCI_CONFIG, canonical_json(cfg), "config")
+    manifest = manifest_json(config.descriptor, [l.descriptor for l in layers])
+    return Image(manifest, config, layers), frozenset(e.path for e in entries)
+
+
+def is_reference(spec: str) -> bool:
+    return spec.split(":", 1)[0] in FILE_TRANSPORTS

@@ -1,0 +1,208 @@
+"""The command line: reads flags and environment once, passes plain values
+down, and turns every OcibuildError into one `error:` line."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import sys
+
+import click
+
+from . import __version__
+from .assembly import Add, Request, build
+from .blobs import WorkStore
+from .compression import compression
+from .errors import InputError, OcibuildError
+from .model import Platform
+from .outputs import parse_output, write_all
+from .sources import open_image
+
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class Ctx:
+    def __init__(self, debug: bool, quiet: bool):
+        self.debug, self.quiet = debug, quiet
+
+    def say(self, msg: str) -> None:
+        if not self.quiet:
+            click.echo(f"ocibuild: {msg}", err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="ocibuild")
+@click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress messages on stderr.")
+@click.pass_context
+def cli(ctx, debug, quiet):
+    """Write OCI images for Fabric chaincode directly: no Dockerfile, no daemon."""
+    ctx.obj = Ctx(debug, quiet)
+
+
+@cli.command()
+@click.option("--add", "adds", multiple=True, metavar="SRC:DEST",
+              help="Add a host file or directory tree at DEST (absolute) in the image. Repeatable.")
+@click.option("--base", default="static", show_default=True,
+              help="Built-in base (static, scratch) or oci:DIR[:ref], oci-archive:FILE[:ref], "
+                   "docker-archive:FILE[:name:tag].")
+@click.option("--entrypoint", help='JSON array, or a string split as a shell would.')
+@click.option("--cmd", help='JSON array, or a string split as a shell would.')
+@click.option("--env", "envs", multiple=True, metavar="K=V", help="Set an environment variable. Repeatable.")
+@click.option("--user", help="Default user, e.g. 65532:65532 (the default) or chaincode.")
+@click.option("--workdir", help="Working directory (absolute).")
+@click.option("--label", "labels", multiple=True, metavar="K=V", help="Config label. Repeatable.")
+@click.option("--annotation", "annotations", multiple=True, metavar="K=V",
+              help="Manifest annotation. Repeatable.")
+@click.option("--platform", help="os/arch[/variant]; default: from an added ELF binary, else the host.")
+@click.option("--compression", "comp", default="gzip", show_default=True,
+              type=click.Choice(["gzip", "zstd", "none"]))
+@click.option("--chown", metavar="UID:GID", default="0:0", show_default=True,
+              help="Owner of every added file.")
+@click.option("--output", "outputs", multiple=True, required=True, metavar="REF",
+              help="oci:DIR[:ref], oci-archive:FILE[:ref], docker-archive:FILE[:name:tag], "
+                   "docker-daemon:NAME:TAG, containers-storage:NAME:TAG. Repeatable.")
+@click.pass_obj
+def assemble(ctx: Ctx, adds, base, entrypoint, cmd, envs, user, workdir, labels,
+             annotations, platform, comp, chown, outputs):
+    """Assemble an image from a base and host files; print its digest."""
+    created = source_date_epoch(os.environ.get("SOURCE_DATE_EPOCH"))
+    outs = [parse_output(o, created) for o in outputs]
+    changes = {"entrypoint": _argv(entrypoint, "--entrypoint"), "cmd": _argv(cmd, "--cmd"),
+               "env": _pairs(envs, "--env", _ENV_KEY), "user": user,
+               "workdir": _workdir(workdir), "labels": _pairs(labels, "--label"),
+               "annotations": _pairs(annotations, "--annotation")}
+    req = Request(adds=tuple(_add(a) for a in adds), base=base, compression=compression(comp),
+                  platform=Platform.parse(platform) if platform else None,
+                  created=created, owner=_owner(chown), changes=changes)
+    for out in outs:
+        out.check()
+    with WorkStore() as work:
+        ctx.say("assembling")
+        image = build(req, work)
+        write_all(outs, image, work, ctx.say)
+    click.echo(image.digest)
+
+
+@cli.command()
+@click.argument("ref")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable: manifest and config.")
+@click.option("--platform", help="From an index, the image for os/arch[/variant].")
+def inspect(ref, as_json, platform):
+    """Summarise an image: platform, layers, sizes, config, labels."""
+    image = open_image(ref, Platform.parse(platform) if platform else None)
+    cfg = image.config_doc
+    if as_json:
+        click.echo(json.dumps({"digest": image.digest, "mediaType": image.media_type,
+                               "manifest": image.manifest_doc, "config": cfg}, indent=2))
+        return
+    run = cfg.get("config") or {}
+    rows = [("digest", image.digest), ("platform", str(image.platform)),
+            ("created", cfg.get("created", "")), ("user", run.get("User", "")),
+            ("entrypoint", _show(run.get("Entrypoint"))), ("cmd", _show(run.get("Cmd"))),
+            ("workdir", run.get("WorkingDir", ""))]
+    for k, v in rows:
+        click.echo(f"{k:<11} {v}")
+    for e in run.get("Env") or []:
+        click.echo(f"{'env':<11} {e}")
+    for k, v in sorted((run.get("Labels") or {}).items()):
+        click.echo(f"{'label':<11} {k}={v}")
+    for k, v in sorted((image.manifest_doc.get("annotations") or {}).items()):
+        click.echo(f"{'annotation':<11} {k}={v}")
+    total = 0
+    for lay in image.layers:
+        d = lay.descriptor
+        total += d.size
+        click.echo(f"{'layer':<11} {d.digest}  {_size(d.size):>9}  {d.media_type}")
+    click.echo(f"{'size':<11} {_size(total)} in {len(image.layers)} layer(s), compressed")
+
+
+def source_date_epoch(value: str | None) -> int:
+    if value is None or value == "":
+        return 0
+    if not value.isdigit():
+        raise InputError(f"SOURCE_DATE_EPOCH={value!r} is not a whole number of seconds")
+    return int(value)
+
+
+def _add(text: str) -> Add:
+    src, sep, dest = text.rpartition(":")
+    if not sep or not src or not dest.startswith("/"):
+        raise InputError(f"malformed --add {text!r}: use SRC:DEST with an absolute DEST, "
+                         "e.g. ./chaincode:/usr/local/bin/chaincode")
+    return Add(src, dest)
+
+
+def _argv(text: str | None, flag: str) -> list[str] | None:
+    if text is None:
+        return None
+    if text.lstrip().startswith("["):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise InputError(f"malformed {flag} {text!r}: not a JSON array ({e.msg})") from None
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise InputError(f"malformed {flag} {text!r}: the JSON must be an array of strings")
+        return value
+    try:
+        return shlex.split(text)
+    except ValueError as e:
+        raise InputError(f"malformed {flag} {text!r}: {e}") from None
+
+
+def _pairs(items, flag: str, key_re: re.Pattern | None = None) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or (key_re and not key_re.match(key)):
+            raise InputError(f"malformed {flag} {item!r}: use KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def _workdir(text: str | None) -> str | None:
+    if text is not None and not text.startswith("/"):
+        raise InputError(f"--workdir {text!r} must be an absolute path")
+    return text
+
+
+def _owner(text: str) -> tuple[int, int]:
+    m = re.match(r"^(\d+):(\d+)$", text)
+    if not m:
+        raise InputError(f"malformed --chown {text!r}: use numeric UID:GID, e.g. 500:500")
+    return int(m.group(1)), int(m.group(2))
+
+
+def _show(v) -> str:
+    return json.dumps(v) if v else ""
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+
+
+def main(argv=None) -> None:
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        cli.main(args=argv, prog_name="ocibuild", standalone_mode=False)
+    except OcibuildError as e:
+        if debug:
+            raise
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.Abort:
+        click.echo("error: interrupted; nothing was written", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        click.echo(f"error: {e.format_message()} (see ocibuild --help)", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("error: interrupted; nothing was written", err=True)
+        sys.exit(130)

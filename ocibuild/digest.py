@@ -1,0 +1,117 @@
+"""sha256 digests, and streams that hash or verify what passes through them."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import BinaryIO
+
+from .errors import BlobError
+
+CHUNK = 1 << 20
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def check_digest(digest: str) -> str:
+    """Return `digest` if it is a lowercase sha256 digest, else raise."""
+    if not _DIGEST.match(digest):
+        raise BlobError(f"unsupported or malformed digest {digest!r}")
+    return digest
+
+
+def hex_of(digest: str) -> str:
+    return check_digest(digest).split(":", 1)[1]
+
+
+class HashingWriter:
+    """A write-only stream that counts and hashes bytes before passing them on."""
+
+    def __init__(self, sink: BinaryIO | None = None):
+        self._sink = sink
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data) -> int:
+        self._hash.update(data)
+        self.size += len(data)
+        if self._sink is not None:
+            self._sink.write(data)
+        return len(data)
+
+    def flush(self) -> None:
+        if self._sink is not None:
+            self._sink.flush()
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self._hash.hexdigest()
+
+
+class VerifyingReader:
+    """Reads at most `size` bytes; at EOF checks the size and digest, raising
+    BlobError naming `what` on a mismatch. Reading past `size` never happens,
+    so a blob with trailing garbage fails on digest, not on memory."""
+
+    def __init__(self, raw: BinaryIO, digest: str, size: int, what: str):
+        self._raw = raw
+        self._want = digest
+        self._left = size
+        self._size = size
+        self._what = what
+        self._hash = hashlib.sha256()
+        self._checked = False
+
+    def read(self, n: int = -1) -> bytes:
+        if self._left <= 0:
+            self._finish()
+            return b""
+        n = self._left if n is None or n < 0 else min(n, self._left)
+        data = self._raw.read(n)
+        if not data:
+            raise BlobError(
+                f"{self._what} is truncated: {self._size - self._left} of "
+                f"{self._size} bytes; rewrite or re-fetch it")
+        self._left -= len(data)
+        self._hash.update(data)
+        if self._left == 0:
+            self._finish()
+        return data
+
+    def _finish(self) -> None:
+        if self._checked:
+            return
+        self._checked = True
+        got = "sha256:" + self._hash.hexdigest()
+        if got != self._want:
+            raise BlobError(
+                f"{self._what} is corrupt: its content hashes to {got}, "
+                f"not {self._want}; rewrite or re-fetch it")
+
+    def readall(self) -> bytes:
+        parts = []
+        while chunk := self.read(CHUNK):
+            parts.append(chunk)
+        self._finish()
+        return b"".join(parts)
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def copy_stream(src, dst, chunk: int = CHUNK) -> int:
+    """Copy until EOF; return the byte count."""
+    total = 0
+    while data := src.read(chunk):
+        dst.write(data)
+        total += len(data)
+    return total

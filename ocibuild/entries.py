@@ -1,0 +1,166 @@
+"""What goes into a layer: normalised file entries, made from host files,
+directory trees or inline data. Every host-specific detail (owner, mtime,
+umask, order of readdir) is dropped here so the tar writer sees only what
+the image should hold."""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InputError
+
+FILE, DIR, SYMLINK, HARDLINK = "file", "dir", "symlink", "hardlink"
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: str              # relative, normalised: "usr/local/bin/chaincode"
+    kind: str              # FILE, DIR, SYMLINK or HARDLINK
+    mode: int              # permission bits, 0o7777 at most
+    uid: int = 0
+    gid: int = 0
+    size: int = 0          # FILE only
+    link: str = ""         # SYMLINK target as written; HARDLINK: path of the target entry
+    source: str | None = None   # FILE: host path to read
+    data: bytes | None = None   # FILE: inline content (built-in layers)
+
+    def sort_key(self) -> tuple:
+        return tuple(self.path.split("/"))
+
+
+def image_path(dest: str, what: str = "destination") -> str:
+    """Normalise an absolute in-image path to the relative form used in tars,
+    refusing anything that could land outside the image root."""
+    if not dest.startswith("/"):
+        raise InputError(f"{what} {dest!r} must be an absolute path in the image, e.g. /usr/local/bin/app")
+    parts = [p for p in dest.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise InputError(f"{what} {dest!r} must not contain '..'")
+    for p in parts:
+        if "\0" in p:
+            raise InputError(f"{what} {dest!r} contains a NUL byte")
+    return "/".join(parts)
+
+
+def normal_mode(st_mode: int) -> int:
+    """umask-independent modes: executables 0755, other files 0644, dirs 0755."""
+    if stat.S_ISDIR(st_mode):
+        return 0o755
+    return 0o755 if st_mode & 0o111 else 0o644
+
+
+def host_entries(src: str, dest: str, uid: int = 0, gid: int = 0) -> list[Entry]:
+    """Entries for a host file or directory tree placed at `dest` in the image.
+
+    A file goes to `dest` (or inside it when `dest` ends with '/'); a directory's
+    contents go under `dest`. Symlinks are kept as symlinks and never followed;
+    files sharing an inode become hard links to the first one in sorted order;
+    devices, fifos and sockets are refused."""
+    root = image_path(dest)
+    p = Path(src)
+    try:
+        st = p.lstat()
+    except OSError as e:
+        raise InputError(f"cannot read --add source {src!r}: {e.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
+        out = [] if root == "" else [Entry(root, DIR, 0o755, uid, gid)]
+        out.extend(_walk(p, root, uid, gid))
+        return out
+    if dest.endswith("/"):
+        root = f"{root}/{p.name}" if root else p.name
+    if root == "":
+        raise InputError(f"cannot place file {src!r} at the image root '/'; name a file path")
+    return [_one(p, st, root, uid, gid)]
+
+
+def _walk(top: Path, root: str, uid: int, gid: int) -> list[Entry]:
+    out: list[Entry] = []
+    inode_of: dict[str, tuple[int, int]] = {}   # multiply-linked files only
+    stack = [(top, root)]
+    while stack:
+        d, rel = stack.pop()
+        try:
+            names = sorted(os.listdir(d))
+        except OSError as e:
+            raise InputError(f"cannot read directory {str(d)!r}: {e.strerror}") from None
+        for name in names:
+            child = d / name
+            crel = f"{rel}/{name}" if rel else name
+            try:
+                st = child.lstat()
+            except OSError as e:
+                raise InputError(f"cannot read {str(child)!r}: {e.strerror}") from None
+            if stat.S_ISDIR(st.st_mode):
+                out.append(Entry(crel, DIR, 0o755, uid, gid))
+                stack.append((child, crel))
+                continue
+            out.append(_one(child, st, crel, uid, gid))
+            if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+                inode_of[crel] = (st.st_dev, st.st_ino)
+    return _hardlinks(out, inode_of)
+
+
+def _one(p: Path, st: os.stat_result, rel: str, uid: int, gid: int) -> Entry:
+    if stat.S_ISLNK(st.st_mode):
+        return Entry(rel, SYMLINK, 0o777, uid, gid, link=os.readlink(p))
+    if stat.S_ISREG(st.st_mode):
+        if not os.access(p, os.R_OK):
+            raise InputError(f"cannot read --add source {str(p)!r}: permission denied")
+        return Entry(rel, FILE, normal_mode(st.st_mode), uid, gid, size=st.st_size, source=str(p))
+    kind = ("device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+            else "fifo" if stat.S_ISFIFO(st.st_mode) else "socket")
+    raise InputError(f"{str(p)!r} is a {kind}; only files, directories and symlinks can go in an image")
+
+
+def _hardlinks(entries: list[Entry], inode_of: dict[str, tuple[int, int]]) -> list[Entry]:
+    """Files sharing an inode: the first in sorted path order keeps the
+    content, the others become hard links to it (whatever readdir's order)."""
+    first: dict[tuple[int, int], str] = {}
+    for path in sorted(inode_of, key=lambda p: tuple(p.split("/"))):
+        first.setdefault(inode_of[path], path)
+    out = []
+    for e in entries:
+        key = inode_of.get(e.path)
+        if key is not None and first[key] != e.path:
+            e = Entry(e.path, HARDLINK, e.mode, e.uid, e.gid, link=first[key])
+        out.append(e)
+    return out
+
+
+def with_parents(entries: list[Entry], existing: set[str] | frozenset = frozenset()) -> list[Entry]:
+    """Sorted, de-duplicated entries with every missing parent directory added
+    (0755, root) unless `existing` (the base's paths) already has it. Two
+    entries at one path are refused unless both are directories."""
+    by_path: dict[str, Entry] = {}
+    for e in entries:
+        prev = by_path.get(e.path)
+        if prev is None:
+            by_path[e.path] = e
+        elif not (prev.kind == DIR and e.kind == DIR):
+            raise InputError(f"two sources are added at /{e.path}; give each a distinct destination")
+        elif prev != e:
+            raise InputError(f"directory /{e.path} is added twice with different owners")
+    for path, e in list(by_path.items()):
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            parent = "/".join(parts[:i])
+            have = by_path.get(parent)
+            if have is None:
+                if parent not in existing:
+                    by_path[parent] = Entry(parent, DIR, 0o755)
+            elif have.kind != DIR:
+                raise InputError(f"/{parent} is added as a {have.kind} but /{path} needs it to be a directory")
+    for e in by_path.values():
+        if e.kind == HARDLINK and by_path.get(e.link, Entry("", DIR, 0)).kind != FILE:
+            raise InputError(f"hard link /{e.path} points at /{e.link}, which is not a file in the same layer")
+    return sorted(by_path.values(), key=Entry.sort_key)
+
+
+def parse_mode(text: str) -> int:
+    mode = int(text, 8)
+    if not 0 <= mode <= 0o7777:
+        raise ValueError(f"mode {text} out of range")
+    return mode

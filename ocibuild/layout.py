@@ -1,0 +1,157 @@
+"""The OCI image layout, as a directory or as one tar: its files, blob
+writes that are idempotent and atomic, and the locked update of index.json."""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import BinaryIO, Callable
+
+from .blobs import Blob, bytes_blob
+from .digest import CHUNK, copy_stream, hex_of
+from .errors import OutputError
+from .image import Image
+from .model import OCI_INDEX, REF_NAME, Descriptor, canonical_json, index_json, parse_json
+from .tarwriter import DIR, end_archive, write_member
+
+LAYOUT_FILE = "oci-layout"
+LAYOUT_VERSION = canonical_json({"imageLayoutVersion": "1.0.0"})
+
+
+def blob_name(digest: str) -> str:
+    return "blobs/sha256/" + hex_of(digest)
+
+
+@dataclass(frozen=True)
+class Member:
+    """A file of a layout or archive, read on demand (verified for blobs)."""
+    name: str
+    size: int
+    open: Callable[[], BinaryIO]
+
+
+def image_blobs(image: Image) -> list[Blob]:
+    manifest = bytes_blob(image.media_type, image.manifest, "manifest")
+    return [manifest, *image.blobs()]
+
+
+def members(image: Image, index_annotations: dict) -> list[Member]:
+    """Every file of a layout holding just this image, in archive order."""
+    index = index_json([image.descriptor(index_annotations)])
+    out = [Member(LAYOUT_FILE, len(LAYOUT_VERSION), _const(LAYOUT_VERSION)),
+           Member("index.json", len(index), _const(index))]
+    for b in image_blobs(image):
+        out.append(Member(blob_name(b.descriptor.digest), b.descriptor.size, b.open))
+    return out
+
+
+def _const(data: bytes):
+    return lambda: io.BytesIO(data)
+
+
+def write_archive(out: BinaryIO, files: list[Member], mtime: int) -> None:
+    """A tar of `files` with the blobs/ directories; sorted, so deterministic."""
+    write_member(out, "blobs", 0, None, mtime, DIR)
+    write_member(out, "blobs/sha256", 0, None, mtime, DIR)
+    seen = set()
+    for m in sorted(files, key=lambda m: m.name):
+        if m.name in seen:
+            continue
+        seen.add(m.name)
+        with m.open() as stream:
+            write_member(out, m.name, m.size, stream, mtime)
+    end_archive(out)
+
+
+def put_blob(root: str, blob: Blob) -> bool:
+    """Write `blob` into the layout at `root` unless a file of its size is
+    there; verified while copied, renamed into place. True if written."""
+    path = os.path.join(root, blob_name(blob.descriptor.digest))
+    try:
+        if os.path.getsize(path) == blob.descriptor.size:
+            return False
+    except FileNotFoundError:
+        pass
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb", buffering=CHUNK) as f, blob.open() as src:
+            copy_stream(src, f)
+        os.chmod(tmp, 0o644 & ~umask())
+        os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
+    return True
+
+
+def add_to_index(root: str, desc: Descriptor) -> None:
+    """Add `desc` to root/index.json, moving its ref name from any other
+    image. Serialised by a lock on the layout directory, replaced atomically,
+    so concurrent writers each keep their image."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        path = os.path.join(root, "index.json")
+        try:
+            with open(path, "rb") as f:
+                doc = parse_json(f.read(), f"{path}")
+        except FileNotFoundError:
+            doc = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
+        name = desc.annotations.get(REF_NAME)
+        kept = []
+        for d in doc.get("manifests") or []:
+            ann = d.get("annotations") or {}
+            if name is not None and ann.get(REF_NAME) == name:
+                continue
+            if d.get("digest") == desc.digest and ann == desc.annotations:
+                continue
+            kept.append(d)
+        kept.append(desc.to_json())
+        doc["manifests"] = kept
+        write_atomic(path, canonical_json(doc))
+        if not os.path.exists(os.path.join(root, LAYOUT_FILE)):
+            write_atomic(os.path.join(root, LAYOUT_FILE), LAYOUT_VERSION)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644 & ~umask())
+        os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def is_layout(root: str) -> bool:
+    return os.path.isfile(os.path.join(root, LAYOUT_FILE))
+
+
+def umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def check_layout_dir(root: str) -> None:
+    if os.path.isdir(root):
+        if os.listdir(root) and not is_layout(root):
+            raise OutputError(f"{root} exists and is not an OCI layout; name a new or empty "
+                              "directory, or an existing layout")
+    elif os.path.exists(root):
+        raise OutputError(f"{root} exists and is not a directory")

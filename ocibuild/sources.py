@@ -1,0 +1,231 @@
+"""Reading existing images: `oci:` layouts, `oci-archive:` and `docker-archive:`
+tars. Nothing is extracted: blobs are read in place (a tar member by its
+offset) and verified against their digest and size as they are read."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import tarfile
+from typing import BinaryIO
+
+from .blobs import Blob, Layer, bytes_blob
+from .compression import sniff
+from .digest import CHUNK, HashingWriter, copy_stream, hex_of
+from .errors import BlobError, InputError
+from .image import Image
+from .model import (INDEX_TYPES, MANIFEST_TYPES, OCI_CONFIG, OCI_LAYER, REF_NAME,
+                    Descriptor, Platform, manifest_json, parse_json)
+from .transports import Reference, parse_reference
+
+_BLOB_PATH = re.compile(r"^blobs/sha256/([0-9a-f]{64})$")
+
+
+class _Slice(io.RawIOBase):
+    """Bytes [offset, offset+size) of a file, as a stream of their own."""
+
+    def __init__(self, path: str, offset: int, size: int):
+        self._f = open(path, "rb")
+        self._f.seek(offset)
+        self._left = size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:
+        n = min(len(buf), self._left)
+        if n <= 0:
+            return 0
+        got = self._f.readinto(memoryview(buf)[:n])
+        self._left -= got
+        return got
+
+    def close(self) -> None:
+        self._f.close()
+        super().close()
+
+
+class _DirFiles:
+    def __init__(self, root: str, what: str):
+        self.root, self.what = root, what
+
+    def open(self, name: str) -> BinaryIO:
+        try:
+            return open(os.path.join(self.root, name), "rb")
+        except FileNotFoundError:
+            raise BlobError(f"{name} is missing from {self.what}") from None
+
+    def size(self, name: str) -> int:
+        return os.path.getsize(os.path.join(self.root, name))
+
+    def has(self, name: str) -> bool:
+        return os.path.isfile(os.path.join(self.root, name))
+
+
+class _TarFiles:
+    def __init__(self, path: str, what: str):
+        self.path, self.what = path, what
+        self._members: dict[str, tuple[int, int]] = {}
+        try:
+            with tarfile.open(path, "r:") as tf:
+                for m in tf:
+                    if m.isfile():
+                        self._members[os.path.normpath(m.name).lstrip("/")] = (m.offset_data, m.size)
+        except FileNotFoundError:
+            raise InputError(f"{what}: no such file") from None
+        except (tarfile.TarError, EOFError) as e:
+            raise InputError(f"{what} is not a readable tar archive ({e}); check the file") from None
+        except OSError as e:
+            raise InputError(f"cannot read {what}: {e.strerror}") from None
+
+    def open(self, name: str) -> BinaryIO:
+        try:
+            off, size = self._members[name]
+        except KeyError:
+            raise BlobError(f"{name} is missing from {self.what}") from None
+        return io.BufferedReader(_Slice(self.path, off, size), CHUNK)
+
+    def size(self, name: str) -> int:
+        return self._members[name][1]
+
+    def has(self, name: str) -> bool:
+        return name in self._members
+
+
+def open_image(ref: Reference | str, platform: Platform | None = None) -> Image:
+    """The image `ref` names. From an index, the manifest for `platform`
+    (default: the host's)."""
+    if isinstance(ref, str):
+        ref = parse_reference(ref, "image reference")
+    what = f"{ref.transport}:{ref.path}"
+    if ref.transport == "oci":
+        if not os.path.isdir(ref.path):
+            raise InputError(f"{what}: no such directory")
+        files = _DirFiles(ref.path, what)
+    elif ref.transport in ("oci-archive", "docker-archive"):
+        files = _TarFiles(ref.path, what)
+    else:
+        raise InputError(f"cannot read images from {ref.transport}: yet; use oci:, oci-archive: or docker-archive:")
+    if ref.transport == "docker-archive":
+        return _docker_archive(files, ref.ref, what)
+    return _layout(files, ref.ref, what, platform)
+
+
+def _blob(files, desc: Descriptor, kind: str, what: str) -> Blob:
+    name = "blobs/sha256/" + hex_of(desc.digest)
+    return Blob(desc, lambda: files.open(name), f"{kind} {desc.digest} in {what}")
+
+
+def _layout(files, ref: str, what: str, platform: Platform | None) -> Image:
+    if not files.has("oci-layout"):
+        raise InputError(f"{what} is not an OCI layout (no oci-layout file)")
+    with files.open("index.json") as f:
+        index = parse_json(f.read(), f"index.json of {what}")
+    descs = [Descriptor.from_json(d) for d in index.get("manifests") or []]
+    if ref:
+        picked = [d for d in descs if d.annotations.get(REF_NAME) == ref]
+        if not picked:
+            names = sorted({d.annotations.get(REF_NAME) for d in descs} - {None})
+            raise InputError(f"{what} has no image named {ref!r}"
+                             + (f"; it has {', '.join(names)}" if names else "; it has no named images"))
+        desc = picked[-1]
+    elif len(descs) == 1:
+        desc = descs[0]
+    else:
+        names = sorted({d.annotations.get(REF_NAME, d.digest) for d in descs})
+        raise InputError(f"{what} holds {len(descs)} images; name one with :REF ({', '.join(names) or 'none'})")
+    return _manifest(files, desc, what, platform)
+
+
+def _manifest(files, desc: Descriptor, what: str, platform: Platform | None) -> Image:
+    data = _blob(files, desc, "manifest", what).read()
+    if desc.media_type in INDEX_TYPES:
+        index = parse_json(data, f"index {desc.digest} in {what}")
+        return _manifest(files, _pick_platform(index, platform or Platform.host(), what), what, platform)
+    if desc.media_type not in MANIFEST_TYPES:
+        raise InputError(f"{desc.digest} in {what} is a {desc.media_type}, not an image manifest")
+    doc = parse_json(data, f"manifest {desc.digest} in {what}")
+    config = _blob(files, Descriptor.from_json(doc["config"]), "config", what)
+    cfg = parse_json(config.read(), config.where)
+    diff_ids = (cfg.get("rootfs") or {}).get("diff_ids") or []
+    layer_descs = [Descriptor.from_json(d) for d in doc.get("layers") or []]
+    if len(diff_ids) != len(layer_descs):
+        raise InputError(f"image {desc.digest} in {what} has {len(layer_descs)} layers "
+                         f"but {len(diff_ids)} diff_ids in its config")
+    layers = tuple(Layer(d, _blob(files, d, "layer", what).opener, f"layer {d.digest} in {what}",
+                         diff_id=diff_id) for d, diff_id in zip(layer_descs, diff_ids))
+    return Image(data, config, layers, desc.media_type)
+
+
+def _pick_platform(index: dict, want: Platform, what: str) -> Descriptor:
+    descs = [Descriptor.from_json(d) for d in index.get("manifests") or []]
+    for d in descs:
+        p = d.platform
+        if p and (p.os, p.architecture) == (want.os, want.architecture) and (
+                not want.variant or p.variant == want.variant):
+            return d
+    have = ", ".join(str(d.platform) for d in descs if d.platform) or "none"
+    raise InputError(f"{what} has no image for {want} (it has: {have}); pass --platform")
+
+
+def _docker_archive(files: _TarFiles, ref: str, what: str) -> Image:
+    with files.open("manifest.json") as f:
+        try:
+            entries = json.loads(f.read())
+        except (ValueError, UnicodeDecodeError):
+            raise InputError(f"manifest.json of {what} is not valid JSON") from None
+    if not isinstance(entries, list) or not entries:
+        raise InputError(f"manifest.json of {what} lists no image")
+    if ref:
+        picked = [e for e in entries if ref in (e.get("RepoTags") or [])]
+        if not picked:
+            tags = sorted(t for e in entries for t in e.get("RepoTags") or [])
+            raise InputError(f"{what} has no image tagged {ref!r}; it has {', '.join(tags) or 'no tags'}")
+        entry = picked[0]
+    elif len(entries) == 1:
+        entry = entries[0]
+    else:
+        raise InputError(f"{what} holds {len(entries)} images; name one with :NAME:TAG")
+    with files.open(entry["Config"]) as f:
+        cfg_bytes = f.read()
+    config = bytes_blob(OCI_CONFIG, cfg_bytes, f"config in {what}")
+    _check_named(entry["Config"], config.descriptor.digest, what)
+    cfg = parse_json(cfg_bytes, config.where)
+    diff_ids = (cfg.get("rootfs") or {}).get("diff_ids") or []
+    paths = entry.get("Layers") or []
+    if len(diff_ids) != len(paths):
+        raise InputError(f"{what} lists {len(paths)} layers but its config has {len(diff_ids)} diff_ids")
+    layers = []
+    for path, diff_id in zip(paths, diff_ids):
+        digest = _digest_of_member(files, path, what)
+        with files.open(path) as f:
+            comp = sniff(f.read(4))
+        mt = OCI_LAYER if comp == "none" else f"{OCI_LAYER}+{comp}"
+        if comp == "none" and digest != diff_id:
+            raise BlobError(f"layer {path} in {what} is corrupt: it hashes to {digest}, "
+                            f"but the config says {diff_id}")
+        d = Descriptor(mt, digest, files.size(path))
+        layers.append(Layer(d, (lambda p=path: files.open(p)), f"layer {path} in {what}",
+                            diff_id=diff_id))
+    manifest = manifest_json(config.descriptor, [l.descriptor for l in layers])
+    return Image(manifest, config, tuple(layers))
+
+
+def _check_named(path: str, digest: str, what: str) -> None:
+    m = _BLOB_PATH.match(path) or re.match(r"^([0-9a-f]{64})\.json$", path)
+    if m and "sha256:" + m.group(1) != digest:
+        raise BlobError(f"{path} in {what} is corrupt: its content hashes to {digest}")
+
+
+def _digest_of_member(files: _TarFiles, path: str, what: str) -> str:
+    """Content-addressed members carry their digest in the name (checked when
+    read); others (old `docker save`) are hashed here."""
+    m = _BLOB_PATH.match(path)
+    if m:
+        return "sha256:" + m.group(1)
+    h = HashingWriter()
+    with files.open(path) as f:
+        copy_stream(f, h)
+    return h.digest
