@@ -13,7 +13,7 @@ import zstandard
 
 from .bases import builtin_base, builtin_names
 from .blobs import Layer, WorkStore
-from .compression import Compression
+from .compression import COMPRESSIONS, Compression
 from .elf import read_elf
 from .entries import FILE, Entry, host_entries, with_parents
 from .errors import BlobError, InputError
@@ -33,7 +33,7 @@ class Add:
 class Request:
     adds: tuple[Add, ...]
     base: str = "static"
-    compression: Compression = None
+    compression: Compression = COMPRESSIONS["gzip"]
     platform: Platform | None = None       # None: from the ELF of an added binary, else the host
     created: int = 0                       # SOURCE_DATE_EPOCH, or 0
     owner: tuple[int, int] = (0, 0)

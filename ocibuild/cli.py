@@ -7,7 +7,9 @@ import json
 import os
 import re
 import shlex
+import signal
 import sys
+from dataclasses import dataclass
 
 import click
 
@@ -42,48 +44,81 @@ def cli(ctx, debug, quiet):
     ctx.obj = Ctx(debug, quiet)
 
 
+_IMAGE_OPTIONS = [
+    click.option("--base", default="static", show_default=True,
+                 help="Built-in base (static, scratch) or oci:DIR[:ref], oci-archive:FILE[:ref], "
+                      "docker-archive:FILE[:name:tag]."),
+    click.option("--entrypoint", help="JSON array, or a string split as a shell would."),
+    click.option("--cmd", help="JSON array, or a string split as a shell would."),
+    click.option("--env", "envs", multiple=True, metavar="K=V",
+                 help="Set an environment variable. Repeatable."),
+    click.option("--user", help="Default user, e.g. 65532:65532 (the default) or chaincode."),
+    click.option("--workdir", help="Working directory (absolute)."),
+    click.option("--label", "labels", multiple=True, metavar="K=V", help="Config label. Repeatable."),
+    click.option("--annotation", "annotations", multiple=True, metavar="K=V",
+                 help="Manifest annotation. Repeatable."),
+    click.option("--platform", help="os/arch[/variant]; default: from an added ELF binary, else the host."),
+    click.option("--compression", "comp", default="gzip", show_default=True,
+                 type=click.Choice(["gzip", "zstd", "none"])),
+    click.option("--chown", metavar="UID:GID", default="0:0", show_default=True,
+                 help="Owner of every added file."),
+    click.option("--output", "outputs", multiple=True, required=True, metavar="REF",
+                 help="oci:DIR[:ref], oci-archive:FILE[:ref], docker-archive:FILE[:name:tag], "
+                      "docker-daemon:NAME:TAG, containers-storage:NAME:TAG. Repeatable."),
+]
+
+
+def image_options(fn):
+    """The options every image-writing command takes (assemble, build)."""
+    for option in reversed(_IMAGE_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    """Image options, parsed and checked, before any work is done."""
+    request: Request
+    outputs: list
+
+
+def image_job(opts: dict, adds: tuple[Add, ...], created: int) -> ImageJob:
+    """Parse image options (as click passes them) into a request and outputs,
+    checking every output before anything is built."""
+    outs = [parse_output(o, created) for o in opts["outputs"]]
+    changes = {"entrypoint": _argv(opts["entrypoint"], "--entrypoint"),
+               "cmd": _argv(opts["cmd"], "--cmd"),
+               "env": _pairs(opts["envs"], "--env", _ENV_KEY), "user": opts["user"],
+               "workdir": _workdir(opts["workdir"]), "labels": _pairs(opts["labels"], "--label"),
+               "annotations": _pairs(opts["annotations"], "--annotation")}
+    platform = opts["platform"]
+    req = Request(adds=adds, base=opts["base"], compression=compression(opts["comp"]),
+                  platform=Platform.parse(platform) if platform else None,
+                  created=created, owner=_owner(opts["chown"]), changes=changes)
+    for out in outs:
+        out.check()
+    return ImageJob(req, outs)
+
+
+def write_image(ctx: "Ctx", job: ImageJob, work: WorkStore) -> str:
+    ctx.say("assembling")
+    image = build(job.request, work)
+    write_all(job.outputs, image, work, ctx.say)
+    return image.digest
+
+
 @cli.command()
 @click.option("--add", "adds", multiple=True, metavar="SRC:DEST",
               help="Add a host file or directory tree at DEST (absolute) in the image. Repeatable.")
-@click.option("--base", default="static", show_default=True,
-              help="Built-in base (static, scratch) or oci:DIR[:ref], oci-archive:FILE[:ref], "
-                   "docker-archive:FILE[:name:tag].")
-@click.option("--entrypoint", help='JSON array, or a string split as a shell would.')
-@click.option("--cmd", help='JSON array, or a string split as a shell would.')
-@click.option("--env", "envs", multiple=True, metavar="K=V", help="Set an environment variable. Repeatable.")
-@click.option("--user", help="Default user, e.g. 65532:65532 (the default) or chaincode.")
-@click.option("--workdir", help="Working directory (absolute).")
-@click.option("--label", "labels", multiple=True, metavar="K=V", help="Config label. Repeatable.")
-@click.option("--annotation", "annotations", multiple=True, metavar="K=V",
-              help="Manifest annotation. Repeatable.")
-@click.option("--platform", help="os/arch[/variant]; default: from an added ELF binary, else the host.")
-@click.option("--compression", "comp", default="gzip", show_default=True,
-              type=click.Choice(["gzip", "zstd", "none"]))
-@click.option("--chown", metavar="UID:GID", default="0:0", show_default=True,
-              help="Owner of every added file.")
-@click.option("--output", "outputs", multiple=True, required=True, metavar="REF",
-              help="oci:DIR[:ref], oci-archive:FILE[:ref], docker-archive:FILE[:name:tag], "
-                   "docker-daemon:NAME:TAG, containers-storage:NAME:TAG. Repeatable.")
+@image_options
 @click.pass_obj
-def assemble(ctx: Ctx, adds, base, entrypoint, cmd, envs, user, workdir, labels,
-             annotations, platform, comp, chown, outputs):
+def assemble(ctx: Ctx, adds, **opts):
     """Assemble an image from a base and host files; print its digest."""
     created = source_date_epoch(os.environ.get("SOURCE_DATE_EPOCH"))
-    outs = [parse_output(o, created) for o in outputs]
-    changes = {"entrypoint": _argv(entrypoint, "--entrypoint"), "cmd": _argv(cmd, "--cmd"),
-               "env": _pairs(envs, "--env", _ENV_KEY), "user": user,
-               "workdir": _workdir(workdir), "labels": _pairs(labels, "--label"),
-               "annotations": _pairs(annotations, "--annotation")}
-    req = Request(adds=tuple(_add(a) for a in adds), base=base, compression=compression(comp),
-                  platform=Platform.parse(platform) if platform else None,
-                  created=created, owner=_owner(chown), changes=changes)
-    for out in outs:
-        out.check()
+    job = image_job(opts, tuple(_add(a) for a in adds), created)
     with WorkStore() as work:
-        ctx.say("assembling")
-        image = build(req, work)
-        write_all(outs, image, work, ctx.say)
-    click.echo(image.digest)
+        digest = write_image(ctx, job, work)
+    click.echo(digest)
 
 
 @cli.command()
@@ -186,8 +221,13 @@ def _size(n: int) -> str:
         n /= 1000
 
 
+def _terminated(signum, frame):
+    raise KeyboardInterrupt    # unwinds like Ctrl-C: staged outputs and temp files are removed
+
+
 def main(argv=None) -> None:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         cli.main(args=argv, prog_name="ocibuild", standalone_mode=False)
     except OcibuildError as e:

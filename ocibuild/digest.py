@@ -66,10 +66,12 @@ class VerifyingReader:
         self._checked = False
 
     def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            return self.readall()
         if self._left <= 0:
             self._finish()
             return b""
-        n = self._left if n is None or n < 0 else min(n, self._left)
+        n = min(n, self._left)
         data = self._raw.read(n)
         if not data:
             raise BlobError(

@@ -12,7 +12,6 @@ import tempfile
 from typing import Callable, Protocol
 
 from .blobs import WorkStore
-from .engines import Engine
 from .errors import OcibuildError, OutputError
 from .image import Image
 from .layout import (Member, add_to_index, blob_name, check_layout_dir, image_blobs,
@@ -47,10 +46,10 @@ def parse_output(text: str, created: int) -> Output:
         return ArchiveOutput(ref, created, docker=False)
     if ref.transport == "docker-archive":
         return ArchiveOutput(ref, created, docker=True)
-    if ref.transport == "docker-daemon":
-        return EngineOutput(ref, Engine("docker"), created)
-    if ref.transport == "containers-storage":
-        return EngineOutput(ref, Engine("podman"), created)
+    if ref.transport in ("docker-daemon", "containers-storage"):
+        from .engines import Engine   # python-on-whales costs 0.13 s to import: only when used
+        engine = Engine("docker" if ref.transport == "docker-daemon" else "podman")
+        return EngineOutput(ref, engine, created)
     raise OutputError(f"{text}: pushing to registries is not supported yet; "
                       "write an oci-archive: and copy it with skopeo")
 
@@ -191,7 +190,7 @@ class EngineOutput:
     """`docker-daemon:` / `containers-storage:`: a docker-archive loaded into
     the engine."""
 
-    def __init__(self, ref: Reference, engine: Engine, created: int):
+    def __init__(self, ref: Reference, engine, created: int):
         self.ref, self.engine, self.created = ref, engine, created
         self._archive: ArchiveOutput | None = None
 
