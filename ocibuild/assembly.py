@@ -15,7 +15,7 @@ from .bases import builtin_base, builtin_names
 from .blobs import Layer, WorkStore
 from .compression import COMPRESSIONS, Compression
 from .elf import read_elf
-from .entries import FILE, Entry, host_entries, with_parents
+from .entries import FILE, SYMLINK, Entry, host_entries, with_parents
 from .errors import BlobError, InputError
 from .image import Changes, Image, assemble
 from .model import Platform
@@ -50,7 +50,10 @@ def build(req: Request, work: WorkStore) -> Image:
     layer = None
     if entries:
         if base_paths is None:
-            base_paths = frozenset().union(*(layer_paths(l) for l in base.layers))
+            base_paths = {}
+            for lay in base.layers:
+                base_paths.update(layer_paths(lay))
+        _check_loaders(entries, base_paths)
         layer = work.write_layer(with_parents(entries, base_paths), req.compression, req.created)
     ch = Changes(platform=platform, created=req.created, base_name=base_name, **req.changes)
     return assemble(base, layer, ch)
@@ -81,16 +84,55 @@ def _elf_platform(entries: list[Entry]) -> Platform | None:
     return next(iter(found), None)
 
 
-def layer_paths(layer: Layer) -> frozenset[str]:
-    """Paths a base layer holds (whiteouts left out), to avoid re-emitting its
-    directories; reading it verifies it, too."""
-    out = set()
+def _check_loaders(entries: list[Entry], base_paths: dict[str, str]) -> None:
+    """Refuse a dynamically linked binary whose loader is in neither the base
+    nor the new layer: it could never start."""
+    tree = {**base_paths, **{e.path: e.link if e.kind == SYMLINK else "" for e in entries}}
+    for e in entries:
+        if e.kind == FILE and e.source and e.mode & 0o100:
+            info = read_elf(e.source)
+            if info and info.dynamic and not _exists(tree, info.interpreter):
+                raise InputError(
+                    f"/{e.path} is dynamically linked (it needs {info.interpreter}) but the base "
+                    "has no such loader or libraries: link it statically (CGO_ENABLED=0, or "
+                    "-extldflags -static), or use a base that has its libc")
+
+
+def _exists(tree: dict[str, str], path: str) -> bool:
+    """Does `path` resolve to an entry of `tree` (path → symlink target or "")?"""
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    done: list[str] = []
+    for _ in range(64):                       # symlink hops, as the kernel allows 40
+        if not parts:
+            return True
+        part = parts.pop(0)
+        if part == "..":
+            done = done[:-1]
+            continue
+        here = "/".join(done + [part])
+        if here not in tree:
+            return False
+        target = tree[here]
+        if target:
+            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+            if target.startswith("/"):
+                done = []
+        else:
+            done.append(part)
+    return False
+
+
+def layer_paths(layer: Layer) -> dict[str, str]:
+    """Paths a base layer holds, each with its symlink target or "" (whiteouts
+    left out): to avoid re-emitting the base's directories and to find a
+    binary's loader. Reading it verifies it, too."""
+    out = {}
     try:
         with layer.open_tar() as raw, tarfile.open(fileobj=raw, mode="r|") as tf:
             for m in tf:
                 name = os.path.normpath(m.name).lstrip("/")
                 if not os.path.basename(name).startswith(".wh."):
-                    out.add(name)
+                    out[name] = m.linkname if m.issym() else ""
     except (tarfile.TarError, EOFError, zlib.error, zstandard.ZstdError, gzip.BadGzipFile) as e:
         raise BlobError(f"{layer.where} is not a readable layer ({e}); rewrite or re-fetch it") from None
-    return frozenset(out)
+    return out

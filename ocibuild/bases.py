@@ -48,7 +48,7 @@ def builtin_entries(defn: dict) -> list[Entry]:
     return with_parents(out)
 
 
-def builtin_base(name: str, store: WorkStore, comp: Compression) -> tuple[Image, frozenset[str]]:
+def builtin_base(name: str, store: WorkStore, comp: Compression) -> tuple[Image, dict[str, str]]:
     """The built-in base `name` and the set of paths it holds. Its layer is
     fixed (mtime 0), so its diff_id never changes; see the golden test."""
     defn = builtin_definition(name)
@@ -63,7 +63,8 @@ def builtin_base(name: str, store: WorkStore, comp: Compression) -> tuple[Image,
         cfg["history"] = [{"created": rfc3339(0), "created_by": f"ocibuild built-in base {name}"}]
     config = bytes_blob(OCI_CONFIG, canonical_json(cfg), "config")
     manifest = manifest_json(config.descriptor, [l.descriptor for l in layers])
-    return Image(manifest, config, layers), frozenset(e.path for e in entries)
+    return Image(manifest, config, layers), {e.path: e.link if e.kind == SYMLINK else ""
+                                             for e in entries}
 
 
 def is_reference(spec: str) -> bool:

@@ -8,16 +8,22 @@ import os
 import re
 import shlex
 import signal
+import posixpath
 import sys
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 
 import click
+from rich.markup import escape
 
 from . import __version__
 from .assembly import Add, Request, build
 from .blobs import WorkStore
+from .builders import BUILDERS, DEFAULT_IMAGE, choose
+from .entries import image_path
+from .gosource import GoBuild, detect, needs_network_hint
 from .compression import compression
-from .errors import InputError, OcibuildError
+from .errors import BuildError, InputError, OcibuildError
 from .model import Platform
 from .outputs import parse_output, write_all
 from .sources import open_image
@@ -26,12 +32,34 @@ _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class Ctx:
+    """Progress on stderr: a live status line on a terminal (rich), plain
+    lines otherwise, nothing with --quiet. stdout is kept for the result."""
+
     def __init__(self, debug: bool, quiet: bool):
         self.debug, self.quiet = debug, quiet
+        self._console = None
+        if not quiet and sys.stderr.isatty():
+            from rich.console import Console
+            self._console = Console(stderr=True, highlight=False)
 
     def say(self, msg: str) -> None:
-        if not self.quiet:
+        if self.quiet:
+            return
+        if self._console is not None:
+            self._console.print(f"[dim]ocibuild:[/dim] {escape(msg)}")
+        else:
             click.echo(f"ocibuild: {msg}", err=True)
+
+    @contextmanager
+    def phase(self, title: str):
+        """A step (compile, assemble, write): a spinner on a terminal."""
+        if self._console is None:
+            self.say(title)
+            yield
+            return
+        with self._console.status(escape(title)):
+            yield
+        self._console.print(f"[green]✓[/green] {escape(title)}")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -101,9 +129,10 @@ def image_job(opts: dict, adds: tuple[Add, ...], created: int) -> ImageJob:
 
 
 def write_image(ctx: "Ctx", job: ImageJob, work: WorkStore) -> str:
-    ctx.say("assembling")
-    image = build(job.request, work)
-    write_all(job.outputs, image, work, ctx.say)
+    with ctx.phase("assembling"):
+        image = build(job.request, work)
+    with ctx.phase(f"writing {len(job.outputs)} output(s)"):
+        write_all(job.outputs, image, work, ctx.say)
     return image.digest
 
 
@@ -118,6 +147,51 @@ def assemble(ctx: Ctx, adds, **opts):
     job = image_job(opts, tuple(_add(a) for a in adds), created)
     with WorkStore() as work:
         digest = write_image(ctx, job, work)
+    click.echo(digest)
+
+
+@cli.command("build")
+@click.argument("source")
+@click.option("--builder", "builder_name", default="auto", show_default=True,
+              type=click.Choice(BUILDERS),
+              help="auto: docker with buildx if reachable, else podman, else the host's go.")
+@click.option("--builder-image", envvar="OCIBUILD_BUILDER_IMAGE", default=DEFAULT_IMAGE,
+              show_default=True, help="Go toolchain image (or docker-archive:FILE / oci-archive:FILE "
+                                      "to load first). Env: OCIBUILD_BUILDER_IMAGE.")
+@click.option("--network", type=click.Choice(["none", "default"]), default="none", show_default=True,
+              help="Network during the build: none means no module downloads.")
+@click.option("--ldflags", default="", help="Extra -ldflags for go build.")
+@click.option("--tags", default="", help="Go build tags (comma-separated).")
+@click.option("--cgo", is_flag=True, help="Enable cgo, linked fully static.")
+@click.option("--binary-path", default="/usr/local/bin/chaincode", show_default=True,
+              help="Where the binary goes in the image; its directory is put on PATH.")
+@click.option("--import-path", help="GOPATH mode: the package's import path (default: the directory name).")
+@image_options
+@click.pass_obj
+def build_cmd(ctx: Ctx, source, builder_name, builder_image, network, ldflags, tags, cgo,
+              binary_path, import_path, **opts):
+    """Compile Go chaincode in SOURCE and assemble its image; print its digest."""
+    created = source_date_epoch(os.environ.get("SOURCE_DATE_EPOCH"))
+    src = detect(source, import_path)
+    binary_dest = image_path(binary_path, "--binary-path")
+    job = image_job(opts, (), created)
+    platform = job.request.platform or Platform.host()
+    go = GoBuild(src, platform, ldflags=ldflags, tags=tags, cgo=cgo, network=network == "default")
+    builder = choose(builder_name, builder_image, ctx.say)
+    with WorkStore() as work:
+        out_dir = os.path.join(work.root, "out")
+        os.mkdir(out_dir)
+        with ctx.phase(f"compiling {src.root} ({src.mode} mode) with {builder.name}"):
+            try:
+                binary = builder.compile(go, out_dir, ctx.say)
+            except BuildError as e:
+                hint = needs_network_hint(go, e.output)
+                if hint:
+                    raise BuildError(f"{e}; {hint}", e.output) from None
+                raise
+        req = replace(job.request, adds=(Add(binary, "/" + binary_dest),), platform=platform,
+                      changes={**job.request.changes, "on_path": "/" + posixpath.dirname(binary_dest)})
+        digest = write_image(ctx, replace(job, request=req), work)
     click.echo(digest)
 
 

@@ -9,6 +9,7 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Container
 
 from .errors import InputError
 
@@ -130,7 +131,7 @@ def _hardlinks(entries: list[Entry], inode_of: dict[str, tuple[int, int]]) -> li
     return out
 
 
-def with_parents(entries: list[Entry], existing: set[str] | frozenset = frozenset()) -> list[Entry]:
+def with_parents(entries: list[Entry], existing: Container[str] = frozenset()) -> list[Entry]:
     """Sorted, de-duplicated entries with every missing parent directory added
     (0755, root) unless `existing` (the base's paths) already has it. Two
     entries at one path are refused unless both are directories."""

@@ -19,3 +19,12 @@ class OutputError(OcibuildError):
 
 class EngineError(OcibuildError):
     """A container engine (docker, podman) is missing or refused a request."""
+
+
+class BuildError(OcibuildError):
+    """Compiling the chaincode failed; the compiler's own messages were shown
+    and are kept in `output` (to recognise, e.g., a missing network)."""
+
+    def __init__(self, message: str, output: str = ""):
+        super().__init__(message)
+        self.output = output

@@ -69,6 +69,7 @@ class Changes:
     annotations: dict[str, str] = field(default_factory=dict)
     base_name: str = ""            # recorded as org.opencontainers.image.base.name
     history: str = "ocibuild"
+    on_path: str = ""              # a directory that must be on PATH (the binary's)
 
 
 # Same bytes, OCI name: one media-type family per manifest.
@@ -97,8 +98,13 @@ def assemble(base: Image, layer: Layer | None, ch: Changes) -> Image:
             run.pop("Cmd", None)        # as a Dockerfile ENTRYPOINT does
     if ch.cmd is not None:
         run["Cmd"] = ch.cmd
-    if ch.env:
-        run["Env"] = _merge_env(run.get("Env") or [], ch.env)
+    env = dict(ch.env)
+    if ch.on_path and "PATH" not in env:
+        path = _env_value(run.get("Env") or [], "PATH") or DEFAULT_PATH
+        if ch.on_path not in path.split(":"):
+            env["PATH"] = f"{ch.on_path}:{path}"
+    if env:
+        run["Env"] = _merge_env(run.get("Env") or [], env)
     if ch.user is not None:
         run["User"] = ch.user
     if ch.workdir is not None:
@@ -134,6 +140,17 @@ def assemble(base: Image, layer: Layer | None, ch: Changes) -> Image:
         descs.append(Descriptor(mt, d.digest, d.size, d.annotations))
     manifest = manifest_json(config.descriptor, descs, annotations)
     return Image(manifest, config, tuple(layers))
+
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _env_value(env: list[str], key: str) -> str | None:
+    for item in env:
+        k, _, v = item.partition("=")
+        if k == key:
+            return v
+    return None
 
 
 def _merge_env(env: list[str], changes: dict[str, str]) -> list[str]:

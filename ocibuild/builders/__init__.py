@@ -1,0 +1,62 @@
+"""Builders compile a GoBuild into one binary. Each engine's quirks stay in
+its own module; everything above sees only this protocol."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from typing import Callable, Protocol
+
+from ..errors import EngineError, InputError
+from ..gosource import GoBuild
+
+Say = Callable[[str], None]
+
+
+class Builder(Protocol):
+    name: str
+
+    def compile(self, job: GoBuild, out_dir: str, say: Say) -> str:
+        """Compile `job`; return the path of the binary, written in `out_dir`.
+        Raises BuildError (compiler failed: its messages already shown through
+        `say`), EngineError or InputError. Leaves no container behind."""
+
+
+BUILDERS = ("auto", "docker", "podman", "host")
+DEFAULT_IMAGE = "localhost/ocibuild/go-builder:bookworm"
+
+
+def choose(name: str, image: str, say: Say) -> Builder:
+    """The builder `name`; for "auto", the first usable of a docker engine with
+    buildx, podman, the host's go — saying which was chosen."""
+    if name == "auto":
+        name = _first_usable()
+        say(f"builder: {name} (auto)")
+    if name == "docker":
+        from .docker import DockerBuilder
+        return DockerBuilder(image)
+    if name == "podman":
+        from .podman import PodmanBuilder
+        return PodmanBuilder(image)
+    if name == "host":
+        from .host import HostBuilder
+        return HostBuilder()
+    raise InputError(f"unknown builder {name!r}: use {', '.join(BUILDERS)}")
+
+
+def _first_usable() -> str:
+    def ok(*argv: str) -> bool:
+        try:
+            return subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  timeout=20).returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+
+    if shutil.which("docker") and ok("docker", "info") and ok("docker", "buildx", "version"):
+        return "docker"
+    if shutil.which("podman") and ok("podman", "info"):
+        return "podman"
+    if shutil.which("go"):
+        return "host"
+    raise EngineError("no builder found: start a docker engine with buildx, install podman, "
+                      "or install Go for --builder host")

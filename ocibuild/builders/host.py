@@ -1,0 +1,59 @@
+"""The host's own Go toolchain: for CI jobs already inside a Go image, and
+air-gapped hosts with Debian's Go. Same GoBuild as every other builder."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+
+from ..errors import BuildError, EngineError
+from ..gosource import BINARY, GOPATH, GoBuild
+from . import Say
+
+# Debian's Go library packages install their sources here (GOPATH layout).
+SYSTEM_GOPATH = "/usr/share/gocode"
+# The only variables passed through from the caller's environment.
+_PASS = ("PATH", "HOME", "TMPDIR", "GOCACHE", "GOMODCACHE", "GOROOT", "XDG_CACHE_HOME")
+
+
+class HostBuilder:
+    name = "host"
+
+    def __init__(self, go: str = "go"):
+        self.go = go
+
+    def available(self) -> bool:
+        return shutil.which(self.go) is not None
+
+    def compile(self, job: GoBuild, out_dir: str, say: Say) -> str:
+        if not self.available():
+            raise EngineError(f"no `{self.go}` on PATH for --builder host; install Go "
+                              "(apt-get install golang-go) or use --builder docker/podman")
+        output = os.path.join(out_dir, BINARY)
+        with tempfile.TemporaryDirectory(prefix="ocibuild-gopath-") as gopath:
+            if job.source.mode == GOPATH:
+                # GOPATH mode needs the package at $GOPATH/src/<import path>: a copy,
+                # so the source directory itself is never touched.
+                cwd = os.path.join(gopath, "src", job.source.import_path)
+                shutil.copytree(job.source.root, cwd, symlinks=True)
+                env = job.env(f"{gopath}:{SYSTEM_GOPATH}")
+            else:
+                cwd = job.source.root
+                env = job.env()
+            env = {**{k: os.environ[k] for k in _PASS if k in os.environ}, **env}
+            argv = job.argv(output)
+            argv[0] = self.go
+            say("compiling with the host's go: " + " ".join(argv[1:]))
+            try:
+                proc = subprocess.run(argv, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True)
+            except OSError as e:
+                raise EngineError(f"cannot run {self.go}: {e.strerror}") from None
+        for line in proc.stdout.splitlines():
+            say(line)
+        if proc.returncode != 0:
+            raise BuildError(f"go build failed on the host (exit {proc.returncode}); "
+                             "see the compiler messages above", proc.stdout)
+        return output

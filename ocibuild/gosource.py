@@ -1,0 +1,103 @@
+"""Go chaincode sources, read the way a Fabric peer reads them, and the one
+`go build` invocation every builder runs (so all backends give one binary)."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+from .errors import InputError
+from .model import Platform
+
+VENDOR, READONLY, GOPATH = "vendor", "readonly", "gopath"
+
+# Where sources sit inside a builder container (Fabric's own layout).
+INPUT = "/chaincode/input"
+OUTPUT = "/chaincode/output"
+BINARY = "chaincode"
+_IMPORT_PATH = re.compile(r"^[A-Za-z0-9._~+-]+(?:/[A-Za-z0-9._~+-]+)*$")
+
+
+@dataclass(frozen=True)
+class GoSource:
+    root: str           # host directory: the module root, or the GOPATH-mode package
+    mode: str           # VENDOR, READONLY or GOPATH
+    import_path: str    # GOPATH mode: the package's path under $GOPATH/src
+
+    @property
+    def workdir(self) -> str:
+        """The package directory inside a builder container."""
+        if self.mode == GOPATH:
+            return f"{INPUT}/src/{self.import_path}"
+        return f"{INPUT}/src"
+
+
+def detect(path: str, import_path: str | None = None) -> GoSource:
+    """go.mod + vendor/ → -mod=vendor; go.mod → -mod=readonly; else GOPATH mode."""
+    if not os.path.isdir(path):
+        raise InputError(f"{path!r} is not a directory; SOURCE must be a Go module or package directory")
+    root = os.path.abspath(path)
+    if os.path.isfile(os.path.join(root, "go.mod")):
+        mode = VENDOR if os.path.isdir(os.path.join(root, "vendor")) else READONLY
+    else:
+        if not any(n.endswith(".go") for n in os.listdir(root)):
+            raise InputError(f"{path!r} has no go.mod and no .go files; it is not a Go package")
+        mode = GOPATH
+    ip = import_path or os.path.basename(root)
+    if not _IMPORT_PATH.match(ip) or ".." in ip.split("/"):
+        raise InputError(f"invalid Go import path {ip!r}")
+    return GoSource(root, mode, ip)
+
+
+@dataclass(frozen=True)
+class GoBuild:
+    """One reproducible `go build`: -trimpath, no build ID, fixed flags and
+    environment, CGO off unless asked (then linked fully static)."""
+    source: GoSource
+    platform: Platform
+    ldflags: str = ""
+    tags: str = ""
+    cgo: bool = False
+    network: bool = False    # False: no downloads (GOPROXY=off, GOFLAGS=-mod=... only)
+
+    def argv(self, output: str) -> list[str]:
+        ldflags = "-buildid="
+        if self.cgo:
+            ldflags += " -linkmode external -extldflags '-static'"
+        if self.ldflags:
+            ldflags += " " + self.ldflags
+        argv = ["go", "build", "-trimpath", f"-ldflags={ldflags}"]
+        if self.source.mode != GOPATH:
+            argv.append(f"-mod={self.source.mode}")
+        if self.tags:
+            argv.append(f"-tags={self.tags}")
+        return argv + ["-o", output, "."]
+
+    def env(self, gopath: str | None = None) -> dict[str, str]:
+        """The Go environment; `gopath` only in GOPATH mode (else the builder's own)."""
+        env = {
+            "CGO_ENABLED": "1" if self.cgo else "0",
+            "GOOS": self.platform.os,
+            "GOARCH": self.platform.architecture,
+            "GOFLAGS": "",
+            "GOTOOLCHAIN": "local",       # never fetch another toolchain (Go >= 1.21)
+            "GO111MODULE": "off" if self.source.mode == GOPATH else "on",
+        }
+        if gopath:
+            env["GOPATH"] = gopath
+        if self.platform.architecture == "arm" and self.platform.variant.startswith("v"):
+            env["GOARM"] = self.platform.variant[1:]
+        if not self.network:
+            env["GOPROXY"] = "off"
+        return env
+
+
+def needs_network_hint(job: GoBuild, compiler_output: str) -> str:
+    """Why a build failed, in words a user can act on, when it is the network."""
+    if job.source.mode == READONLY and not job.network and (
+            "GOPROXY=off" in compiler_output or "module lookup disabled" in compiler_output
+            or "missing go.sum entry" in compiler_output or "cannot find module" in compiler_output):
+        return ("the module needs dependencies that are not vendored, and the build has no "
+                "network: run `go mod vendor` in the module, or pass --network default")
+    return ""
