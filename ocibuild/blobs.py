@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import io
 import os
+import queue
 import shutil
 import tempfile
+import threading
 from dataclasses import dataclass
 from typing import BinaryIO, Callable
 
@@ -81,9 +83,12 @@ class WorkStore:
                     tar = blob
                     write_tar(entries, tar, mtime)
                 else:
+                    # Two stages on two threads (sha256 and the compressors release
+                    # the GIL): tar + diff_id here, compress + digest + write there.
                     comp_stream = comp.writer(blob)
-                    tar = HashingWriter(comp_stream)
-                    write_tar(entries, tar, mtime)
+                    with ThreadedWriter(comp_stream.write) as pipe:
+                        tar = HashingWriter(pipe)
+                        write_tar(entries, tar, mtime)
                     comp_stream.close()
             path = self.path(blob.digest)
             os.replace(tmp, path)
@@ -93,6 +98,48 @@ class WorkStore:
         desc = Descriptor(comp.media_type, blob.digest, blob.size)
         return Layer(desc, lambda: open(path, "rb"), f"layer {blob.digest}", trusted=True,
                      diff_id=tar.digest)
+
+
+class ThreadedWriter:
+    """A write-only stream whose bytes are consumed by `sink` on a worker
+    thread, in order, in chunks of about CHUNK bytes. The bounded queue keeps
+    memory flat; an error in the worker is raised in the writer."""
+
+    def __init__(self, sink: Callable[[bytes], object], depth: int = 4):
+        self._sink = sink
+        self._queue: queue.Queue = queue.Queue(depth)
+        self._buf = bytearray()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._sink(chunk)
+                except BaseException as e:     # handed to the writer's thread
+                    self._error = e
+
+    def write(self, data) -> int:
+        if self._error is not None:
+            raise self._error
+        self._buf += data
+        if len(self._buf) >= CHUNK:
+            self._queue.put(bytes(self._buf))
+            self._buf.clear()
+        return len(data)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None and self._buf:
+            self._queue.put(bytes(self._buf))
+        self._queue.put(None)
+        self._thread.join()
+        if exc_type is None and self._error is not None:
+            raise self._error
 
 
 def _unlink(path: str) -> None:

@@ -14,7 +14,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 import click
-from rich.markup import escape
 
 from . import __version__
 from .assembly import Add, Request, build
@@ -46,6 +45,7 @@ class Ctx:
         if self.quiet:
             return
         if self._console is not None:
+            from rich.markup import escape
             self._console.print(f"[dim]ocibuild:[/dim] {escape(msg)}")
         else:
             click.echo(f"ocibuild: {msg}", err=True)
@@ -57,6 +57,7 @@ class Ctx:
             self.say(title)
             yield
             return
+        from rich.markup import escape
         with self._console.status(escape(title)):
             yield
         self._console.print(f"[green]✓[/green] {escape(title)}")

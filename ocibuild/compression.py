@@ -7,6 +7,7 @@ no name and OS 255 so it is the same on every host and Python."""
 from __future__ import annotations
 
 import gzip
+import os
 import struct
 from dataclasses import dataclass
 from typing import BinaryIO, Callable
@@ -42,8 +43,11 @@ class _GzipWriter:
 
 class _ZstdWriter:
     def __init__(self, raw: BinaryIO):
+        # zstd's output is the same for any number of worker threads >= 1
+        # (not for 0, its single-threaded mode): use them all.
         params = zstandard.ZstdCompressionParameters.from_level(
-            ZSTD_LEVEL, write_checksum=True, write_content_size=False, threads=0)
+            ZSTD_LEVEL, write_checksum=True, write_content_size=False,
+            threads=max(1, os.cpu_count() or 1))
         self._w = zstandard.ZstdCompressor(compression_params=params).stream_writer(
             raw, closefd=False)
 
@@ -66,6 +70,34 @@ class _PlainWriter:
         pass
 
 
+class _FixedBlocks:
+    """Feeds a compressor in blocks of exactly BLOCK bytes. ISA-L's output (and
+    zstd's, in streaming mode) depends on how the input is split into calls,
+    so the split is made a function of the bytes alone, not of the writer."""
+    BLOCK = 1 << 20
+
+    def __init__(self, inner):
+        self._inner = inner
+        self._buf = bytearray()
+
+    def write(self, data) -> int:
+        self._buf += data
+        if len(self._buf) >= self.BLOCK:
+            view = memoryview(self._buf)
+            end = len(self._buf) - len(self._buf) % self.BLOCK
+            for start in range(0, end, self.BLOCK):
+                self._inner.write(view[start:start + self.BLOCK])
+            view.release()
+            del self._buf[:end]
+        return len(data)
+
+    def close(self) -> None:
+        if self._buf:
+            self._inner.write(bytes(self._buf))
+            self._buf.clear()
+        self._inner.close()
+
+
 @dataclass(frozen=True)
 class Compression:
     name: str
@@ -74,8 +106,8 @@ class Compression:
 
 
 COMPRESSIONS = {
-    "gzip": Compression("gzip", OCI_LAYER + "+gzip", _GzipWriter),
-    "zstd": Compression("zstd", OCI_LAYER + "+zstd", _ZstdWriter),
+    "gzip": Compression("gzip", OCI_LAYER + "+gzip", lambda raw: _FixedBlocks(_GzipWriter(raw))),
+    "zstd": Compression("zstd", OCI_LAYER + "+zstd", lambda raw: _FixedBlocks(_ZstdWriter(raw))),
     "none": Compression("none", OCI_LAYER, _PlainWriter),
 }
 
