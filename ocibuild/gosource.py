@@ -67,7 +67,9 @@ class GoBuild:
             ldflags += " -linkmode external -extldflags '-static'"
         if self.ldflags:
             ldflags += " " + self.ldflags
-        argv = ["go", "build", "-trimpath", f"-ldflags={ldflags}"]
+        # -buildvcs=false: a build inside a git checkout would embed the commit and a
+        # "modified" flag, so the same source would give different binaries.
+        argv = ["go", "build", "-trimpath", "-buildvcs=false", f"-ldflags={ldflags}"]
         if self.source.mode != GOPATH:
             argv.append(f"-mod={self.source.mode}")
         if self.tags:
