@@ -13,9 +13,10 @@ import zstandard
 
 from .bases import builtin_base, builtin_names
 from .blobs import Layer, WorkStore
-from .compression import COMPRESSIONS, Compression
+from .digest import CHUNK
+from .compression import COMPRESSIONS, Compression, decompressed, of_media_type
 from .elf import read_elf
-from .entries import FILE, SYMLINK, Entry, host_entries, with_parents
+from .entries import DIR, FILE, SYMLINK, Entry, Node, host_entries, tree_of, with_parents
 from .errors import BlobError, InputError
 from .image import Changes, Image, assemble
 from .model import Platform
@@ -44,7 +45,12 @@ def build(req: Request, work: WorkStore) -> Image:
     entries = []
     for add in req.adds:
         entries.extend(host_entries(add.source, add.dest, *req.owner))
-    platform = req.platform or _elf_platform(entries)
+    found = _elf_platform(entries)
+    if req.platform and found and (req.platform.os, req.platform.architecture) != (
+            found.os, found.architecture):
+        raise InputError(f"--platform {req.platform} does not match the added binary, which is "
+                         f"for {found}; drop --platform or add a {req.platform} binary")
+    platform = req.platform or found
     base, base_paths, base_name = _resolve_base(req, work, platform)
     platform = platform or (base.platform if base.platform.architecture else Platform.host())
     layer = None
@@ -84,10 +90,10 @@ def _elf_platform(entries: list[Entry]) -> Platform | None:
     return next(iter(found), None)
 
 
-def _check_loaders(entries: list[Entry], base_paths: dict[str, str]) -> None:
+def _check_loaders(entries: list[Entry], base_paths: dict[str, Node]) -> None:
     """Refuse a dynamically linked binary whose loader is in neither the base
     nor the new layer: it could never start."""
-    tree = {**base_paths, **{e.path: e.link if e.kind == SYMLINK else "" for e in entries}}
+    tree = {**base_paths, **tree_of(entries)}
     for e in entries:
         if e.kind == FILE and e.source and e.mode & 0o100:
             info = read_elf(e.source)
@@ -98,8 +104,8 @@ def _check_loaders(entries: list[Entry], base_paths: dict[str, str]) -> None:
                     "-extldflags -static), or use a base that has its libc")
 
 
-def _exists(tree: dict[str, str], path: str) -> bool:
-    """Does `path` resolve to an entry of `tree` (path → symlink target or "")?"""
+def _exists(tree: dict[str, Node], path: str) -> bool:
+    """Does `path` resolve, through symlinks, to an entry of `tree`?"""
     parts = [p for p in path.split("/") if p not in ("", ".")]
     done: list[str] = []
     for _ in range(64):                       # symlink hops, as the kernel allows 40
@@ -112,7 +118,7 @@ def _exists(tree: dict[str, str], path: str) -> bool:
         here = "/".join(done + [part])
         if here not in tree:
             return False
-        target = tree[here]
+        target = tree[here].link
         if target:
             parts = [p for p in target.split("/") if p not in ("", ".")] + parts
             if target.startswith("/"):
@@ -122,17 +128,21 @@ def _exists(tree: dict[str, str], path: str) -> bool:
     return False
 
 
-def layer_paths(layer: Layer) -> dict[str, str]:
-    """Paths a base layer holds, each with its symlink target or "" (whiteouts
-    left out): to avoid re-emitting the base's directories and to find a
-    binary's loader. Reading it verifies it, too."""
+def layer_paths(layer: Layer) -> dict[str, Node]:
+    """What a base layer holds at each path (whiteouts left out): to avoid
+    re-emitting the base's directories, to refuse replacing them, and to find
+    a binary's loader. Reading it verifies it, too."""
     out = {}
     try:
-        with layer.open_tar() as raw, tarfile.open(fileobj=raw, mode="r|") as tf:
+        with layer.open() as blob, decompressed(blob, of_media_type(layer.descriptor.media_type)) as raw, \
+                tarfile.open(fileobj=raw, mode="r|") as tf:
             for m in tf:
                 name = os.path.normpath(m.name).lstrip("/")
                 if not os.path.basename(name).startswith(".wh."):
-                    out[name] = m.linkname if m.issym() else ""
+                    out[name] = (Node(SYMLINK, m.linkname) if m.issym() else Node(DIR) if m.isdir()
+                                 else Node(FILE) if m.isfile() or m.islnk() else Node("special file"))
+            while raw.read(CHUNK) or blob.read(CHUNK):   # to the end: the digest gets checked
+                pass
     except (tarfile.TarError, EOFError, zlib.error, zstandard.ZstdError, gzip.BadGzipFile) as e:
         raise BlobError(f"{layer.where} is not a readable layer ({e}); rewrite or re-fetch it") from None
     return out

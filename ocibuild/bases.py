@@ -8,7 +8,8 @@ from importlib import resources
 
 from .blobs import WorkStore, bytes_blob
 from .compression import Compression
-from .entries import DIR, FILE, SYMLINK, Entry, image_path, parse_mode, with_parents
+from .entries import (DIR, FILE, SYMLINK, Entry, Node, image_path, parse_mode, tree_of,
+                      with_parents)
 from .errors import InputError
 from .image import Image, empty_config
 from .model import OCI_CONFIG, canonical_json, manifest_json, rfc3339
@@ -48,7 +49,7 @@ def builtin_entries(defn: dict) -> list[Entry]:
     return with_parents(out)
 
 
-def builtin_base(name: str, store: WorkStore, comp: Compression) -> tuple[Image, dict[str, str]]:
+def builtin_base(name: str, store: WorkStore, comp: Compression) -> tuple[Image, dict[str, Node]]:
     """The built-in base `name` and the set of paths it holds. Its layer is
     fixed (mtime 0), so its diff_id never changes; see the golden test."""
     defn = builtin_definition(name)
@@ -63,8 +64,7 @@ def builtin_base(name: str, store: WorkStore, comp: Compression) -> tuple[Image,
         cfg["history"] = [{"created": rfc3339(0), "created_by": f"ocibuild built-in base {name}"}]
     config = bytes_blob(OCI_CONFIG, canonical_json(cfg), "config")
     manifest = manifest_json(config.descriptor, [l.descriptor for l in layers])
-    return Image(manifest, config, layers), {e.path: e.link if e.kind == SYMLINK else ""
-                                             for e in entries}
+    return Image(manifest, config, layers), tree_of(entries)
 
 
 def is_reference(spec: str) -> bool:

@@ -37,6 +37,19 @@ class Engine:
             raise EngineError(f"the {self.name} engine is not reachable ({e}); "
                               f"{_HOW_TO_START[self.name]}, or drop that output") from None
 
+    def require_zstd(self) -> None:
+        """Docker engines before 23 cannot unpack zstd layers (podman can)."""
+        if self.name != "docker":
+            return
+        version = self._run("version", "--format", "{{.Server.Version}}").strip()
+        try:
+            major = int(version.split(".")[0])
+        except ValueError:
+            return
+        if major < 23:
+            raise EngineError(f"docker {version} cannot load zstd-compressed layers; "
+                              "use --compression gzip for docker-daemon: outputs")
+
     def load(self, archive: str, name: str) -> None:
         self._run("load", "--input", archive)
         if name and not self.has(name):

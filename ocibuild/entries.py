@@ -9,7 +9,7 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Container
+from typing import Mapping, NamedTuple
 
 from .errors import InputError
 
@@ -131,10 +131,13 @@ def _hardlinks(entries: list[Entry], inode_of: dict[str, tuple[int, int]]) -> li
     return out
 
 
-def with_parents(entries: list[Entry], existing: Container[str] = frozenset()) -> list[Entry]:
+def with_parents(entries: list[Entry], existing: Mapping[str, Node] | None = None) -> list[Entry]:
     """Sorted, de-duplicated entries with every missing parent directory added
     (0755, root) unless `existing` (the base's paths) already has it. Two
-    entries at one path are refused unless both are directories."""
+    entries at one path are refused unless both are directories, and so is
+    anything that would turn a base directory into a file or put a file
+    under a base file."""
+    existing = existing or {}
     by_path: dict[str, Entry] = {}
     for e in entries:
         prev = by_path.get(e.path)
@@ -150,14 +153,34 @@ def with_parents(entries: list[Entry], existing: Container[str] = frozenset()) -
             parent = "/".join(parts[:i])
             have = by_path.get(parent)
             if have is None:
-                if parent not in existing:
+                base = existing.get(parent)
+                if base is None:
                     by_path[parent] = Entry(parent, DIR, 0o755)
+                elif base.kind not in (DIR, SYMLINK):
+                    raise InputError(f"/{parent} is a {base.kind} in the base image, so /{path} "
+                                     "cannot be added under it")
             elif have.kind != DIR:
                 raise InputError(f"/{parent} is added as a {have.kind} but /{path} needs it to be a directory")
-    for e in by_path.values():
+    for e in list(by_path.values()):
+        base = existing.get(e.path)
+        if base is not None and base.kind == DIR:
+            if e.kind != DIR:
+                raise InputError(f"/{e.path} is a directory in the base image; adding a {e.kind} "
+                                 "there would replace it: choose another destination")
+            del by_path[e.path]   # keep the base's own owner and mode (e.g. /tmp's 1777)
         if e.kind == HARDLINK and by_path.get(e.link, Entry("", DIR, 0)).kind != FILE:
             raise InputError(f"hard link /{e.path} points at /{e.link}, which is not a file in the same layer")
     return sorted(by_path.values(), key=Entry.sort_key)
+
+
+class Node(NamedTuple):
+    """What a base image holds at a path: its kind, and a symlink's target."""
+    kind: str
+    link: str = ""
+
+
+def tree_of(entries: list[Entry]) -> dict[str, Node]:
+    return {e.path: Node(e.kind, e.link if e.kind == SYMLINK else "") for e in entries}
 
 
 def parse_mode(text: str) -> int:

@@ -150,7 +150,9 @@ def _remove(path: str) -> None:
 
 def check_layout_dir(root: str) -> None:
     if os.path.isdir(root):
-        if os.listdir(root) and not is_layout(root):
+        names = [n for n in os.listdir(root)
+                 if not (n.startswith(".ocibuild-") and n.endswith(".partial"))]  # writers' staging
+        if names and not is_layout(root):
             raise OutputError(f"{root} exists and is not an OCI layout; name a new or empty "
                               "directory, or an existing layout")
     elif os.path.exists(root):

@@ -29,6 +29,7 @@ REF_NAME = "org.opencontainers.image.ref.name"
 ANN_CREATED = "org.opencontainers.image.created"
 ANN_BASE_NAME = "org.opencontainers.image.base.name"
 ANN_BASE_DIGEST = "org.opencontainers.image.base.digest"
+CONTAINERD_NAME = "io.containerd.image.name"
 
 
 def canonical_json(obj) -> bytes:

@@ -16,10 +16,9 @@ from .errors import OcibuildError, OutputError
 from .image import Image
 from .layout import (Member, add_to_index, blob_name, check_layout_dir, image_blobs,
                      members, put_blob, umask, write_archive)
-from .model import REF_NAME, canonical_json
+from .model import CONTAINERD_NAME, REF_NAME, canonical_json
 from .transports import Reference, parse_reference
 
-CONTAINERD_NAME = "io.containerd.image.name"
 
 
 class Output(Protocol):
@@ -152,12 +151,14 @@ class LayoutOutput:
             raise OutputError(f"cannot write {self.ref}: directory {os.path.dirname(self.root)} does not exist")
 
     def stage(self, image: Image, work: WorkStore) -> None:
-        self._tmp = tempfile.mkdtemp(dir=os.path.dirname(self.root),
-                                     prefix=f".{os.path.basename(self.root)}.", suffix=".partial")
+        # Stage on the layout's own file system: inside it when it exists (it
+        # may be a mount point), else beside it, to be renamed into place.
+        existing = os.path.isdir(self.root)
+        self._tmp = tempfile.mkdtemp(dir=self.root if existing else os.path.dirname(self.root),
+                                     prefix=".ocibuild-", suffix=".partial")
         os.chmod(self._tmp, 0o755 & ~umask())
-        existing = self.root if os.path.isdir(self.root) else None
         for blob in image_blobs(image):
-            if existing and os.path.exists(os.path.join(existing, blob_name(blob.descriptor.digest))):
+            if existing and os.path.exists(os.path.join(self.root, blob_name(blob.descriptor.digest))):
                 continue
             put_blob(self._tmp, blob)
         self._desc = image.descriptor(_index_annotations(self.ref, False))
@@ -165,18 +166,19 @@ class LayoutOutput:
     def commit(self) -> None:
         if self._tmp is None:
             return
-        add_to_index(self._tmp, self._desc)
-        try:
-            os.rename(self._tmp, self.root)     # a new (or empty) layout: one step
-            self._tmp = None
-            return
-        except OSError:
-            pass                                 # it exists: merge into it
-        check_layout_dir(self.root)
+        if os.path.dirname(self._tmp) != self.root:
+            add_to_index(self._tmp, self._desc)
+            try:
+                os.rename(self._tmp, self.root)     # a new layout: one step
+                self._tmp = None
+                return
+            except OSError:
+                check_layout_dir(self.root)         # created meanwhile: merge into it
         sha = os.path.join(self._tmp, "blobs", "sha256")
-        os.makedirs(os.path.join(self.root, "blobs", "sha256"), exist_ok=True)
-        for name in sorted(os.listdir(sha)):
-            os.replace(os.path.join(sha, name), os.path.join(self.root, "blobs", "sha256", name))
+        if os.path.isdir(sha):
+            os.makedirs(os.path.join(self.root, "blobs", "sha256"), exist_ok=True)
+            for name in sorted(os.listdir(sha)):
+                os.replace(os.path.join(sha, name), os.path.join(self.root, "blobs", "sha256", name))
         add_to_index(self.root, self._desc)
         self.abort()
 
@@ -198,6 +200,8 @@ class EngineOutput:
         self.engine.require()
 
     def stage(self, image: Image, work: WorkStore) -> None:
+        if any(l.descriptor.media_type.endswith("+zstd") for l in image.layers):
+            self.engine.require_zstd()
         path = os.path.join(work.root, f"load-{self.engine.name}.tar")
         self._archive = ArchiveOutput(Reference("docker-archive", path, self.ref.ref),
                                       self.created, docker=True)

@@ -16,9 +16,9 @@ from .compression import sniff
 from .digest import CHUNK, HashingWriter, copy_stream, hex_of
 from .errors import BlobError, InputError
 from .image import Image
-from .model import (INDEX_TYPES, MANIFEST_TYPES, OCI_CONFIG, OCI_LAYER, REF_NAME,
-                    Descriptor, Platform, manifest_json, parse_json)
-from .transports import Reference, parse_reference
+from .model import (CONTAINERD_NAME, INDEX_TYPES, MANIFEST_TYPES, OCI_CONFIG, OCI_LAYER,
+                    REF_NAME, Descriptor, Platform, manifest_json, parse_json)
+from .transports import Reference, familiar, parse_reference
 
 _BLOB_PATH = re.compile(r"^blobs/sha256/([0-9a-f]{64})$")
 
@@ -69,10 +69,16 @@ class _TarFiles:
         self.path, self.what = path, what
         self._members: dict[str, tuple[int, int]] = {}
         try:
+            size = os.path.getsize(path)
             with tarfile.open(path, "r:") as tf:
                 for m in tf:
                     if m.isfile():
                         self._members[os.path.normpath(m.name).lstrip("/")] = (m.offset_data, m.size)
+                end = tf.offset
+            # tarfile takes a cut-off archive's end for the real one: check that
+            # every member and the two end blocks are really there.
+            if any(off + n > size for off, n in self._members.values()) or end + 1024 > size:
+                raise InputError(f"{what} is truncated ({size} bytes); copy it again")
         except FileNotFoundError:
             raise InputError(f"{what}: no such file") from None
         except (tarfile.TarError, EOFError) as e:
@@ -109,8 +115,31 @@ def open_image(ref: Reference | str, platform: Platform | None = None) -> Image:
     else:
         raise InputError(f"cannot read images from {ref.transport}: yet; use oci:, oci-archive: or docker-archive:")
     if ref.transport == "docker-archive":
+        # A modern archive (docker 25+ save, ocibuild) holds the OCI layout too:
+        # read that, so the image keeps its own manifest and digest.
+        desc = _docker_archive_descriptor(files, ref.ref)
+        if desc is not None:
+            return _manifest(files, desc, what, platform)
         return _docker_archive(files, ref.ref, what)
     return _layout(files, ref.ref, what, platform)
+
+
+def _docker_archive_descriptor(files, name: str) -> Descriptor | None:
+    if not (files.has("oci-layout") and files.has("index.json")):
+        return None
+    with files.open("index.json") as f:
+        try:
+            index = json.loads(f.read())
+            descs = [Descriptor.from_json(d) for d in index.get("manifests") or []]
+        except (ValueError, UnicodeDecodeError, AttributeError, InputError):
+            return None
+    if not name:
+        return descs[0] if len(descs) == 1 else None
+    for d in descs:
+        full = d.annotations.get(CONTAINERD_NAME)
+        if full and familiar(full) == familiar(name):
+            return d
+    return None
 
 
 def _blob(files, desc: Descriptor, kind: str, what: str) -> Blob:
@@ -179,7 +208,8 @@ def _docker_archive(files: _TarFiles, ref: str, what: str) -> Image:
     if not isinstance(entries, list) or not entries:
         raise InputError(f"manifest.json of {what} lists no image")
     if ref:
-        picked = [e for e in entries if ref in (e.get("RepoTags") or [])]
+        picked = [e for e in entries
+                  if familiar(ref) in {familiar(t) for t in e.get("RepoTags") or []}]
         if not picked:
             tags = sorted(t for e in entries for t in e.get("RepoTags") or [])
             raise InputError(f"{what} has no image tagged {ref!r}; it has {', '.join(tags) or 'no tags'}")

@@ -35,7 +35,7 @@ def header(e: Entry, mtime: int) -> bytes:
 def write_tar(entries: Iterable[Entry], out: BinaryIO, mtime: int = 0) -> None:
     for e in entries:
         out.write(header(e, mtime))
-        if e.kind == FILE and e.size:
+        if e.kind == FILE and (e.size or e.source):   # a source may have grown: check
             _write_content(e, out)
     end_archive(out)
 

@@ -70,3 +70,15 @@ def image_name(text: str, context: str = "") -> str:
     if not _TAG.match(tag):
         raise InputError(f"invalid tag {tag!r}{where}: letters, digits, '_', '.', '-', at most 128")
     return f"{name}:{tag}"
+
+
+def familiar(name: str) -> str:
+    """Docker's short form of a name: `docker.io/library/x:t` → `x:t`,
+    `docker.io/a/b:t` → `a/b:t`; names on other registries unchanged."""
+    for host in ("docker.io/", "index.docker.io/"):
+        if name.startswith(host):
+            rest = name[len(host):]
+            if rest.startswith("library/") and rest.count("/") == 1:
+                rest = rest[len("library/"):]
+            return rest
+    return name

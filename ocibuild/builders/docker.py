@@ -1,0 +1,148 @@
+"""The docker builder: `go build` in a BuildKit build stage (docker buildx,
+docker driver), with the Go build and module caches as cache mounts, and the
+binary returned with a local output from a `FROM scratch` stage.
+
+The generated Dockerfile is an internal detail (nothing of it reaches the
+image). It sticks to what dockerd 20.10's built-in frontend (BuildKit 0.8,
+Dockerfile 1.2) accepts without a `# syntax=` line — no image can be pulled
+for a newer frontend: `RUN --mount` (bind and cache), exec-form RUN, and
+multi-stage `COPY --from`. No heredocs, no `COPY --link`, no named build
+contexts, no `RUN --network` (the network is set for the whole build).
+
+The source directory is the build context and is bind-mounted read-only into
+the RUN step (never copied into a layer, never written); the Dockerfile lives
+in a temp directory. A `.dockerignore` in the source would make BuildKit drop
+files that the podman and host builders see, so such a source is built from
+a copy without it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import tempfile
+
+from python_on_whales.client_config import ClientNotFoundError
+from python_on_whales.exceptions import DockerException
+
+from ..errors import BuildError, EngineError
+from ..gosource import BINARY, GOPATH, INPUT, OUTPUT, GoBuild
+from . import Say
+from .images import (child_pids, client, engine_run, ensure_image, last_line, no_go,
+                     not_installed, stop_children)
+
+STAGE = "ocibuild-go-build"
+CACHE = "/ocibuild-cache"           # GOCACHE and GOMODCACHE live below it
+GOPATH_IN_BUILDER = f"{INPUT}:/usr/share/gocode"
+
+# `--progress plain` lines: a step's header, its process output, its failure.
+_RUN_HEADER = re.compile(rf"^#(\d+) \[{STAGE} \d+/\d+\] RUN ")
+_LOG = re.compile(r"^#(\d+) \d+\.\d+ (.*)$")
+_ERROR = re.compile(r"^#(\d+) ERROR: (.*)$")
+_EXIT = re.compile(r"exit code: (\d+)")
+
+
+class DockerBuilder:
+    name = "docker"
+
+    def __init__(self, image: str, cache_id: str = "ocibuild-go"):
+        self.image = image
+        self.cache_id = cache_id          # BuildKit cache mount ids: <cache_id>-build, -mod
+
+    def compile(self, job: GoBuild, out_dir: str, say: Say) -> str:
+        image = ensure_image("docker", self.image, say)
+        argv = job.argv(f"{OUTPUT}/{BINARY}")
+        output = os.path.join(out_dir, BINARY)
+        with tempfile.TemporaryDirectory(prefix="ocibuild-docker-") as tmp:
+            dockerfile = os.path.join(tmp, "Dockerfile")
+            with open(dockerfile, "w") as f:
+                f.write(self.dockerfile(job, image))
+            context = job.source.root
+            if os.path.lexists(os.path.join(context, ".dockerignore")):
+                context = os.path.join(tmp, "context")
+                shutil.copytree(job.source.root, context, symlinks=True,
+                                ignore=lambda d, names: [".dockerignore"] if d == job.source.root else [])
+            say(f"compiling in a docker buildx stage from {image}: " + " ".join(argv[1:]))
+            dest = tempfile.mkdtemp(prefix=".docker-out-", dir=out_dir)
+            try:
+                self._build(job, context, dockerfile, dest, say)
+                built = os.path.join(dest, BINARY)
+                if not os.path.isfile(built):
+                    raise EngineError("docker buildx build succeeded but returned no binary")
+                os.replace(built, output)
+            finally:
+                shutil.rmtree(dest, ignore_errors=True)
+        return output
+
+    def dockerfile(self, job: GoBuild, image: str) -> str:
+        workdir = job.source.workdir
+        env = job.env(GOPATH_IN_BUILDER if job.source.mode == GOPATH else None)
+        env.update(GOCACHE=f"{CACHE}/go-build", GOMODCACHE=f"{CACHE}/mod")
+        mounts = [f"--mount=type=bind,target={workdir}",
+                  f"--mount=type=cache,id={self.cache_id}-build,target={CACHE}/go-build",
+                  f"--mount=type=cache,id={self.cache_id}-mod,target={CACHE}/mod"]
+        env_lines = " \\\n    ".join(f"{k}={_quote(v)}" for k, v in sorted(env.items()))
+        return (f"FROM {image} AS {STAGE}\n"
+                "USER 0:0\n"
+                f"ENV {env_lines}\n"
+                f"WORKDIR {workdir}\n"
+                f"RUN {' '.join(mounts)} {json.dumps(job.argv(f'{OUTPUT}/{BINARY}'))}\n"
+                "FROM scratch\n"
+                f"COPY --from={STAGE} {OUTPUT}/{BINARY} /{BINARY}\n")
+
+    def _build(self, job: GoBuild, context: str, dockerfile: str, dest: str, say: Say) -> None:
+        lines: list[str] = []
+        run_step: str | None = None
+        failure: str | None = None            # the RUN step's ERROR line
+        before = child_pids()
+        try:
+            logs = client("docker").buildx.build(
+                context, file=dockerfile, output={"type": "local", "dest": dest},
+                progress="plain", network=None if job.network else "none",
+                provenance=False, pull=False, stream_logs=True)
+            for raw in logs:
+                line = raw.rstrip("\n")
+                lines.append(line)
+                if m := _RUN_HEADER.match(line):
+                    run_step = m.group(1)
+                elif (m := _LOG.match(line)) and m.group(1) == run_step:
+                    say(m.group(2))
+                elif (m := _ERROR.match(line)) and m.group(1) == run_step:
+                    failure = m.group(2)
+        except ClientNotFoundError:
+            raise not_installed("docker") from None
+        except DockerException as e:
+            text = "\n".join(lines)
+            if failure is None:
+                raise self._engine_failure(lines, e) from None
+            if 'exec: "go": executable file not found' in text:
+                raise no_go("docker", self.image) from None
+            m = _EXIT.search(failure)
+            code = f" (exit {m.group(1)})" if m else ""
+            raise BuildError(f"go build failed in the docker builder{code}; "
+                             "see the compiler messages above", text) from None
+        except BaseException:
+            # Interrupted (Ctrl-C, or SIGTERM turned into KeyboardInterrupt): the
+            # docker CLI may not have had the signal. Stopping it closes the
+            # buildx session, and BuildKit cancels the build.
+            stop_children(before, signal.SIGTERM, grace=5)
+            raise
+
+    def _engine_failure(self, lines: list[str], e: DockerException) -> EngineError:
+        if not any(l.startswith("#") for l in lines):
+            try:
+                engine_run("docker", "buildx", "version")
+            except DockerException:
+                return EngineError("docker buildx is not installed (`docker buildx version` fails); "
+                                   "install the buildx plugin (scripts/setup does), or choose "
+                                   "--builder podman or --builder host")
+        errors = [l for l in lines if l.startswith("ERROR:")]
+        return EngineError(f"docker buildx build failed: "
+                           f"{errors[-1][len('ERROR:'):].strip() if errors else last_line(e.stderr)}")
+
+
+def _quote(value: str) -> str:
+    """A Dockerfile ENV value, taken literally (no $ expansion)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$") + '"'

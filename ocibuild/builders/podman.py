@@ -1,0 +1,113 @@
+"""The podman builder: `go build` in a throw-away container (rootful or
+rootless), the source mounted read-only, the Go build and module caches in a
+named volume, the output directory mounted.
+
+Podman is daemonless: the container belongs to this process's `podman run`.
+On a failure or an interrupt the client is killed and the container removed
+by its unique name, so none is left behind. `podman run` exits 125 for its
+own errors, 126 when the command cannot run and 127 when it is not found
+(no `go` in the image); anything else is go's own exit status.
+
+Rootless podman (an ordinary user) works the same: container root is the
+user, so the binary it writes is owned by the user. Machine settings that
+podman needs on some hosts (runtime, cgroup manager, ulimits, no slirp
+network) belong in containers.conf, not here."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+import uuid
+
+from python_on_whales.client_config import ClientNotFoundError
+from python_on_whales.exceptions import DockerException
+
+from ..errors import BuildError, EngineError, InputError
+from ..gosource import BINARY, GOPATH, INPUT, OUTPUT, GoBuild
+from . import Say
+from .images import (child_pids, client, engine_run, ensure_image, last_line, no_go,
+                     not_installed, stop_children, unreachable)
+
+NAME_PREFIX = "ocibuild-build-"
+CACHE_VOLUME = "ocibuild-go-cache"
+CACHE = "/ocibuild-cache"           # GOCACHE and GOMODCACHE live below it
+GOPATH_IN_BUILDER = f"{INPUT}:/usr/share/gocode"
+
+
+class PodmanBuilder:
+    name = "podman"
+
+    def __init__(self, image: str, cache_volume: str = CACHE_VOLUME):
+        self.image = image
+        self.cache_volume = cache_volume
+
+    def compile(self, job: GoBuild, out_dir: str, say: Say) -> str:
+        for path in (job.source.root, out_dir):
+            if ":" in path or "," in path:
+                raise InputError(f"podman cannot mount {path!r} (it contains ':' or ','); "
+                                 "move it, or use --builder docker or --builder host")
+        image = ensure_image("podman", self.image, say)
+        argv = job.argv(f"{OUTPUT}/{BINARY}")
+        env = job.env(GOPATH_IN_BUILDER if job.source.mode == GOPATH else None)
+        env.update(GOCACHE=f"{CACHE}/go-build", GOMODCACHE=f"{CACHE}/mod")
+        name = NAME_PREFIX + uuid.uuid4().hex[:16]
+        output = os.path.join(out_dir, BINARY)
+        say(f"compiling in podman container {name} from {image}: " + " ".join(argv[1:]))
+        stage = tempfile.mkdtemp(prefix=".podman-out-", dir=out_dir)
+        try:
+            self._run(job, image, argv, env, name, stage, say)
+            built = os.path.join(stage, BINARY)
+            if not os.path.isfile(built):
+                raise EngineError(f"podman container {name} exited 0 but wrote no binary")
+            os.replace(built, output)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+        return output
+
+    def _run(self, job: GoBuild, image: str, argv: list[str], env: dict, name: str,
+             stage: str, say: Say) -> None:
+        lines: list[str] = []
+        before = child_pids()
+        done = False
+        try:
+            logs = client("podman").container.run(
+                image, argv, name=name, remove=True, pull="never", user="0:0",
+                networks=[] if job.network else ["none"],
+                volumes=[(job.source.root, job.source.workdir, "ro"),
+                         (self.cache_volume, CACHE),
+                         (stage, OUTPUT)],
+                workdir=job.source.workdir, envs=env, stream=True)
+            for _, raw in logs:
+                line = raw.decode(errors="replace").rstrip("\n")
+                lines.append(line)
+                say(line)
+            done = True
+        except ClientNotFoundError:
+            raise not_installed("podman") from None
+        except DockerException as e:
+            code = e.return_code
+            if code == 127:
+                raise no_go("podman", self.image) from None
+            if code in (125, 126):
+                raise unreachable("podman", last_line(e.stderr)) from None
+            raise BuildError(f"go build failed in the podman builder (exit {code}); "
+                             "see the compiler messages above", "\n".join(lines)) from None
+        finally:
+            if not done:
+                _remove(before, name)
+
+
+def _remove(before: set[int], name: str) -> None:
+    """Kill this process's `podman run` client (after an interrupt it may
+    still be creating or running the container), then remove the container."""
+    for attempt in range(3):
+        try:
+            stop_children(before, signal.SIGKILL, grace=0)
+            engine_run("podman", "rm", "--force", "--ignore", "--time", "0", name)
+            return
+        except KeyboardInterrupt:
+            continue          # a second Ctrl-C: still clean up, then re-raise the first
+        except (DockerException, EngineError):
+            return

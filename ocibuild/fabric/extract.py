@@ -1,0 +1,629 @@
+"""Reading untrusted archives: a gzip inflater that counts bytes as they
+inflate, a strict tar reader written for hostile input (no `tarfile`: its
+extension headers are read whole into memory before any check), and an
+extractor that only ever writes into directories it created itself.
+
+Every refusal is a PackageError naming the entry and the rule it broke."""
+
+from __future__ import annotations
+
+import os
+import stat
+import zlib
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+from .common import Limits, PackageError, show, size
+
+BLOCK = 512
+_ZERO = bytes(BLOCK)
+_IN_CHUNK = 1 << 16
+_OUT_CHUNK = 1 << 18
+_GZIP_MAGIC = b"\x1f\x8b"
+
+FILE, DIR, SYMLINK, HARDLINK = "file", "directory", "symlink", "hard link"
+_SPECIAL = {b"3": "character device", b"4": "block device", b"6": "fifo"}
+_UNSUPPORTED = {b"S": "a GNU sparse file", b"V": "a volume label", b"M": "a multi-volume continuation",
+                b"N": "an old GNU long-name record", b"D": "a GNU directory dump"}
+_MAX_SYMLINK_HOPS = 40   # Linux's own limit (ELOOP)
+
+Read = Callable[[int], bytes]
+
+
+class FileWindow:
+    """Bytes [start, end) of an open file, read with pread (no shared offset),
+    optionally hashed as they are read."""
+
+    def __init__(self, fd: int, start: int, end: int, hasher=None):
+        self.fd, self.pos, self.end, self.hasher = fd, start, end, hasher
+
+    def read(self, n: int) -> bytes:
+        n = min(n, self.end - self.pos)
+        if n <= 0:
+            return b""
+        data = os.pread(self.fd, n, self.pos)
+        if not data:
+            raise PackageError("the package file shrank while it was being read; retry when it is stable "
+                               "(file changed)", rule="file changed")
+        self.pos += len(data)
+        if self.hasher is not None:
+            self.hasher.update(data)
+        return data
+
+    def finish(self) -> None:
+        """Read (and hash) whatever is left."""
+        while self.read(1 << 20):
+            pass
+
+
+class Inflater:
+    """A gzip stream (one or more members) read through `read`, refused as
+    soon as its output passes `limit` bytes: a bomb stops early, in bounded
+    memory, whatever its headers claim. Corrupt or truncated data, and
+    anything but zero padding after the last member, are refused."""
+
+    def __init__(self, read: Read, limit: int, what: str, max_members: int):
+        self._read = read
+        self.limit = limit
+        self.what = what
+        self._max_members = max_members
+        self._d = None
+        self._pending = b""
+        self._buf = bytearray()
+        self._pos = 0
+        self._eof = False
+        self.members = 0
+        self.total = 0
+
+    @property
+    def remaining(self) -> int:
+        """Bytes a reader may still take before the limit (read-ahead not counted)."""
+        return self.limit - self.total + (len(self._buf) - self._pos)
+
+    def read(self, n: int) -> bytes:
+        """Up to `n` bytes; fewer only at the end of the stream."""
+        while len(self._buf) - self._pos < n and self._more():
+            pass
+        end = min(self._pos + n, len(self._buf))
+        out = bytes(self._buf[self._pos:end])
+        self._pos = end
+        if self._pos > _OUT_CHUNK:
+            del self._buf[:self._pos]
+            self._pos = 0
+        return out
+
+    def drain(self) -> None:
+        """Inflate the rest (verifying it, counting it) and drop it."""
+        while self._more():
+            del self._buf[:]
+            self._pos = 0
+
+    def _input(self) -> bytes:
+        return self._read(_IN_CHUNK)
+
+    def _more(self) -> bool:
+        while not self._eof:
+            if self._d is None and not self._start_member():
+                self._eof = True
+                return False
+            if not self._pending:
+                self._pending = self._input()
+                if not self._pending:
+                    raise PackageError(f"{self.what} is truncated: its gzip stream ends early (truncated)",
+                                       rule="truncated")
+            try:
+                out = self._d.decompress(self._pending, _OUT_CHUNK)
+            except zlib.error as e:
+                why = str(e).rpartition(": ")[2] or "bad deflate data"
+                raise PackageError(f"{self.what} is corrupt: {why} (corrupt gzip data)",
+                                   rule="corrupt gzip data") from None
+            if self._d.eof:
+                self._pending = self._d.unused_data
+                self._d = None
+            else:
+                self._pending = self._d.unconsumed_tail
+            if out:
+                self.total += len(out)
+                if self.total > self.limit:
+                    raise PackageError(
+                        f"{self.what} inflates to more than {size(self.limit)} (size limit); "
+                        "it may be a decompression bomb", rule="size limit")
+                self._buf += out
+                return True
+        return False
+
+    def _start_member(self) -> bool:
+        """At a member boundary: start the next member, or report the end."""
+        while True:
+            if not self._pending:
+                self._pending = self._input()
+                if not self._pending:
+                    if self.members == 0:
+                        raise PackageError(f"{self.what} is empty (empty)", rule="empty")
+                    return False
+            if self.members and self._pending[0] == 0:      # zero padding after the last member
+                self._pending = self._pending.lstrip(b"\0")
+                continue
+            if len(self._pending) < 2:
+                more = self._input()
+                if more:
+                    self._pending += more
+                    continue
+            if self._pending[:2] != _GZIP_MAGIC:
+                if self.members == 0:
+                    raise PackageError(f"{self.what} is not gzip-compressed (not gzip)", rule="not gzip")
+                raise PackageError(f"{self.what} has data after the end of its gzip stream (trailing data)",
+                                   rule="trailing data")
+            self.members += 1
+            if self.members > self._max_members:
+                raise PackageError(f"{self.what} has more than {self._max_members} gzip members "
+                                   "(entry limit)", rule="entry limit")
+            self._d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            return True
+
+
+@dataclass
+class Member:
+    name: str        # as in the archive (decoded), for messages
+    kind: str        # FILE, DIR, SYMLINK, HARDLINK, or a special kind (refused by users)
+    size: int        # FILE: bytes of data
+    link: str        # SYMLINK / HARDLINK target as written
+    mode: int
+
+
+class TarReader:
+    """Headers and data of a tar stream (ustar, pax, GNU long names), with
+    every field checked before it is believed. Iterate for members; read a
+    member's data with `read` before asking for the next one (what is left
+    unread is skipped)."""
+
+    def __init__(self, stream, limits: Limits, where: str, size_budget: Callable[[], int]):
+        self._stream = stream
+        self._limits = limits
+        self.where = where
+        self._budget = size_budget
+        self._left = 0          # data bytes of the current member not yet read
+        self._pad = 0
+        self.headers = 0
+        self._last = ""
+
+    # -- low level ---------------------------------------------------------
+    def _exact(self, n: int, what: str) -> bytes:
+        data = self._stream.read(n)
+        if len(data) != n:
+            raise PackageError(f"{self.where} is truncated: {what} ends early (truncated)", rule="truncated")
+        return data
+
+    def _skip(self, n: int) -> None:
+        while n:
+            got = self._stream.read(min(n, 1 << 20))
+            if not got:
+                raise PackageError(f"{self.where} is truncated: entry {show(self._last)} ends early (truncated)",
+                                   rule="truncated")
+            n -= len(got)
+
+    def read(self, n: int) -> bytes:
+        n = min(n, self._left)
+        if n <= 0:
+            return b""
+        data = self._exact(n, f"entry {show(self._last)}")
+        self._left -= n
+        return data
+
+    def _finish_member(self) -> None:
+        self._skip(self._left + self._pad)
+        self._left = self._pad = 0
+
+    # -- headers -----------------------------------------------------------
+    def __iter__(self) -> Iterator[Member]:
+        while True:
+            self._finish_member()
+            m = self._next()
+            if m is None:
+                return
+            yield m
+
+    def _next(self) -> Member | None:
+        pax: dict[str, bytes] = {}
+        long_name = long_link = None
+        while True:
+            blk = self._stream.read(BLOCK)
+            if not blk:
+                if pax or long_name is not None or long_link is not None:
+                    raise PackageError(f"{self.where} is truncated: an extended header has no entry (truncated)",
+                                       rule="truncated")
+                return None          # end of data on a header boundary: an archive without end blocks
+            if len(blk) != BLOCK:
+                raise PackageError(f"{self.where} is truncated: a header ends early (truncated)", rule="truncated")
+            if blk == _ZERO:
+                if pax or long_name is not None or long_link is not None:
+                    raise PackageError(f"{self.where} is corrupt: an extended header has no entry (corrupt tar)",
+                                       rule="corrupt tar")
+                return None          # end-of-archive marker
+            self.headers += 1
+            if self.headers > self._limits.max_entries:
+                raise PackageError(f"{self.where} holds more than {self._limits.max_entries} entries "
+                                   "(entry limit)", rule="entry limit")
+            self._check_sum(blk)
+            flag = blk[156:157]
+            size_ = self._number(blk[124:136], "size")
+            if flag in (b"x", b"g", b"L", b"K"):
+                cap = self._limits.max_header if flag in (b"x", b"g") else self._limits.max_path + 1
+                if size_ > cap:
+                    what = "pax header" if flag in (b"x", b"g") else "GNU long name"
+                    raise PackageError(f"{self.where} has a {what} of {size(size_)}, more than "
+                                       f"{size(cap)} (header limit)", rule="header limit")
+                data = self._exact(size_, "an extended header")
+                self._skip(-size_ % BLOCK)
+                if flag == b"x":
+                    pax.update(self._pax(data))
+                elif flag == b"g":
+                    self._pax(data)            # checked, then ignored (no global defaults)
+                elif flag == b"L":
+                    long_name = data.split(b"\0", 1)[0]
+                else:
+                    long_link = data.split(b"\0", 1)[0]
+                continue
+            return self._member(blk, flag, size_, pax, long_name, long_link)
+
+    def _member(self, blk: bytes, flag: bytes, size_: int, pax: dict, long_name, long_link) -> Member:
+        raw = blk[0:100].split(b"\0", 1)[0]
+        if blk[257:263] == b"ustar\0":           # POSIX ustar: a prefix may hold the start of the name
+            prefix = blk[345:500].split(b"\0", 1)[0]
+            if prefix:
+                raw = prefix + b"/" + raw
+        raw = pax.get("path", long_name if long_name is not None else raw)
+        link = pax.get("linkpath", long_link if long_link is not None else blk[157:257].split(b"\0", 1)[0])
+        if "size" in pax:
+            text = pax["size"]
+            if not text.isdigit() or len(text) > 20:
+                raise PackageError(f"{self.where} is corrupt: bad pax size (corrupt tar)", rule="corrupt tar")
+            size_ = int(text)
+        name = self._decode(raw, raw)
+        self._last = name
+        link_s = self._decode(link, raw) if link else ""
+        mode = self._number(blk[100:108], "mode") & 0o7777
+        if flag in (b"0", b"\0", b"7"):
+            kind = DIR if flag == b"\0" and name.endswith("/") else FILE
+        elif flag == b"5":
+            kind = DIR
+        elif flag == b"2":
+            kind = SYMLINK
+        elif flag == b"1":
+            kind = HARDLINK
+        elif flag in _SPECIAL:
+            kind = _SPECIAL[flag]
+        else:
+            what = _UNSUPPORTED.get(flag, f"of unknown type {flag.decode('latin-1')!r}")
+            raise PackageError(f"{self.where} entry {show(name)} is {what}, which a chaincode package "
+                               "cannot hold (unsupported entry type)", entry=name, rule="unsupported entry type")
+        if any(k.startswith("GNU.sparse") for k in pax):
+            raise PackageError(f"{self.where} entry {show(name)} is a sparse file, which a chaincode "
+                               "package cannot hold (unsupported entry type)", entry=name,
+                               rule="unsupported entry type")
+        if kind == FILE:
+            budget, limit = self._budget(), self._limits.max_bytes
+            if size_ > budget:
+                room = (f"the {size(limit)}" if size_ > limit
+                        else f"the {size(max(budget, 0))} left of the {size(limit)}")
+                raise PackageError(f"{self.where} entry {show(name)} is {size(size_)}, more than {room} "
+                                   "the package may inflate to (size limit)", entry=name, rule="size limit")
+            self._left, self._pad = size_, -size_ % BLOCK
+        return Member(name, kind, size_ if kind == FILE else 0, link_s, mode)
+
+    def _decode(self, raw: bytes, entry_raw: bytes) -> str:
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            shown = entry_raw.decode("utf-8", "surrogateescape")
+            what = "name" if raw is entry_raw else "link target"
+            raise PackageError(f"{self.where} entry {show(shown)} has a {what} that is not valid UTF-8 "
+                               "(non-UTF-8 name)", entry=shown, rule="non-UTF-8 name") from None
+
+    def _check_sum(self, blk: bytes) -> None:
+        try:
+            stored = self._number(blk[148:156], "checksum")
+        except PackageError:
+            stored = -1
+        unsigned = sum(blk[:148]) + sum(blk[156:]) + 8 * 32
+        signed = unsigned - 256 * sum(1 for b in blk[:148] + blk[156:] if b > 127)
+        if stored not in (unsigned, signed):
+            if self.headers == 1:
+                raise PackageError(f"{self.where} is not a tar archive (bad header checksum)",
+                                   rule="bad header checksum")
+            raise PackageError(f"{self.where} is corrupt: bad header checksum after entry {show(self._last)} "
+                               "(corrupt tar)", rule="corrupt tar")
+
+    def _number(self, field: bytes, what: str) -> int:
+        if field[:1] and field[0] & 0x80:                 # base-256 (GNU) for large values
+            if field[0] == 0xFF:
+                raise PackageError(f"{self.where} is corrupt: negative {what} in a header (corrupt tar)",
+                                   rule="corrupt tar")
+            return int.from_bytes(bytes([field[0] & 0x7F]) + field[1:], "big")
+        text = field.split(b"\0", 1)[0].strip(b" ")
+        if not text:
+            return 0
+        if any(c not in b"01234567" for c in text):
+            raise PackageError(f"{self.where} is corrupt: bad {what} field in a header (corrupt tar)",
+                               rule="corrupt tar")
+        return int(text, 8)
+
+    def _pax(self, data: bytes) -> dict[str, bytes]:
+        out: dict[str, bytes] = {}
+        pos = 0
+        while pos < len(data):
+            sp = data.find(b" ", pos, pos + 21)
+            if sp <= pos or not data[pos:sp].isdigit():
+                raise PackageError(f"{self.where} is corrupt: bad pax record (corrupt tar)", rule="corrupt tar")
+            length = int(data[pos:sp])
+            rec = data[pos:pos + length]
+            if length <= sp - pos + 1 or len(rec) != length or not rec.endswith(b"\n") or b"=" not in rec:
+                raise PackageError(f"{self.where} is corrupt: bad pax record (corrupt tar)", rule="corrupt tar")
+            key, _, value = rec[sp - pos + 1:-1].partition(b"=")
+            out[key.decode("utf-8", "replace")] = value
+            pos += length
+        return out
+
+
+def clean_name(name: str, limits: Limits, where: str) -> str:
+    """The normalised relative path of an archive entry name ('' for the
+    root), or a PackageError naming the rule it breaks."""
+    def fail(problem: str, rule: str):
+        raise PackageError(f"{where} entry {show(name)} {problem} ({rule})", entry=name, rule=rule)
+
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        fail("has a control character in its name", "control character in name")
+    length = len(name.encode("utf-8"))
+    if length > limits.max_path:
+        fail(f"has a name of {length} bytes, longer than {limits.max_path}", "over-long name")
+    if name.startswith("/"):
+        fail("is an absolute path", "absolute path")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        fail("escapes the package", "path traversal")
+    for p in parts:
+        if len(p.encode("utf-8")) > limits.max_name:
+            fail(f"has a name component of {len(p.encode('utf-8'))} bytes, longer than {limits.max_name}",
+                 "over-long name")
+    return "/".join(parts)
+
+
+class Extractor:
+    """Writes one archive's members under `root`, a directory this process
+    just created. Names are checked (no '..', not absolute, UTF-8, no control
+    characters, bounded length); nothing is written through a symlink (files
+    are created with O_NOFOLLOW|O_EXCL inside directory fds opened with
+    O_NOFOLLOW); symlinks are made last, only once every one of them
+    resolves inside the tree; hard links only to regular files extracted
+    before them; devices and fifos refused; duplicates refused."""
+
+    def __init__(self, root: str, limits: Limits, where: str):
+        self.root = root
+        self.limits = limits
+        self.where = where
+        self._root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        self._kinds: dict[str, str] = {"": DIR}
+        self._explicit: set[str] = set()
+        self._links: dict[str, str] = {}
+        self._cache: tuple[str, int] | None = None
+        self.files = 0
+
+    def close(self) -> None:
+        self._drop_cache()
+        os.close(self._root_fd)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- names -------------------------------------------------------------
+    def _fail(self, name: str, problem: str, rule: str):
+        raise PackageError(f"{self.where} entry {show(name)} {problem} ({rule})", entry=name, rule=rule)
+
+    def clean(self, name: str) -> str:
+        return clean_name(name, self.limits, self.where)
+
+    def _claim(self, name: str, path: str, kind: str) -> None:
+        """Register `path` for an entry, refusing duplicates and paths under
+        anything that is not a directory."""
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            parent = "/".join(parts[:i])
+            have = self._kinds.get(parent)
+            if have is None:
+                self._kinds[parent] = DIR
+            elif have == SYMLINK:
+                self._fail(name, f"lies under the symlink {show(parent)}", "writing through a symlink")
+            elif have != DIR:
+                self._fail(name, f"lies under {show(parent)}, which is a {have}", "path conflict")
+        have = self._kinds.get(path)
+        if have is not None:
+            if not (kind == DIR and have == DIR and path not in self._explicit):
+                self._fail(name, "appears more than once", "duplicate entry")
+        self._kinds[path] = kind
+        if kind == DIR:
+            self._explicit.add(path)
+
+    # -- file system -------------------------------------------------------
+    def _drop_cache(self) -> None:
+        if self._cache is not None:
+            os.close(self._cache[1])
+            self._cache = None
+
+    def _dir_fd(self, rel: str) -> int:
+        """An fd of directory `rel` (created as needed), opened component by
+        component with O_NOFOLLOW from the root fd. Owned by the cache."""
+        if self._cache is not None and self._cache[0] == rel:
+            return self._cache[1]
+        self._drop_cache()
+        fd = os.dup(self._root_fd)
+        try:
+            for comp in rel.split("/") if rel else []:
+                try:
+                    nfd = os.open(comp, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+                except FileNotFoundError:
+                    os.mkdir(comp, 0o755, dir_fd=fd)
+                    nfd = os.open(comp, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+                    os.fchmod(nfd, 0o755)
+                os.close(fd)
+                fd = nfd
+        except BaseException:
+            os.close(fd)
+            raise
+        self._cache = (rel, fd)
+        return fd
+
+    def add(self, m: Member, reader: TarReader) -> None:
+        if m.kind not in (FILE, DIR, SYMLINK, HARDLINK):
+            self._fail(m.name, f"is a {m.kind}", "device and fifo entries are not allowed")
+        path = self.clean(m.name)
+        if path == "":
+            if m.kind == DIR:
+                return                     # "./": the root itself
+            self._fail(m.name, "has an empty name", "empty name")
+        self._claim(m.name, path, FILE if m.kind == HARDLINK else m.kind)
+        parent, _, base = path.rpartition("/")
+        try:
+            if m.kind == DIR:
+                self._dir_fd(path)
+            elif m.kind == FILE:
+                self._write(m, reader, self._dir_fd(parent), base)
+            elif m.kind == HARDLINK:
+                self._hardlink(m, path, parent, base)
+            else:
+                self._symlink(m, path, parent)
+        except OSError as e:
+            raise PackageError(f"{self.where} entry {show(m.name)} could not be extracted: "
+                               f"{e.strerror} (extraction failed)", entry=m.name, rule="extraction failed") from None
+
+    def _write(self, m: Member, reader: TarReader, dfd: int, base: str) -> None:
+        fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                     dir_fd=dfd)
+        try:
+            while True:
+                chunk = reader.read(1 << 20)
+                if not chunk:
+                    break
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view):]
+            os.fchmod(fd, 0o755 if m.mode & 0o111 else 0o644)
+        finally:
+            os.close(fd)
+        self.files += 1
+
+    def _hardlink(self, m: Member, path: str, parent: str, base: str) -> None:
+        self._check_target(m)
+        if m.link.startswith("/") or ".." in m.link.split("/"):
+            self._fail(m.name, f"is a hard link to {show(m.link)}, outside the package", "hard link escape")
+        target = "/".join(p for p in m.link.split("/") if p not in ("", "."))
+        if self._kinds.get(target) != FILE or target == path:
+            self._fail(m.name, f"is a hard link to {show(m.link)}, which is not a regular file "
+                               "extracted before it", "hard link target")
+        tparent, _, tbase = target.rpartition("/")
+        tfd = os.dup(self._dir_fd(tparent))
+        try:
+            os.link(tbase, base, src_dir_fd=tfd, dst_dir_fd=self._dir_fd(parent), follow_symlinks=False)
+        finally:
+            os.close(tfd)
+        self.files += 1
+
+    def _check_target(self, m: Member) -> None:
+        link = m.link
+        if not link:
+            self._fail(m.name, f"is a {m.kind} with an empty target", "empty link target")
+        if any(ord(c) < 32 or ord(c) == 127 for c in link):
+            self._fail(m.name, "has a control character in its link target", "control character in name")
+        if len(link.encode("utf-8")) > self.limits.max_path:
+            self._fail(m.name, f"has a link target of {len(link.encode('utf-8'))} bytes, longer than "
+                               f"{self.limits.max_path}", "over-long name")
+        if any(len(p.encode("utf-8")) > self.limits.max_name for p in link.split("/")):
+            self._fail(m.name, f"has a link target component longer than {self.limits.max_name} bytes",
+                       "over-long name")
+
+    def _symlink(self, m: Member, path: str, parent: str) -> None:
+        self._check_target(m)
+        if m.link.startswith("/"):
+            self._fail(m.name, f"is a symlink to {show(m.link)}, outside the package",
+                       "absolute symlink target")
+        self._dir_fd(parent)        # parents exist now; the link itself is made in finish()
+        self._links[path] = m.link
+
+    def finish(self) -> None:
+        """Check every symlink against the whole tree, then create them."""
+        for path in sorted(self._links):
+            self._resolve(path)
+        for path in sorted(self._links):
+            parent, _, base = path.rpartition("/")
+            try:
+                os.symlink(self._links[path], base, dir_fd=self._dir_fd(parent))
+            except OSError as e:
+                raise PackageError(f"{self.where} entry {show(path)} could not be extracted: {e.strerror} "
+                                   "(extraction failed)", entry=path, rule="extraction failed") from None
+        self._drop_cache()
+
+    def _resolve(self, path: str) -> None:
+        """Follow `path`'s target the way the kernel would, through the
+        symlinks of this tree, refusing any step above the root."""
+        link = self._links[path]
+        current = path.split("/")[:-1]
+        todo = [p for p in reversed(link.split("/"))]
+        hops = 1
+        while todo:
+            comp = todo.pop()
+            if comp in ("", "."):
+                continue
+            if comp == "..":
+                if not current:
+                    self._fail(path, f"is a symlink to {show(link)}, which resolves outside the package",
+                               "symlink escape")
+                current.pop()
+                continue
+            candidate = "/".join(current + [comp])
+            target = self._links.get(candidate)
+            if target is None:
+                current.append(comp)
+                continue
+            hops += 1
+            if hops > _MAX_SYMLINK_HOPS:
+                self._fail(path, "is part of a symlink loop", "too many levels of symlinks")
+            if target.startswith("/"):
+                self._fail(path, f"is a symlink to {show(link)}, which resolves outside the package",
+                           "symlink escape")
+            todo.extend(reversed(target.split("/")))
+
+
+def extract(read_member: TarReader, extractor: Extractor) -> None:
+    for m in read_member:
+        extractor.add(m, read_member)
+    extractor.finish()
+
+
+def regular_file(path: str, max_bytes: int, what: str) -> bytes | None:
+    """The content of `path` if it is a regular file (not through a final
+    symlink), at most `max_bytes`; None when it does not exist."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        raise PackageError(f"{what} is not a regular file (not a regular file)", rule="not a regular file") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise PackageError(f"{what} is not a regular file (not a regular file)", rule="not a regular file")
+        if st.st_size > max_bytes:
+            raise PackageError(f"{what} is {size(st.st_size)}, more than {size(max_bytes)} (header limit)",
+                               rule="header limit")
+        return os.pread(fd, max_bytes + 1, 0)
+    finally:
+        os.close(fd)
+
+
+def inside(root: str, path: str) -> bool:
+    root = os.path.realpath(root)
+    real = os.path.realpath(path)
+    return real == root or real.startswith(root.rstrip("/") + "/")
+

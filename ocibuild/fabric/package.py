@@ -1,0 +1,435 @@
+"""Opening a chaincode package as untrusted input, and finding its Go
+source the way a Fabric peer does.
+
+    pkg = open_package("asset.tar.gz", work_dir)     # kind from content, not name
+    src = go_source(pkg)                             # the peer's build rules, in order
+
+A lifecycle package (2.x) is a gzip tar holding metadata.json and
+code.tar.gz; a legacy package (1.x) is a protobuf ChaincodeDeploymentSpec
+(or the signed Envelope around one); a directory is Go source as before.
+Everything is checked and extracted here, into a new directory inside
+`work_dir`, before any container exists."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import stat
+import tempfile
+from dataclasses import dataclass, replace
+from typing import Callable, Mapping
+
+from ..errors import InputError
+from ..gosource import GOPATH, READONLY, VENDOR, GoSource, detect
+from . import cds
+from .common import LABEL_RULE, Limits, PackageError, show, size, valid_label
+from .extract import (FILE, Extractor, FileWindow, Inflater, TarReader, clean_name, extract, inside,
+                      regular_file)
+
+LIFECYCLE, LEGACY, DIRECTORY = "lifecycle", "cds", "directory"
+TYPES = ("golang", "node", "java", "ccaas", "k8s", "external")
+METADATA, CODE = "metadata.json", "code.tar.gz"
+INDEXES = "META-INF/statedb/couchdb/indexes"
+
+_IMPORT_PATH = re.compile(r"[A-Za-z0-9._~+\-]+(?:/[A-Za-z0-9._~+\-]+)*", re.ASCII)
+_CC_NAME = re.compile(r"[a-zA-Z0-9]+(?:[-_][a-zA-Z0-9]+)*", re.ASCII)      # Fabric 1.x lscc rules
+_CC_VERSION = re.compile(r"[A-Za-z0-9_.+\-]+", re.ASCII)
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}", re.ASCII)
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+@dataclass(frozen=True)
+class ChaincodePackage:
+    """An opened package. `code_dir` holds what the peer would unpack from
+    the code package (src/..., META-INF/...), or is the directory given."""
+    kind: str                 # LIFECYCLE, LEGACY or DIRECTORY
+    source: str               # the path given
+    type: str                 # "golang", "ccaas", "k8s", "node", "java", "external" (lower case)
+    code_dir: str
+    path: str = ""            # Go import path (metadata.json path / chaincode_id.path)
+    label: str = ""           # lifecycle
+    package_id: str = ""      # lifecycle: <label>:<sha256 of the package file>
+    name: str = ""            # legacy
+    version: str = ""         # legacy
+    signed: bool = False      # legacy, wrapped in a signed Envelope
+    connection: Mapping | None = None   # ccaas: connection.json
+    image: Mapping | None = None        # k8s: image.json
+
+    @property
+    def ccid(self) -> str:
+        """The chaincode id a 2.x peer uses (image name, CORE_CHAINCODE_ID_NAME):
+        the package ID, or name:version for a legacy package."""
+        if self.package_id:
+            return self.package_id
+        if self.name:
+            return f"{self.name}:{self.version}"
+        return ""
+
+    @property
+    def meta_inf(self) -> str | None:
+        p = os.path.join(self.code_dir, "META-INF")
+        return p if os.path.isdir(p) and not os.path.islink(p) else None
+
+    @property
+    def couchdb_indexes(self) -> str | None:
+        """META-INF/statedb/couchdb/indexes, for the image, when present."""
+        p = os.path.join(self.code_dir, *INDEXES.split("/"))
+        if os.path.isdir(p) and inside(self.code_dir, p):
+            return p
+        return None
+
+
+@dataclass(frozen=True)
+class PackageGoSource(GoSource):
+    """A GoSource with what a package adds. `target` is the package `go build`
+    builds, relative to the work dir ("." unless the metadata path names a
+    sub-package of a module rooted at src/). `gopath_root`, in GOPATH mode,
+    is the directory holding src/: the whole tree (the package and the
+    dependencies packed beside it) is the GOPATH entry /chaincode/input."""
+    target: str = "."
+    gopath_root: str | None = None
+
+
+# -- opening ----------------------------------------------------------------
+
+def open_package(path: str, work_dir: str, limits: Limits = Limits()) -> ChaincodePackage:
+    """Open a lifecycle package, a legacy CDS or a directory, detected from
+    content. Packages are checked and extracted into a new directory inside
+    `work_dir` (removed again if the package is refused; otherwise the
+    caller's to clean). Raises PackageError (an InputError) on any package
+    it refuses."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise InputError(f"cannot read {path!r}: {e.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
+        return ChaincodePackage(DIRECTORY, path, "golang", os.path.abspath(path))
+    if not stat.S_ISREG(st.st_mode):
+        raise PackageError(f"{path!r} is not a regular file or a directory; expected a chaincode package",
+                           rule="not a regular file")
+    if not os.path.isdir(work_dir):
+        raise InputError(f"work directory {work_dir!r} does not exist")
+    work = tempfile.mkdtemp(prefix="package-", dir=work_dir)
+    try:
+        os.chmod(work, 0o755)
+        code_dir = os.path.join(work, "code")
+        os.mkdir(code_dir)
+        os.chmod(code_dir, 0o755)
+        fd = _open_regular(path)
+        try:
+            length = os.fstat(fd).st_size
+            head = os.pread(fd, 512, 0)
+            if not head:
+                raise PackageError(f"{path!r} is empty; expected a chaincode package", rule="empty file")
+            if head.startswith(_GZIP_MAGIC):
+                return _open_lifecycle(fd, length, path, code_dir, limits)
+            if len(head) == 512 and head[257:262] == b"ustar":
+                raise PackageError(f"{path!r} is an uncompressed tar; a lifecycle package is gzip-compressed "
+                                   "(.tar.gz), as `peer lifecycle chaincode package` writes it",
+                                   rule="not gzip")
+            return _open_legacy(fd, length, path, code_dir, limits)
+        finally:
+            os.close(fd)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+
+
+def _open_regular(path: str) -> int:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
+    except OSError as e:
+        raise InputError(f"cannot read {path!r}: {e.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise PackageError(f"{path!r} is not a regular file", rule="not a regular file")
+    return fd
+
+
+def _read_outer(fd: int, length: int, limits: Limits, on_code: Callable[[TarReader], None]) -> tuple[dict, str]:
+    """Walk a lifecycle package: metadata.json is read, code.tar.gz handed to
+    `on_code` as a stream, other regular files skipped (the peer warns and
+    ignores them). Returns (checked metadata, sha256 hex of the whole file)."""
+    hasher = hashlib.sha256()
+    raw = FileWindow(fd, 0, length, hasher)
+    stream = Inflater(raw.read, limits.max_bytes, "package", limits.max_entries)
+    tar = TarReader(stream, limits, "package", lambda: stream.remaining)
+    meta_bytes = None
+    has_code = False
+    seen: set[str] = set()
+    for m in tar:
+        clean = clean_name(m.name, limits, "package")
+        if clean in seen:
+            raise PackageError(f"package entry {show(m.name)} appears more than once (duplicate entry)",
+                               entry=m.name, rule="duplicate entry")
+        seen.add(clean)
+        if m.kind != FILE:
+            raise PackageError(f"package entry {show(m.name)} is a {m.kind}; a lifecycle package holds only "
+                               "regular files (not a regular file)", entry=m.name, rule="not a regular file")
+        if clean in (METADATA, CODE) and m.name != clean:
+            raise PackageError(f"package entry {show(m.name)} must be named exactly '{clean}', as the peer "
+                               "looks it up (entry name)", entry=m.name, rule="entry name")
+        if m.name == METADATA:
+            if m.size > limits.max_header:
+                raise PackageError(f"package entry 'metadata.json' is {size(m.size)}, more than "
+                                   f"{size(limits.max_header)} (header limit)", entry=m.name, rule="header limit")
+            meta_bytes = tar.read(m.size)
+        elif m.name == CODE:
+            on_code(tar)
+            has_code = True
+    stream.drain()
+    raw.finish()
+    if meta_bytes is None:
+        raise PackageError("package has no metadata.json (missing metadata)", entry=METADATA,
+                           rule="missing metadata")
+    if not has_code:
+        raise PackageError("package has no code.tar.gz (missing code package)", entry=CODE,
+                           rule="missing code package")
+    return _metadata(meta_bytes), hasher.hexdigest()
+
+
+def _metadata(data: bytes) -> dict:
+    """metadata.json checked as the peer reads it: a JSON object whose keys
+    match type/path/label case-insensitively (Go's encoding/json), string
+    values, a known type, a label by Fabric's rule, a path for golang."""
+    def fail(problem: str, rule: str):
+        raise PackageError(f"metadata.json {problem} ({rule})", entry=METADATA, rule=rule)
+
+    try:
+        obj = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        fail("is not UTF-8 text", "bad metadata")
+    except (ValueError, RecursionError) as e:
+        fail(f"is not valid JSON: {str(e).splitlines()[0][:100]}", "bad metadata")
+    if not isinstance(obj, dict):
+        fail(f"is a JSON {type(obj).__name__ if obj is not None else 'null'}, not an object", "bad metadata")
+    found: dict[str, str] = {}
+    for key, value in obj.items():
+        k = key.lower()
+        if k in ("type", "path", "label") and value is not None:
+            if not isinstance(value, str):
+                fail(f"field {key!r} must be a string", "bad metadata")
+            found[k] = value
+    kind = found.get("type", "")
+    if not kind:
+        fail("has no type", "bad metadata")
+    if kind.lower() not in TYPES:
+        fail(f"type {show(kind)} is not a chaincode type Fabric knows ({', '.join(TYPES)})", "unknown type")
+    label = found.get("label", "")
+    if not valid_label(label):
+        fail(f"label {show(label)} is invalid: a label starts with a letter or digit and holds only "
+             f"letters, digits and '_.+-'", f"Fabric's label rule {LABEL_RULE}")
+    path = found.get("path", "")
+    if kind.lower() == "golang":
+        _check_import_path(path, "metadata.json path", METADATA)
+    return {"type": kind.lower(), "path": path, "label": label}
+
+
+def _check_import_path(path: str, what: str, entry: str = "") -> None:
+    if not path:
+        raise PackageError(f"{what} is empty; Go chaincode needs its import path (bad import path)",
+                           entry=entry, rule="bad import path")
+    if (len(path) > 4096 or not _IMPORT_PATH.fullmatch(path)
+            or any(p in (".", "..") for p in path.split("/"))):
+        raise PackageError(f"{what} {show(path)} is not a Go import path (bad import path)",
+                           entry=entry, rule="bad import path")
+
+
+def _open_lifecycle(fd: int, length: int, path: str, code_dir: str, limits: Limits) -> ChaincodePackage:
+    def on_code(outer: TarReader) -> None:
+        _extract_code(outer.read, code_dir, limits, CODE)
+
+    meta, digest = _read_outer(fd, length, limits, on_code)
+    pkg = ChaincodePackage(LIFECYCLE, path, meta["type"], code_dir, path=meta["path"], label=meta["label"],
+                           package_id=f"{meta['label']}:{digest}")
+    _check_indexes(code_dir, limits)
+    if pkg.type == "ccaas":
+        pkg = _with_connection(pkg, limits)
+    elif pkg.type == "k8s":
+        pkg = _with_image(pkg, limits)
+    return pkg
+
+
+def _extract_code(read, code_dir: str, limits: Limits, where: str) -> None:
+    stream = Inflater(read, limits.max_bytes, where, limits.max_entries)
+    tar = TarReader(stream, limits, where, lambda: stream.remaining)
+    with Extractor(code_dir, limits, where) as ex:
+        extract(tar, ex)
+    stream.drain()
+
+
+def read_lifecycle_metadata(path: str, limits: Limits = Limits()) -> tuple[dict, str]:
+    """(checked metadata.json, sha256 hex of the file) of a lifecycle
+    package, without extracting its code."""
+    fd = _open_regular(path)
+    try:
+        length = os.fstat(fd).st_size
+        head = os.pread(fd, 2, 0)
+        if not head:
+            raise PackageError(f"{path!r} is empty; expected a lifecycle package", rule="empty file")
+        if head != _GZIP_MAGIC:
+            raise PackageError(f"{path!r} is not a lifecycle package (a gzip-compressed tar holding "
+                               "metadata.json and code.tar.gz)", rule="not a lifecycle package")
+        return _read_outer(fd, length, limits, lambda outer: None)
+    finally:
+        os.close(fd)
+
+
+def _open_legacy(fd: int, length: int, path: str, code_dir: str, limits: Limits) -> ChaincodePackage:
+    try:
+        dep, signed = cds.parse(fd, length, limits.max_header)
+    except cds.ProtoError as e:
+        raise PackageError(f"{path!r} is not a chaincode package: not a gzip-compressed lifecycle package "
+                           f"(.tar.gz), nor a ChaincodeDeploymentSpec ({e})", rule="not a package") from None
+    what = "ChaincodeDeploymentSpec"
+    if not dep.type:
+        raise PackageError(f"{what} has chaincode type {dep.type_code}, not one of "
+                           "GOLANG, NODE, CAR, JAVA (unknown type)", rule="unknown type")
+    if not _CC_NAME.fullmatch(dep.name):
+        raise PackageError(f"{what} chaincode name {show(dep.name)} is invalid: letters and digits, "
+                           "separated by single '-' or '_' (Fabric's chaincode name rule)", rule="bad name")
+    if not _CC_VERSION.fullmatch(dep.version):
+        raise PackageError(f"{what} chaincode version {show(dep.version)} is invalid: letters, digits and "
+                           "'_.+-' (Fabric's chaincode version rule)", rule="bad version")
+    if dep.type == "golang":
+        _check_import_path(dep.path, f"{what} chaincode path")
+    window = FileWindow(fd, *dep.code)
+    _extract_code(window.read, code_dir, limits, "code package")
+    _check_indexes(code_dir, limits)
+    return ChaincodePackage(LEGACY, path, dep.type, code_dir, path=dep.path, name=dep.name,
+                            version=dep.version, signed=signed)
+
+
+def _check_indexes(code_dir: str, limits: Limits) -> None:
+    """CouchDB index definitions (META-INF/statedb/couchdb/**.json) must be
+    JSON objects in regular files, as the peer requires at install."""
+    top = os.path.join(code_dir, "META-INF", "statedb", "couchdb")
+    if not os.path.isdir(top) or not inside(code_dir, top) or os.path.islink(top):
+        return
+    for dirpath, dirnames, filenames in os.walk(top):     # never descends through symlinks
+        dirnames.sort()
+        for fname in sorted(filenames):
+            if fname.startswith(".") or not fname.endswith(".json"):
+                continue
+            full = os.path.join(dirpath, fname)
+            rel = os.path.relpath(full, code_dir)
+            data = regular_file(full, limits.max_header, f"index {rel}")
+            try:
+                ok = isinstance(json.loads(data.decode("utf-8")), dict)
+            except (UnicodeDecodeError, ValueError, RecursionError):
+                ok = False
+            if not ok:
+                raise PackageError(f"code package entry {show(rel)} is not a JSON object; CouchDB index "
+                                   "definitions must be (bad index)", entry=rel, rule="bad index")
+
+
+def _json_object(code_dir: str, name: str, kind: str, limits: Limits) -> dict:
+    data = regular_file(os.path.join(code_dir, name), limits.max_header, f"{kind} package {name}")
+    if data is None:
+        raise PackageError(f"{kind} package has no {name} in code.tar.gz (missing {name})", entry=name,
+                           rule=f"missing {name}")
+    try:
+        obj = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        obj = None
+    if not isinstance(obj, dict):
+        raise PackageError(f"{kind} package {name} is not a JSON object (bad {name})", entry=name,
+                           rule=f"bad {name}")
+    return obj
+
+
+def _with_connection(pkg: ChaincodePackage, limits: Limits) -> ChaincodePackage:
+    conn = _json_object(pkg.code_dir, "connection.json", "ccaas", limits)
+    if not isinstance(conn.get("address"), str) or not conn["address"]:
+        raise PackageError("ccaas package connection.json has no address (bad connection.json)",
+                           entry="connection.json", rule="bad connection.json")
+    return replace(pkg, connection=conn)
+
+
+def _with_image(pkg: ChaincodePackage, limits: Limits) -> ChaincodePackage:
+    image = _json_object(pkg.code_dir, "image.json", "k8s", limits)
+    if not isinstance(image.get("name"), str) or not image["name"]:
+        raise PackageError("k8s package image.json has no image name (bad image.json)", entry="image.json",
+                           rule="bad image.json")
+    if not isinstance(image.get("digest"), str) or not _DIGEST.fullmatch(image["digest"]):
+        raise PackageError("k8s package image.json digest must be sha256:<64 hex digits> (bad image.json)",
+                           entry="image.json", rule="bad image.json")
+    return replace(pkg, image=image)
+
+
+# -- Go source ----------------------------------------------------------------
+
+def go_source(pkg: ChaincodePackage, import_path: str | None = None) -> GoSource:
+    """The Go source of a package by the peer's build rules, in order:
+    src/go.mod + src/vendor/ → vendor mode in src; src/go.mod → readonly
+    mode in src; the same two under src/<path>/; otherwise GOPATH mode
+    with the package at src/<path>. A directory is read as before
+    (`gosource.detect`, with `import_path`)."""
+    if pkg.kind == DIRECTORY:
+        return detect(pkg.code_dir, import_path or pkg.path or None)
+    if pkg.type != "golang":
+        raise PackageError(f"the package is {pkg.type} chaincode; ocibuild compiles only golang chaincode "
+                           "(unsupported type)", rule="unsupported type")
+    code = pkg.code_dir
+    src = os.path.join(code, "src")
+    if not os.path.isdir(src) or not inside(code, src):
+        raise PackageError("the code package has no src/ directory; Go chaincode is packaged under src/ "
+                           "(missing src)", entry="src", rule="missing src")
+    path = pkg.path
+
+    def module_at(root: str) -> str | None:
+        if os.path.isfile(os.path.join(root, "go.mod")) and inside(code, os.path.join(root, "go.mod")):
+            return VENDOR if os.path.isdir(os.path.join(root, "vendor")) else READONLY
+        return None
+
+    mode = module_at(src)
+    if mode:
+        return PackageGoSource(src, mode, path, target=_module_target(src, path, code))
+    pkg_dir = os.path.join(src, *path.split("/"))
+    in_tree = os.path.isdir(pkg_dir) and inside(code, pkg_dir)
+    mode = module_at(pkg_dir) if in_tree else None
+    if mode:
+        return PackageGoSource(pkg_dir, mode, path)
+    if not in_tree or not any(n.endswith(".go") for n in os.listdir(pkg_dir)):
+        raise PackageError(f"no Go package at src/{path} in the code package: without src/go.mod or "
+                           f"src/{path}/go.mod the peer builds in GOPATH mode, from src/{path} "
+                           "(missing Go package)", entry=f"src/{path}", rule="missing Go package")
+    return PackageGoSource(pkg_dir, GOPATH, path, gopath_root=code)
+
+
+def _module_target(src: str, path: str, code: str) -> str:
+    """What to build in a module rooted at src/: the peer runs `go build
+    <path>` there, so <path> must be the module or one of its packages."""
+    data = regular_file(os.path.join(src, "go.mod"), 1 << 20, "src/go.mod") or b""
+    module = _module_path(data.decode("utf-8", "replace"))
+    if not module:
+        raise PackageError("src/go.mod has no module directive (bad go.mod)", entry="src/go.mod",
+                           rule="bad go.mod")
+    if path == module:
+        return "."
+    if path.startswith(module + "/"):
+        rel = path[len(module) + 1:]
+        sub = os.path.join(src, *rel.split("/"))
+        if not os.path.isdir(sub) or not inside(code, sub):
+            raise PackageError(f"metadata path {show(path)} names package {show(rel)} of module "
+                               f"{show(module)}, but src/{rel} does not exist (missing Go package)",
+                               entry=f"src/{rel}", rule="missing Go package")
+        return "./" + rel
+    raise PackageError(f"metadata path {show(path)} is not module {show(module)} (src/go.mod) nor one of its "
+                       f"packages; the peer's `go build {path}` in src/ would fail (path outside module)",
+                       entry="src/go.mod", rule="path outside module")
+
+
+def _module_path(gomod: str) -> str:
+    for line in gomod.splitlines():
+        line = line.split("//", 1)[0].strip()
+        if not line.startswith("module") or line[6:7] not in (" ", "\t", '"', "`"):
+            continue
+        value = line[6:].strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"`":
+            value = value[1:-1]
+        return value
+    return ""
