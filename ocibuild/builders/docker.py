@@ -31,7 +31,7 @@ from ..errors import BuildError, EngineError
 from ..gosource import BINARY, GOPATH, INPUT, OUTPUT, GoBuild
 from . import Say
 from .images import (child_pids, client, engine_run, ensure_image, last_line, no_go,
-                     not_installed, stop_children)
+                     not_installed, source_mount, stop_children)
 
 STAGE = "ocibuild-go-build"
 CACHE = "/ocibuild-cache"           # GOCACHE and GOMODCACHE live below it
@@ -58,12 +58,12 @@ class DockerBuilder:
         with tempfile.TemporaryDirectory(prefix="ocibuild-docker-") as tmp:
             dockerfile = os.path.join(tmp, "Dockerfile")
             with open(dockerfile, "w") as f:
-                f.write(self.dockerfile(job, image))
-            context = job.source.root
+                f.write(self.dockerfile(job, image, argv))
+            context, _ = source_mount(job)
             if os.path.lexists(os.path.join(context, ".dockerignore")):
-                context = os.path.join(tmp, "context")
-                shutil.copytree(job.source.root, context, symlinks=True,
-                                ignore=lambda d, names: [".dockerignore"] if d == job.source.root else [])
+                source, context = context, os.path.join(tmp, "context")
+                shutil.copytree(source, context, symlinks=True,
+                                ignore=lambda d, names: [".dockerignore"] if d == source else [])
             say(f"compiling in a docker buildx stage from {image}: " + " ".join(argv[1:]))
             dest = tempfile.mkdtemp(prefix=".docker-out-", dir=out_dir)
             try:
@@ -76,11 +76,12 @@ class DockerBuilder:
                 shutil.rmtree(dest, ignore_errors=True)
         return output
 
-    def dockerfile(self, job: GoBuild, image: str) -> str:
+    def dockerfile(self, job: GoBuild, image: str, argv: list[str]) -> str:
         workdir = job.source.workdir
+        _, target = source_mount(job)
         env = job.env(GOPATH_IN_BUILDER if job.source.mode == GOPATH else None)
         env.update(GOCACHE=f"{CACHE}/go-build", GOMODCACHE=f"{CACHE}/mod")
-        mounts = [f"--mount=type=bind,target={workdir}",
+        mounts = [f"--mount=type=bind,target={target}",
                   f"--mount=type=cache,id={self.cache_id}-build,target={CACHE}/go-build",
                   f"--mount=type=cache,id={self.cache_id}-mod,target={CACHE}/mod"]
         env_lines = " \\\n    ".join(f"{k}={_quote(v)}" for k, v in sorted(env.items()))
@@ -88,7 +89,7 @@ class DockerBuilder:
                 "USER 0:0\n"
                 f"ENV {env_lines}\n"
                 f"WORKDIR {workdir}\n"
-                f"RUN {' '.join(mounts)} {json.dumps(job.argv(f'{OUTPUT}/{BINARY}'))}\n"
+                f"RUN {' '.join(mounts)} {json.dumps(argv)}\n"
                 "FROM scratch\n"
                 f"COPY --from={STAGE} {OUTPUT}/{BINARY} /{BINARY}\n")
 

@@ -25,6 +25,7 @@ from python_on_whales.exceptions import DockerException, NoSuchImage
 from python_on_whales.utils import run
 
 from ..errors import EngineError, InputError
+from ..gosource import GOPATH, INPUT, GoBuild
 from ..transports import Reference, image_name, parse_reference
 
 Say = Callable[[str], None]
@@ -183,6 +184,17 @@ def _engine_load(engine: str, path: str) -> None:
         engine_run(engine, "load", "--input", path)
     except DockerException as e:
         raise EngineError(f"{engine} load of {path} failed: {last_line(e.stderr)}") from None
+
+
+def source_mount(job: GoBuild) -> tuple[str, str]:
+    """(host directory, where it goes in the builder container), read-only.
+    Usually the source at its workdir; a GOPATH-mode source that brings its
+    own GOPATH tree (a Fabric package: `gopath_root` holding src/) is that
+    whole tree, as the GOPATH entry /chaincode/input."""
+    gopath_root = getattr(job.source, "gopath_root", None)
+    if job.source.mode == GOPATH and gopath_root:
+        return gopath_root, INPUT
+    return job.source.root, job.source.workdir
 
 
 # --- the engine's client process, on an interrupt ------------------------------

@@ -28,7 +28,7 @@ from ..errors import BuildError, EngineError, InputError
 from ..gosource import BINARY, GOPATH, INPUT, OUTPUT, GoBuild
 from . import Say
 from .images import (child_pids, client, engine_run, ensure_image, last_line, no_go,
-                     not_installed, stop_children, unreachable)
+                     not_installed, source_mount, stop_children)
 
 NAME_PREFIX = "ocibuild-build-"
 CACHE_VOLUME = "ocibuild-go-cache"
@@ -44,9 +44,9 @@ class PodmanBuilder:
         self.cache_volume = cache_volume
 
     def compile(self, job: GoBuild, out_dir: str, say: Say) -> str:
-        for path in (job.source.root, out_dir):
-            if ":" in path or "," in path:
-                raise InputError(f"podman cannot mount {path!r} (it contains ':' or ','); "
+        for path in (source_mount(job)[0], out_dir):
+            if ":" in path:
+                raise InputError(f"podman cannot mount {path!r} (it contains ':'); "
                                  "move it, or use --builder docker or --builder host")
         image = ensure_image("podman", self.image, say)
         argv = job.argv(f"{OUTPUT}/{BINARY}")
@@ -75,7 +75,7 @@ class PodmanBuilder:
             logs = client("podman").container.run(
                 image, argv, name=name, remove=True, pull="never", user="0:0",
                 networks=[] if job.network else ["none"],
-                volumes=[(job.source.root, job.source.workdir, "ro"),
+                volumes=[(*source_mount(job), "ro"),
                          (self.cache_volume, CACHE),
                          (stage, OUTPUT)],
                 workdir=job.source.workdir, envs=env, stream=True)
@@ -91,7 +91,9 @@ class PodmanBuilder:
             if code == 127:
                 raise no_go("podman", self.image) from None
             if code in (125, 126):
-                raise unreachable("podman", last_line(e.stderr)) from None
+                raise EngineError(f"podman could not run the builder container "
+                                  f"({last_line(e.stderr)}); check podman (scripts/setup "
+                                  "configures it), or choose --builder docker or --builder host") from None
             raise BuildError(f"go build failed in the podman builder (exit {code}); "
                              "see the compiler messages above", "\n".join(lines)) from None
         finally:
