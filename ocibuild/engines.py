@@ -1,5 +1,6 @@
-"""Local container engines (docker, podman), reached through python-on-whales.
-Only what outputs need: is it there, and load an archive under a name."""
+"""Local container engines (docker, podman), reached through python-on-whales:
+every engine command goes through `engine_run`, and every engine error reads
+the same way. Outputs need only: is it there, and load an archive."""
 
 from __future__ import annotations
 
@@ -10,32 +11,57 @@ from python_on_whales.utils import run
 
 from .errors import EngineError
 
-_HOW_TO_START = {
-    "docker": "start dockerd (or run scripts/setup)",
-    "podman": "install podman (or run scripts/setup)",
+WHAT_TO_DO = {
+    "docker": "start dockerd (scripts/setup does), or choose --builder podman or --builder host",
+    "podman": "install and configure podman (scripts/setup does), or choose --builder docker "
+              "or --builder host",
 }
+
+
+def client(engine: str) -> DockerClient:
+    return DockerClient(client_call=[engine])
+
+
+def engine_run(engine: str, *args: str) -> str:
+    """`ENGINE ARGS...`; its stdout. Raises python-on-whales' DockerException
+    (with the command's stderr) on failure, EngineError when not installed."""
+    try:
+        return run(client(engine).client_config.docker_cmd + list(args)) or ""
+    except ClientNotFoundError:
+        raise not_installed(engine) from None
+
+
+def unreachable(engine: str, why: str) -> EngineError:
+    return EngineError(f"{engine} is not usable ({why}); {WHAT_TO_DO[engine]}")
+
+
+def not_installed(engine: str) -> EngineError:
+    return EngineError(f"{engine} is not installed; {WHAT_TO_DO[engine]}")
+
+
+def last_line(text: str | bytes | None) -> str:
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    lines = [l.strip() for l in (text or "").splitlines() if l.strip()]
+    return lines[-1] if lines else "no message"
 
 
 class Engine:
     def __init__(self, name: str):
         self.name = name
-        self.client = DockerClient(client_call=[name])
 
     def _run(self, *args: str) -> str:
         try:
-            return run(self.client.client_config.docker_cmd + list(args),
-                       capture_stdout=True, capture_stderr=True) or ""
-        except ClientNotFoundError:
-            raise EngineError(f"{self.name} is not installed; {_HOW_TO_START[self.name]}") from None
+            return engine_run(self.name, *args)
         except DockerException as e:
-            raise EngineError(f"{self.name} {' '.join(args[:2])} failed: {_last_line(e.stderr)}") from None
+            raise EngineError(f"{self.name} {' '.join(args[:2])} failed: {last_line(e.stderr)}") from None
 
     def require(self) -> None:
         try:
             self._run("info", "--format", "{{json .}}")
         except EngineError as e:
             raise EngineError(f"the {self.name} engine is not reachable ({e}); "
-                              f"{_HOW_TO_START[self.name]}, or drop that output") from None
+                              f"{WHAT_TO_DO[self.name].split(', or')[0]}, or drop that output") from None
 
     def require_zstd(self) -> None:
         """Docker engines before 23 cannot unpack zstd layers (podman can)."""
@@ -61,11 +87,3 @@ class Engine:
             return True
         except EngineError:
             return False
-
-    def remove(self, name: str) -> None:
-        self._run("image", "rm", "--force", name)
-
-
-def _last_line(text: str | None) -> str:
-    lines = [l.strip() for l in (text or "").splitlines() if l.strip()]
-    return lines[-1] if lines else "no message"

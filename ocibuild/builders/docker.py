@@ -28,14 +28,13 @@ from python_on_whales.client_config import ClientNotFoundError
 from python_on_whales.exceptions import DockerException
 
 from ..errors import BuildError, EngineError
-from ..gosource import BINARY, GOPATH, INPUT, OUTPUT, GoBuild
+from ..engines import client, engine_run, last_line, not_installed
+from ..gosource import BINARY, OUTPUT, GoBuild
 from . import Say
-from .images import (child_pids, client, engine_run, ensure_image, last_line, no_go,
-                     not_installed, source_mount, stop_children)
+from .images import (CACHE, builder_env, child_pids, ensure_image, no_go, source_mount,
+                     stop_children)
 
 STAGE = "ocibuild-go-build"
-CACHE = "/ocibuild-cache"           # GOCACHE and GOMODCACHE live below it
-GOPATH_IN_BUILDER = f"{INPUT}:/usr/share/gocode"
 
 # `--progress plain` lines: a step's header, its process output, its failure.
 _RUN_HEADER = re.compile(rf"^#(\d+) \[{STAGE} \d+/\d+\] RUN ")
@@ -79,8 +78,7 @@ class DockerBuilder:
     def dockerfile(self, job: GoBuild, image: str, argv: list[str]) -> str:
         workdir = job.source.workdir
         _, target = source_mount(job)
-        env = job.env(GOPATH_IN_BUILDER if job.source.mode == GOPATH else None)
-        env.update(GOCACHE=f"{CACHE}/go-build", GOMODCACHE=f"{CACHE}/mod")
+        env = builder_env(job)
         mounts = [f"--mount=type=bind,target={target}",
                   f"--mount=type=cache,id={self.cache_id}-build,target={CACHE}/go-build",
                   f"--mount=type=cache,id={self.cache_id}-mod,target={CACHE}/mod"]

@@ -19,11 +19,9 @@ import tempfile
 import time
 from typing import Callable
 
-from python_on_whales import DockerClient
-from python_on_whales.client_config import ClientNotFoundError
 from python_on_whales.exceptions import DockerException, NoSuchImage
-from python_on_whales.utils import run
 
+from ..engines import engine_run, last_line, unreachable
 from ..errors import EngineError, InputError
 from ..gosource import GOPATH, INPUT, GoBuild
 from ..transports import Reference, image_name, parse_reference
@@ -35,44 +33,9 @@ ARCHIVES = ("docker-archive", "oci-archive", "oci")
 # with their config digest: the name says exactly which image it is.
 LOADED_REPO = "localhost/ocibuild/builder"
 
-_WHAT_TO_DO = {
-    "docker": "start dockerd (scripts/setup does), or choose --builder podman or --builder host",
-    "podman": "install and configure podman (scripts/setup does), or choose --builder docker "
-              "or --builder host",
-}
-
-
-def client(engine: str) -> DockerClient:
-    return DockerClient(client_call=[engine])
-
-
-def unreachable(engine: str, why: str) -> EngineError:
-    return EngineError(f"{engine} is not usable ({why}); {_WHAT_TO_DO[engine]}")
-
-
-def not_installed(engine: str) -> EngineError:
-    return EngineError(f"{engine} is not installed; {_WHAT_TO_DO[engine]}")
-
-
 def no_go(engine: str, image: str) -> InputError:
     return InputError(f"builder image {image} has no `go` on PATH (in {engine}); "
                       "pass a Go toolchain image with --builder-image")
-
-
-def last_line(text: str | bytes | None) -> str:
-    if isinstance(text, bytes):
-        text = text.decode(errors="replace")
-    lines = [l.strip() for l in (text or "").splitlines() if l.strip()]
-    return lines[-1] if lines else "no message"
-
-
-def engine_run(engine: str, *args: str) -> str:
-    """`ENGINE ARGS...` through python-on-whales' runner; its stdout."""
-    c = client(engine)
-    try:
-        return run(c.client_config.docker_cmd + list(args)) or ""
-    except ClientNotFoundError:
-        raise not_installed(engine) from None
 
 
 def image_id(engine: str, name: str) -> str | None:
@@ -184,6 +147,17 @@ def _engine_load(engine: str, path: str) -> None:
         engine_run(engine, "load", "--input", path)
     except DockerException as e:
         raise EngineError(f"{engine} load of {path} failed: {last_line(e.stderr)}") from None
+
+
+CACHE = "/ocibuild-cache"           # GOCACHE and GOMODCACHE live below it
+GOPATH_IN_BUILDER = f"{INPUT}:/usr/share/gocode"   # Debian's Go libraries in the image
+
+
+def builder_env(job: GoBuild) -> dict[str, str]:
+    """The Go environment inside a builder container, caches included."""
+    env = job.env(GOPATH_IN_BUILDER if job.source.mode == GOPATH else None)
+    env.update(GOCACHE=f"{CACHE}/go-build", GOMODCACHE=f"{CACHE}/mod")
+    return env
 
 
 def source_mount(job: GoBuild) -> tuple[str, str]:

@@ -25,15 +25,14 @@ from python_on_whales.client_config import ClientNotFoundError
 from python_on_whales.exceptions import DockerException
 
 from ..errors import BuildError, EngineError, InputError
-from ..gosource import BINARY, GOPATH, INPUT, OUTPUT, GoBuild
+from ..engines import client, engine_run, last_line, not_installed
+from ..gosource import BINARY, OUTPUT, GoBuild
 from . import Say
-from .images import (child_pids, client, engine_run, ensure_image, last_line, no_go,
-                     not_installed, source_mount, stop_children)
+from .images import (CACHE, builder_env, child_pids, ensure_image, no_go, source_mount,
+                     stop_children)
 
 NAME_PREFIX = "ocibuild-build-"
 CACHE_VOLUME = "ocibuild-go-cache"
-CACHE = "/ocibuild-cache"           # GOCACHE and GOMODCACHE live below it
-GOPATH_IN_BUILDER = f"{INPUT}:/usr/share/gocode"
 
 
 class PodmanBuilder:
@@ -50,8 +49,7 @@ class PodmanBuilder:
                                  "move it, or use --builder docker or --builder host")
         image = ensure_image("podman", self.image, say)
         argv = job.argv(f"{OUTPUT}/{BINARY}")
-        env = job.env(GOPATH_IN_BUILDER if job.source.mode == GOPATH else None)
-        env.update(GOCACHE=f"{CACHE}/go-build", GOMODCACHE=f"{CACHE}/mod")
+        env = builder_env(job)
         name = NAME_PREFIX + uuid.uuid4().hex[:16]
         output = os.path.join(out_dir, BINARY)
         say(f"compiling in podman container {name} from {image}: " + " ".join(argv[1:]))

@@ -32,10 +32,11 @@ class Limits:
     max_entries: int = 100_000    # headers in one tar archive (extension headers included)
     max_path: int = 4096          # bytes in an entry name or link target
     max_name: int = 255           # bytes in one component of a name
+    max_depth: int = 256          # components in a name (directories held open while extracting)
     max_header: int = 1 << 20     # metadata.json, a pax header, connection.json, a CDS spec
 
     def __post_init__(self):
-        for field in ("max_bytes", "max_entries", "max_path", "max_name", "max_header"):
+        for field in ("max_bytes", "max_entries", "max_path", "max_name", "max_depth", "max_header"):
             if getattr(self, field) <= 0:
                 raise InputError(f"package limit {field} must be positive")
 

@@ -8,6 +8,7 @@ Every refusal is a PackageError naming the entry and the rule it broke."""
 from __future__ import annotations
 
 import os
+import re
 import stat
 import zlib
 from dataclasses import dataclass
@@ -26,6 +27,9 @@ _SPECIAL = {b"3": "character device", b"4": "block device", b"6": "fifo"}
 _UNSUPPORTED = {b"S": "a GNU sparse file", b"V": "a volume label", b"M": "a multi-volume continuation",
                 b"N": "an old GNU long-name record", b"D": "a GNU directory dump"}
 _MAX_SYMLINK_HOPS = 40   # Linux's own limit (ELOOP)
+_MAX_RESOLVE_STEPS = 1_000_000   # path components walked checking all symlinks of one archive
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 Read = Callable[[int], bytes]
 
@@ -188,9 +192,10 @@ class TarReader:
         self._last = ""
 
     # -- low level ---------------------------------------------------------
-    def _exact(self, n: int, what: str) -> bytes:
+    def _exact(self, n: int, what: str | None = None) -> bytes:
         data = self._stream.read(n)
         if len(data) != n:
+            what = what or f"entry {show(self._last)}"
             raise PackageError(f"{self.where} is truncated: {what} ends early (truncated)", rule="truncated")
         return data
 
@@ -206,7 +211,7 @@ class TarReader:
         n = min(n, self._left)
         if n <= 0:
             return b""
-        data = self._exact(n, f"entry {show(self._last)}")
+        data = self._exact(n)
         self._left -= n
         return data
 
@@ -326,8 +331,8 @@ class TarReader:
         except PackageError:
             stored = -1
         unsigned = sum(blk[:148]) + sum(blk[156:]) + 8 * 32
-        signed = unsigned - 256 * sum(1 for b in blk[:148] + blk[156:] if b > 127)
-        if stored not in (unsigned, signed):
+        if stored != unsigned and stored != unsigned - 256 * sum(1 for b in blk[:148] + blk[156:] if b > 127):
+            # (the second sum: old tars computed the checksum over signed chars)
             if self.headers == 1:
                 raise PackageError(f"{self.where} is not a tar archive (bad header checksum)",
                                    rule="bad header checksum")
@@ -371,7 +376,7 @@ def clean_name(name: str, limits: Limits, where: str) -> str:
     def fail(problem: str, rule: str):
         raise PackageError(f"{where} entry {show(name)} {problem} ({rule})", entry=name, rule=rule)
 
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+    if _CONTROL.search(name):
         fail("has a control character in its name", "control character in name")
     length = len(name.encode("utf-8"))
     if length > limits.max_path:
@@ -385,6 +390,8 @@ def clean_name(name: str, limits: Limits, where: str) -> str:
         if len(p.encode("utf-8")) > limits.max_name:
             fail(f"has a name component of {len(p.encode('utf-8'))} bytes, longer than {limits.max_name}",
                  "over-long name")
+    if len(parts) > limits.max_depth:
+        fail(f"has {len(parts)} path components, more than {limits.max_depth}", "over-deep name")
     return "/".join(parts)
 
 
@@ -401,15 +408,16 @@ class Extractor:
         self.root = root
         self.limits = limits
         self.where = where
-        self._root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        self._kinds: dict[str, str] = {"": DIR}
+        self._root_fd = os.open(root, _DIR_FLAGS)
+        self._kinds: dict[str, str] = {"": DIR}     # every path made or to be made, implied parents too
         self._explicit: set[str] = set()
         self._links: dict[str, str] = {}
-        self._cache: tuple[str, int] | None = None
+        self._steps = 0
+        self._chain: list[tuple[str, int]] = []     # open fds of the last directory used, root down
         self.files = 0
 
     def close(self) -> None:
-        self._drop_cache()
+        self._drop_chain()
         os.close(self._root_fd)
 
     def __enter__(self):
@@ -427,52 +435,65 @@ class Extractor:
 
     def _claim(self, name: str, path: str, kind: str) -> None:
         """Register `path` for an entry, refusing duplicates and paths under
-        anything that is not a directory."""
-        parts = path.split("/")
-        for i in range(1, len(parts)):
-            parent = "/".join(parts[:i])
+        anything that is not a directory. Parents are checked from the
+        nearest up, stopping at the first one already known (its own parents
+        were checked when it was), so each entry costs little."""
+        end = len(path)
+        new: list[str] = []
+        while True:
+            end = path.rfind("/", 0, end)
+            if end < 0:
+                break
+            parent = path[:end]
             have = self._kinds.get(parent)
-            if have is None:
-                self._kinds[parent] = DIR
-            elif have == SYMLINK:
+            if have == DIR:
+                break
+            if have == SYMLINK:
                 self._fail(name, f"lies under the symlink {show(parent)}", "writing through a symlink")
-            elif have != DIR:
+            if have is not None:
                 self._fail(name, f"lies under {show(parent)}, which is a {have}", "path conflict")
+            new.append(parent)
         have = self._kinds.get(path)
         if have is not None:
-            if not (kind == DIR and have == DIR and path not in self._explicit):
+            implied = have == DIR and path not in self._explicit
+            if implied and kind != DIR:
+                self._fail(name, f"is a {kind} where earlier entries put a directory", "path conflict")
+            if not implied:
                 self._fail(name, "appears more than once", "duplicate entry")
+        if len(self._kinds) + len(new) > self.limits.max_entries:
+            self._fail(name, f"would make more than {self.limits.max_entries} files and directories",
+                       "entry limit")
+        for parent in new:
+            self._kinds[parent] = DIR
         self._kinds[path] = kind
         if kind == DIR:
             self._explicit.add(path)
 
     # -- file system -------------------------------------------------------
-    def _drop_cache(self) -> None:
-        if self._cache is not None:
-            os.close(self._cache[1])
-            self._cache = None
+    def _drop_chain(self, keep: int = 0) -> None:
+        while len(self._chain) > keep:
+            os.close(self._chain.pop()[1])
 
     def _dir_fd(self, rel: str) -> int:
-        """An fd of directory `rel` (created as needed), opened component by
-        component with O_NOFOLLOW from the root fd. Owned by the cache."""
-        if self._cache is not None and self._cache[0] == rel:
-            return self._cache[1]
-        self._drop_cache()
-        fd = os.dup(self._root_fd)
-        try:
-            for comp in rel.split("/") if rel else []:
-                try:
-                    nfd = os.open(comp, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-                except FileNotFoundError:
-                    os.mkdir(comp, 0o755, dir_fd=fd)
-                    nfd = os.open(comp, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-                    os.fchmod(nfd, 0o755)
-                os.close(fd)
-                fd = nfd
-        except BaseException:
-            os.close(fd)
-            raise
-        self._cache = (rel, fd)
+        """An fd of directory `rel` (created as needed), each component
+        opened with O_NOFOLLOW from its parent's fd. The fds of the path are
+        kept (at most max_depth of them), so the next entry only opens what
+        differs. Owned by the extractor: never close it."""
+        comps = rel.split("/") if rel else []
+        common = 0
+        while common < min(len(comps), len(self._chain)) and self._chain[common][0] == comps[common]:
+            common += 1
+        self._drop_chain(common)
+        fd = self._chain[-1][1] if self._chain else self._root_fd
+        for comp in comps[common:]:
+            try:
+                nfd = os.open(comp, _DIR_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                os.mkdir(comp, 0o755, dir_fd=fd)
+                nfd = os.open(comp, _DIR_FLAGS, dir_fd=fd)
+                os.fchmod(nfd, 0o755)
+            self._chain.append((comp, nfd))
+            fd = nfd
         return fd
 
     def add(self, m: Member, reader: TarReader) -> None:
@@ -534,7 +555,7 @@ class Extractor:
         link = m.link
         if not link:
             self._fail(m.name, f"is a {m.kind} with an empty target", "empty link target")
-        if any(ord(c) < 32 or ord(c) == 127 for c in link):
+        if _CONTROL.search(link):
             self._fail(m.name, "has a control character in its link target", "control character in name")
         if len(link.encode("utf-8")) > self.limits.max_path:
             self._fail(m.name, f"has a link target of {len(link.encode('utf-8'))} bytes, longer than "
@@ -562,33 +583,39 @@ class Extractor:
             except OSError as e:
                 raise PackageError(f"{self.where} entry {show(path)} could not be extracted: {e.strerror} "
                                    "(extraction failed)", entry=path, rule="extraction failed") from None
-        self._drop_cache()
+        self._drop_chain()
 
     def _resolve(self, path: str) -> None:
         """Follow `path`'s target the way the kernel would, through the
         symlinks of this tree, refusing any step above the root."""
         link = self._links[path]
-        current = path.split("/")[:-1]
+        current = [""]                      # joined paths of the directories walked, root first
+        for comp in path.split("/")[:-1]:
+            current.append(f"{current[-1]}/{comp}" if current[-1] else comp)
         todo = [p for p in reversed(link.split("/"))]
         hops = 1
         while todo:
             comp = todo.pop()
+            self._steps += 1
+            if self._steps > _MAX_RESOLVE_STEPS:
+                self._fail(path, "is one of more symlinks than can be checked", "symlink limit")
             if comp in ("", "."):
                 continue
             if comp == "..":
-                if not current:
+                if len(current) == 1:
                     self._fail(path, f"is a symlink to {show(link)}, which resolves outside the package",
                                "symlink escape")
                 current.pop()
                 continue
-            candidate = "/".join(current + [comp])
+            candidate = f"{current[-1]}/{comp}" if current[-1] else comp
             target = self._links.get(candidate)
             if target is None:
-                current.append(comp)
+                current.append(candidate)
                 continue
             hops += 1
             if hops > _MAX_SYMLINK_HOPS:
-                self._fail(path, "is part of a symlink loop", "too many levels of symlinks")
+                self._fail(path, f"is part of a symlink loop, or of a chain of more than {_MAX_SYMLINK_HOPS} "
+                                 "symlinks", "too many levels of symlinks")
             if target.startswith("/"):
                 self._fail(path, f"is a symlink to {show(link)}, which resolves outside the package",
                            "symlink escape")

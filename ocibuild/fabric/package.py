@@ -108,8 +108,8 @@ def open_package(path: str, work_dir: str, limits: Limits = Limits()) -> Chainco
     if stat.S_ISDIR(st.st_mode):
         return ChaincodePackage(DIRECTORY, path, "golang", os.path.abspath(path))
     if not stat.S_ISREG(st.st_mode):
-        raise PackageError(f"{path!r} is not a regular file or a directory; expected a chaincode package",
-                           rule="not a regular file")
+        raise PackageError(f"{path!r} is not a regular file or a directory; expected a chaincode package "
+                           "(not a regular file)", rule="not a regular file")
     if not os.path.isdir(work_dir):
         raise InputError(f"work directory {work_dir!r} does not exist")
     work = tempfile.mkdtemp(prefix="package-", dir=work_dir)
@@ -123,13 +123,13 @@ def open_package(path: str, work_dir: str, limits: Limits = Limits()) -> Chainco
             length = os.fstat(fd).st_size
             head = os.pread(fd, 512, 0)
             if not head:
-                raise PackageError(f"{path!r} is empty; expected a chaincode package", rule="empty file")
+                raise PackageError(f"{path!r} is empty; expected a chaincode package (empty file)",
+                                   rule="empty file")
             if head.startswith(_GZIP_MAGIC):
                 return _open_lifecycle(fd, length, path, code_dir, limits)
             if len(head) == 512 and head[257:262] == b"ustar":
-                raise PackageError(f"{path!r} is an uncompressed tar; a lifecycle package is gzip-compressed "
-                                   "(.tar.gz), as `peer lifecycle chaincode package` writes it",
-                                   rule="not gzip")
+                raise PackageError(f"{path!r} is an uncompressed tar; a lifecycle package is gzip-compressed, "
+                                   "as `peer lifecycle chaincode package` writes it (not gzip)", rule="not gzip")
             return _open_legacy(fd, length, path, code_dir, limits)
         finally:
             os.close(fd)
@@ -145,7 +145,7 @@ def _open_regular(path: str) -> int:
         raise InputError(f"cannot read {path!r}: {e.strerror}") from None
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
-        raise PackageError(f"{path!r} is not a regular file", rule="not a regular file")
+        raise PackageError(f"{path!r} is not a regular file (not a regular file)", rule="not a regular file")
     return fd
 
 
@@ -269,10 +269,11 @@ def read_lifecycle_metadata(path: str, limits: Limits = Limits()) -> tuple[dict,
         length = os.fstat(fd).st_size
         head = os.pread(fd, 2, 0)
         if not head:
-            raise PackageError(f"{path!r} is empty; expected a lifecycle package", rule="empty file")
+            raise PackageError(f"{path!r} is empty; expected a lifecycle package (empty file)", rule="empty file")
         if head != _GZIP_MAGIC:
-            raise PackageError(f"{path!r} is not a lifecycle package (a gzip-compressed tar holding "
-                               "metadata.json and code.tar.gz)", rule="not a lifecycle package")
+            raise PackageError(f"{path!r} is not a lifecycle package, a gzip-compressed tar holding "
+                               "metadata.json and code.tar.gz (not a lifecycle package)",
+                               rule="not a lifecycle package")
         return _read_outer(fd, length, limits, lambda outer: None)
     finally:
         os.close(fd)
@@ -283,7 +284,8 @@ def _open_legacy(fd: int, length: int, path: str, code_dir: str, limits: Limits)
         dep, signed = cds.parse(fd, length, limits.max_header)
     except cds.ProtoError as e:
         raise PackageError(f"{path!r} is not a chaincode package: not a gzip-compressed lifecycle package "
-                           f"(.tar.gz), nor a ChaincodeDeploymentSpec ({e})", rule="not a package") from None
+                           f"(.tar.gz), nor a ChaincodeDeploymentSpec: {e} (not a package)",
+                           rule="not a package") from None
     what = "ChaincodeDeploymentSpec"
     if not dep.type:
         raise PackageError(f"{what} has chaincode type {dep.type_code}, not one of "
@@ -318,7 +320,7 @@ def _check_indexes(code_dir: str, limits: Limits) -> None:
             rel = os.path.relpath(full, code_dir)
             data = regular_file(full, limits.max_header, f"index {rel}")
             try:
-                ok = isinstance(json.loads(data.decode("utf-8")), dict)
+                ok = isinstance(json.loads((data or b"").decode("utf-8")), dict)
             except (UnicodeDecodeError, ValueError, RecursionError):
                 ok = False
             if not ok:
