@@ -24,6 +24,9 @@ class GoSource:
     root: str           # host directory: the module root, or the GOPATH-mode package
     mode: str           # VENDOR, READONLY or GOPATH
     import_path: str    # GOPATH mode: the package's path under $GOPATH/src
+    target: str = "."   # what `go build` builds from the work dir (a module's sub-package: ./cmd/cc)
+    gopath_root: str | None = None   # GOPATH mode: a tree holding src/ (the package and its
+                                     # dependencies, as Fabric packages bring them)
 
     @property
     def workdir(self) -> str:
@@ -74,7 +77,7 @@ class GoBuild:
             argv.append(f"-mod={self.source.mode}")
         if self.tags:
             argv.append(f"-tags={self.tags}")
-        return argv + ["-o", output, "."]
+        return argv + ["-o", output, self.source.target]
 
     def env(self, gopath: str | None = None) -> dict[str, str]:
         """The Go environment; `gopath` only in GOPATH mode (else the builder's own)."""

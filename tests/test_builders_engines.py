@@ -353,7 +353,7 @@ def test_gopath_mode_with_debian_go_libraries(work, request):
 def test_gopath_tree_with_its_own_dependencies(work, require_engine):
     """A Fabric GOPATH-mode package packs its dependencies beside it under
     src/: the whole tree is the GOPATH entry /chaincode/input."""
-    from ocibuild.fabric.package import PackageGoSource
+    from ocibuild.gosource import GoSource as PackageGoSource
     tree = work / "gopath-tree"
     app, dep = tree / "src/example.org/app", tree / "src/example.org/dep"
     app.mkdir(parents=True)

@@ -37,7 +37,11 @@ class HostBuilder:
                 # GOPATH mode needs the package at $GOPATH/src/<import path>: a copy,
                 # so the source directory itself is never touched.
                 cwd = os.path.join(gopath, "src", job.source.import_path)
-                shutil.copytree(job.source.root, cwd, symlinks=True)
+                if job.source.gopath_root:     # a whole tree: the package and its dependencies
+                    shutil.copytree(os.path.join(job.source.gopath_root, "src"),
+                                    os.path.join(gopath, "src"), symlinks=True)
+                else:
+                    shutil.copytree(job.source.root, cwd, symlinks=True)
                 env = job.env(f"{gopath}:{SYSTEM_GOPATH}")
             else:
                 cwd = job.source.root

@@ -165,9 +165,8 @@ def source_mount(job: GoBuild) -> tuple[str, str]:
     Usually the source at its workdir; a GOPATH-mode source that brings its
     own GOPATH tree (a Fabric package: `gopath_root` holding src/) is that
     whole tree, as the GOPATH entry /chaincode/input."""
-    gopath_root = getattr(job.source, "gopath_root", None)
-    if job.source.mode == GOPATH and gopath_root:
-        return gopath_root, INPUT
+    if job.source.mode == GOPATH and job.source.gopath_root:
+        return job.source.gopath_root, INPUT
     return job.source.root, job.source.workdir
 
 

@@ -517,7 +517,8 @@ class Extractor:
                 self._symlink(m, path, parent)
         except OSError as e:
             raise PackageError(f"{self.where} entry {show(m.name)} could not be extracted: "
-                               f"{e.strerror} (extraction failed)", entry=m.name, rule="extraction failed") from None
+                               f"{e.strerror} (extraction failed)", entry=m.name,
+                               rule="extraction failed") from None
 
     def _write(self, m: Member, reader: TarReader, dfd: int, base: str) -> None:
         fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
@@ -636,7 +637,8 @@ def regular_file(path: str, max_bytes: int, what: str) -> bytes | None:
     except FileNotFoundError:
         return None
     except OSError:
-        raise PackageError(f"{what} is not a regular file (not a regular file)", rule="not a regular file") from None
+        raise PackageError(f"{what} is not a regular file (not a regular file)",
+                           rule="not a regular file") from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):

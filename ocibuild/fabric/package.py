@@ -82,17 +82,6 @@ class ChaincodePackage:
         return None
 
 
-@dataclass(frozen=True)
-class PackageGoSource(GoSource):
-    """A GoSource with what a package adds. `target` is the package `go build`
-    builds, relative to the work dir ("." unless the metadata path names a
-    sub-package of a module rooted at src/). `gopath_root`, in GOPATH mode,
-    is the directory holding src/: the whole tree (the package and the
-    dependencies packed beside it) is the GOPATH entry /chaincode/input."""
-    target: str = "."
-    gopath_root: str | None = None
-
-
 # -- opening ----------------------------------------------------------------
 
 def open_package(path: str, work_dir: str, limits: Limits = Limits()) -> ChaincodePackage:
@@ -292,10 +281,11 @@ def _open_legacy(fd: int, length: int, path: str, code_dir: str, limits: Limits)
                            "GOLANG, NODE, CAR, JAVA (unknown type)", rule="unknown type")
     if not _CC_NAME.fullmatch(dep.name):
         raise PackageError(f"{what} chaincode name {show(dep.name)} is invalid: letters and digits, "
-                           "separated by single '-' or '_' (Fabric's chaincode name rule)", rule="bad name")
+                           "separated by single '-' or '_' (Fabric's chaincode name rule)",
+                           rule="Fabric's chaincode name rule")
     if not _CC_VERSION.fullmatch(dep.version):
         raise PackageError(f"{what} chaincode version {show(dep.version)} is invalid: letters, digits and "
-                           "'_.+-' (Fabric's chaincode version rule)", rule="bad version")
+                           "'_.+-' (Fabric's chaincode version rule)", rule="Fabric's chaincode version rule")
     if dep.type == "golang":
         _check_import_path(dep.path, f"{what} chaincode path")
     window = FileWindow(fd, *dep.code)
@@ -389,17 +379,17 @@ def go_source(pkg: ChaincodePackage, import_path: str | None = None) -> GoSource
 
     mode = module_at(src)
     if mode:
-        return PackageGoSource(src, mode, path, target=_module_target(src, path, code))
+        return GoSource(src, mode, path, target=_module_target(src, path, code))
     pkg_dir = os.path.join(src, *path.split("/"))
     in_tree = os.path.isdir(pkg_dir) and inside(code, pkg_dir)
     mode = module_at(pkg_dir) if in_tree else None
     if mode:
-        return PackageGoSource(pkg_dir, mode, path)
+        return GoSource(pkg_dir, mode, path)
     if not in_tree or not any(n.endswith(".go") for n in os.listdir(pkg_dir)):
         raise PackageError(f"no Go package at src/{path} in the code package: without src/go.mod or "
                            f"src/{path}/go.mod the peer builds in GOPATH mode, from src/{path} "
                            "(missing Go package)", entry=f"src/{path}", rule="missing Go package")
-    return PackageGoSource(pkg_dir, GOPATH, path, gopath_root=code)
+    return GoSource(pkg_dir, GOPATH, path, gopath_root=code)
 
 
 def _module_target(src: str, path: str, code: str) -> str:
