@@ -20,7 +20,10 @@ from .assembly import Add, Request, build
 from .blobs import WorkStore
 from .builders import BUILDERS, DEFAULT_IMAGE, choose
 from .entries import image_path
-from .gosource import GoBuild, detect, needs_network_hint
+from .fabric import Limits, go_source, image_name, open_package, package_id, write_ccaas, write_golang, \
+    write_k8s
+from .fabric.conventions import BINARY_PATH, DEFAULT_VERSION, INDEXES_PATH, image_changes
+from .gosource import GoBuild, needs_network_hint
 from .compression import compression
 from .errors import BuildError, InputError, OcibuildError
 from .model import Platform
@@ -164,25 +167,41 @@ def assemble(ctx: Ctx, adds, **opts):
 @click.option("--ldflags", default="", help="Extra -ldflags for go build.")
 @click.option("--tags", default="", help="Go build tags (comma-separated).")
 @click.option("--cgo", is_flag=True, help="Enable cgo, linked fully static.")
-@click.option("--binary-path", default="/usr/local/bin/chaincode", show_default=True,
+@click.option("--binary-path", default=BINARY_PATH, show_default=True,
               help="Where the binary goes in the image; its directory is put on PATH.")
-@click.option("--import-path", help="GOPATH mode: the package's import path (default: the directory name).")
+@click.option("--import-path", help="GOPATH mode: the package's import path (default: the "
+                                    "package's metadata path, else the directory name).")
+@click.option("--fabric-version", default=DEFAULT_VERSION, show_default=True,
+              help="Written as label org.hyperledger.fabric.version and CORE_CHAINCODE_BUILDLEVEL.")
+@click.option("--max-inflated-size", type=click.IntRange(1), default=Limits().max_bytes, show_default=True,
+              help="Packages: refuse more than this many bytes once inflated.")
+@click.option("--max-entries", type=click.IntRange(1), default=Limits().max_entries, show_default=True,
+              help="Packages: refuse more entries than this.")
 @image_options
 @click.pass_obj
 def build_cmd(ctx: Ctx, source, builder_name, builder_image, network, ldflags, tags, cgo,
-              binary_path, import_path, **opts):
-    """Compile Go chaincode in SOURCE and assemble its image; print its digest."""
+              binary_path, import_path, fabric_version, max_inflated_size, max_entries, **opts):
+    """Compile Go chaincode and assemble its image; print its digest.
+
+    SOURCE is a Fabric chaincode package (lifecycle .tar.gz or legacy 1.x
+    deployment spec, detected from its content) or a Go module or GOPATH-mode
+    package directory. The image follows the peer's conventions: the binary
+    on PATH as `chaincode`, no entrypoint, user chaincode (500), Fabric's
+    labels and environment."""
     created = source_date_epoch(os.environ.get("SOURCE_DATE_EPOCH"))
-    src = detect(source, import_path)
-    binary_dest = image_path(binary_path, "--binary-path")
+    binary_dest = "/" + image_path(binary_path, "--binary-path")
     job = image_job(opts, (), created)
     platform = job.request.platform or Platform.host()
-    go = GoBuild(src, platform, ldflags=ldflags, tags=tags, cgo=cgo, network=network == "default")
-    builder = choose(builder_name, builder_image, ctx.say)
+    limits = replace(Limits(), max_bytes=max_inflated_size, max_entries=max_entries)
     with WorkStore() as work:
+        # The package is read, checked and extracted before any container starts.
+        pkg = open_package(source, work.root, limits)
+        src = go_source(pkg, import_path)
+        go = GoBuild(src, platform, ldflags=ldflags, tags=tags, cgo=cgo, network=network == "default")
+        builder = choose(builder_name, builder_image, ctx.say)
         out_dir = os.path.join(work.root, "out")
         os.mkdir(out_dir)
-        with ctx.phase(f"compiling {src.root} ({src.mode} mode) with {builder.name}"):
+        with ctx.phase(f"compiling {pkg.source} ({src.mode} mode) with {builder.name}"):
             try:
                 binary = builder.compile(go, out_dir, ctx.say)
             except BuildError as e:
@@ -190,10 +209,89 @@ def build_cmd(ctx: Ctx, source, builder_name, builder_image, network, ldflags, t
                 if hint:
                     raise BuildError(f"{e}; {hint}", e.output) from None
                 raise
-        req = replace(job.request, adds=(Add(binary, "/" + binary_dest),), platform=platform,
-                      changes={**job.request.changes, "on_path": "/" + posixpath.dirname(binary_dest)})
+        adds = [Add(binary, binary_dest)]
+        if pkg.couchdb_indexes:
+            adds.append(Add(pkg.couchdb_indexes, INDEXES_PATH))
+        req = replace(job.request, adds=tuple(adds), platform=platform,
+                      changes=_with_defaults(job.request.changes, image_changes(pkg, fabric_version),
+                                             on_path=posixpath.dirname(binary_dest)))
         digest = write_image(ctx, replace(job, request=req), work)
     click.echo(digest)
+
+
+def _with_defaults(given: dict, defaults: dict, **extra) -> dict:
+    """Image changes: the user's flags over the chaincode defaults."""
+    out = dict(given)
+    for key, value in defaults.items():
+        if isinstance(value, dict):
+            out[key] = {**value, **(given.get(key) or {})}
+        elif given.get(key) is None:
+            out[key] = value
+    out.update(extra)
+    return out
+
+
+@cli.group()
+def fabric():
+    """Fabric helpers: package IDs, the peer's image names, writing packages."""
+
+
+@fabric.command("package-id")
+@click.argument("package", type=click.Path(dir_okay=False))
+def fabric_package_id(package):
+    """The package ID (label:sha256) a peer computes for PACKAGE."""
+    click.echo(package_id(package))
+
+
+@fabric.command("image-name")
+@click.argument("ccid")
+@click.option("--network-id", default="", help="The peer's CORE_PEER_NETWORKID (often 'dev').")
+@click.option("--peer-id", default="", help="The peer's CORE_PEER_ID (e.g. peer0.org1.example.com).")
+def fabric_image_name(ccid, network_id, peer_id):
+    """The image name a peer looks for (tag latest) before building CCID itself."""
+    click.echo(image_name(network_id, peer_id, ccid))
+
+
+@fabric.command("package")
+@click.argument("source", required=False)
+@click.option("--type", "cc_type", type=click.Choice(["golang", "ccaas", "k8s"]), default="golang",
+              show_default=True)
+@click.option("--label", required=True, help="The package label, e.g. mycc_1.0.")
+@click.option("--output", "out", required=True, help="The package file to write (.tar.gz).")
+@click.option("--path", "import_path", help="golang: the import path (default: go.mod's module).")
+@click.option("--address", help="ccaas: host:port where the chaincode server listens.")
+@click.option("--dial-timeout", default="10s", show_default=True, help="ccaas: dial timeout.")
+@click.option("--tls-required", is_flag=True, help="ccaas: the peer must use TLS.")
+@click.option("--image-name", "image_name_", help="k8s: the image name, e.g. registry/acme/cc.")
+@click.option("--image-digest", help="k8s: the image digest sha256:...")
+@click.option("--image", "image_ref", help="k8s: read the digest from this image (oci:, oci-archive:, "
+                                            "docker-archive:) instead of --image-digest.")
+def fabric_package(source, cc_type, label, out, import_path, address, dial_timeout, tls_required,
+                   image_name_, image_digest, image_ref):
+    """Write a lifecycle package; print its package ID. golang packages SOURCE
+    (a module directory) as `peer lifecycle chaincode package` would; ccaas
+    and k8s package a connection.json / image.json (SOURCE, if given, is a
+    directory whose META-INF/ is included)."""
+    mtime = source_date_epoch(os.environ.get("SOURCE_DATE_EPOCH"))
+    meta_inf = os.path.join(source, "META-INF") if source and os.path.isdir(
+        os.path.join(source, "META-INF")) else None
+    if cc_type == "golang":
+        if not source:
+            raise InputError("fabric package --type golang needs SOURCE, the module directory")
+        pid = write_golang(out, source, label, import_path, mtime=mtime)
+    elif cc_type == "ccaas":
+        if not address:
+            raise InputError("fabric package --type ccaas needs --address host:port")
+        pid = write_ccaas(out, label, address, dial_timeout, tls_required, meta_inf=meta_inf, mtime=mtime)
+    else:
+        if not image_name_:
+            raise InputError("fabric package --type k8s needs --image-name")
+        if image_ref:
+            image_digest = open_image(image_ref).digest
+        if not image_digest:
+            raise InputError("fabric package --type k8s needs --image-digest sha256:... or --image REF")
+        pid = write_k8s(out, label, image_name_, image_digest, meta_inf=meta_inf, mtime=mtime)
+    click.echo(pid)
 
 
 @cli.command()
