@@ -16,7 +16,8 @@ from .blobs import Layer, WorkStore
 from .digest import CHUNK
 from .compression import COMPRESSIONS, Compression, decompressed, of_media_type
 from .elf import read_elf
-from .entries import DIR, FILE, SYMLINK, Entry, Node, host_entries, tree_of, with_parents
+from .entries import (DIR, FILE, SYMLINK, Entry, Node, host_entries, resolve, through_symlinks,
+                      tree_of, with_parents)
 from .errors import BlobError, InputError
 from .image import Changes, Image, assemble
 from .model import Platform
@@ -59,6 +60,7 @@ def build(req: Request, work: WorkStore) -> Image:
             base_paths = {}
             for lay in base.layers:
                 base_paths.update(layer_paths(lay))
+        entries = through_symlinks(entries, base_paths)
         _check_loaders(entries, base_paths)
         layer = work.write_layer(with_parents(entries, base_paths), req.compression, req.created)
     ch = Changes(platform=platform, created=req.created, base_name=base_name, **req.changes)
@@ -68,13 +70,15 @@ def build(req: Request, work: WorkStore) -> Image:
 def _resolve_base(req: Request, work: WorkStore, platform: Platform | None):
     if req.base in builtin_names():
         image, paths = builtin_base(req.base, work, req.compression)
-        return image, paths, ""
+        return image, paths, None
     if req.base.split(":", 1)[0] not in FILE_TRANSPORTS:
         raise InputError(f"unknown base {req.base!r}: use {', '.join(builtin_names())}, "
                          "or oci:DIR[:ref], oci-archive:FILE[:ref], docker-archive:FILE[:name:tag]")
     ref = parse_reference(req.base, "--base")
     image = open_image(ref, platform)
-    return image, None, str(ref)
+    # The base's name, not its host path: the digest must not depend on where
+    # the base file sits. Unnamed, only its digest is recorded.
+    return image, None, ref.ref
 
 
 def _elf_platform(entries: list[Entry]) -> Platform | None:
@@ -97,35 +101,11 @@ def _check_loaders(entries: list[Entry], base_paths: dict[str, Node]) -> None:
     for e in entries:
         if e.kind == FILE and e.source and e.mode & 0o100:
             info = read_elf(e.source)
-            if info and info.dynamic and not _exists(tree, info.interpreter):
+            if info and info.dynamic and not resolve(tree, info.interpreter)[1]:
                 raise InputError(
                     f"/{e.path} is dynamically linked (it needs {info.interpreter}) but the base "
                     "has no such loader or libraries: link it statically (CGO_ENABLED=0, or "
                     "-extldflags -static), or use a base that has its libc")
-
-
-def _exists(tree: dict[str, Node], path: str) -> bool:
-    """Does `path` resolve, through symlinks, to an entry of `tree`?"""
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    done: list[str] = []
-    for _ in range(64):                       # symlink hops, as the kernel allows 40
-        if not parts:
-            return True
-        part = parts.pop(0)
-        if part == "..":
-            done = done[:-1]
-            continue
-        here = "/".join(done + [part])
-        if here not in tree:
-            return False
-        target = tree[here].link
-        if target:
-            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
-            if target.startswith("/"):
-                done = []
-        else:
-            done.append(part)
-    return False
 
 
 def layer_paths(layer: Layer) -> dict[str, Node]:

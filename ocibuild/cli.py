@@ -330,8 +330,9 @@ def inspect(ref, as_json, platform):
 def source_date_epoch(value: str | None) -> int:
     if value is None or value == "":
         return 0
-    if not value.isdigit():
-        raise InputError(f"SOURCE_DATE_EPOCH={value!r} is not a whole number of seconds")
+    if not value.isdigit() or int(value) > 253402300799:     # 9999-12-31T23:59:59Z
+        raise InputError(f"SOURCE_DATE_EPOCH={value!r} is not a whole number of seconds "
+                         "between 0 and 253402300799")
     return int(value)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Mapping, NamedTuple
 
@@ -177,6 +177,46 @@ class Node(NamedTuple):
     """What a base image holds at a path: its kind, and a symlink's target."""
     kind: str
     link: str = ""
+
+
+def resolve(tree: Mapping[str, Node], path: str, follow_last: bool = True) -> tuple[str, bool]:
+    """`path` with the symlinks of `tree` followed as the kernel would inside
+    the image root (the last component only if `follow_last`), and whether
+    every component exists in `tree`."""
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    done: list[str] = []
+    complete, hops = True, 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            done = done[:-1]
+            continue
+        node = tree.get("/".join(done + [part]))
+        if node is None:
+            complete = False
+        elif node.kind == SYMLINK and (parts or follow_last):
+            hops += 1
+            if hops > 40:                      # a loop: as ELOOP
+                return path, False
+            if node.link.startswith("/"):
+                done = []
+            parts = [p for p in node.link.split("/") if p not in ("", ".")] + parts
+            continue
+        done.append(part)
+    return "/".join(done), complete
+
+
+def through_symlinks(entries: list[Entry], tree: Mapping[str, Node]) -> list[Entry]:
+    """Entries placed where the base's symlinks lead: a file added at /lib/x
+    on a base where lib -> usr/lib goes to usr/lib/x, as a runtime would
+    write it (an entry at lib/x would replace the base's symlink with a
+    directory and hide what is behind it). A directory at a symlink to a
+    directory means that directory."""
+    if not any(n.kind == SYMLINK for n in tree.values()):
+        return entries
+    moved = {e.path: resolve(tree, e.path, follow_last=e.kind == DIR)[0] for e in entries}
+    return [replace(e, path=moved[e.path], link=moved.get(e.link, e.link) if e.kind == HARDLINK else e.link)
+            for e in entries]
 
 
 def tree_of(entries: list[Entry]) -> dict[str, Node]:

@@ -67,7 +67,7 @@ class Changes:
     workdir: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
-    base_name: str = ""            # recorded as org.opencontainers.image.base.name
+    base_name: str | None = None   # an existing base's name ("" if unnamed); None: built-in
     history: str = "ocibuild"
     on_path: str = ""              # a directory that must be on PATH (the binary's)
 
@@ -129,8 +129,9 @@ def assemble(base: Image, layer: Layer | None, ch: Changes) -> Image:
     config = bytes_blob(OCI_CONFIG, canonical_json(cfg), "config")
 
     annotations = {ANN_CREATED: created}
-    if ch.base_name:
-        annotations[ANN_BASE_NAME] = ch.base_name
+    if ch.base_name is not None:
+        if ch.base_name:
+            annotations[ANN_BASE_NAME] = ch.base_name
         annotations[ANN_BASE_DIGEST] = base.digest
     annotations.update(ch.annotations)
     descs = []

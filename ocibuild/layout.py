@@ -96,11 +96,7 @@ def add_to_index(root: str, desc: Descriptor) -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         path = os.path.join(root, "index.json")
-        try:
-            with open(path, "rb") as f:
-                doc = parse_json(f.read(), f"{path}")
-        except FileNotFoundError:
-            doc = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
+        doc = read_index(root)
         name = desc.annotations.get(REF_NAME)
         kept = []
         for d in doc.get("manifests") or []:
@@ -117,6 +113,19 @@ def add_to_index(root: str, desc: Descriptor) -> None:
             write_atomic(os.path.join(root, LAYOUT_FILE), LAYOUT_VERSION)
     finally:
         os.close(fd)
+
+
+def read_index(root: str) -> dict:
+    """root/index.json, checked; an empty index when there is none yet."""
+    path = os.path.join(root, "index.json")
+    try:
+        with open(path, "rb") as f:
+            doc = parse_json(f.read(), path)
+    except FileNotFoundError:
+        return {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
+    if not isinstance(doc.get("manifests", []), list):
+        raise OutputError(f"{path} is not an OCI index (manifests is not a list); repair or remove it")
+    return doc
 
 
 def write_atomic(path: str, data: bytes) -> None:

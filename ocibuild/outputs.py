@@ -15,7 +15,7 @@ from .blobs import WorkStore
 from .errors import OcibuildError, OutputError
 from .image import Image
 from .layout import (Member, add_to_index, blob_name, check_layout_dir, image_blobs,
-                     members, put_blob, umask, write_archive)
+                     members, put_blob, read_index, umask, write_archive)
 from .model import CONTAINERD_NAME, REF_NAME, canonical_json
 from .transports import Reference, parse_reference
 
@@ -154,11 +154,13 @@ class LayoutOutput:
         # Stage on the layout's own file system: inside it when it exists (it
         # may be a mount point), else beside it, to be renamed into place.
         existing = os.path.isdir(self.root)
+        if existing:
+            read_index(self.root)     # a damaged index.json stops us before anything moves
         self._tmp = tempfile.mkdtemp(dir=self.root if existing else os.path.dirname(self.root),
                                      prefix=".ocibuild-", suffix=".partial")
         os.chmod(self._tmp, 0o755 & ~umask())
         for blob in image_blobs(image):
-            if existing and os.path.exists(os.path.join(self.root, blob_name(blob.descriptor.digest))):
+            if existing and _has_blob(self.root, blob):
                 continue
             put_blob(self._tmp, blob)
         self._desc = image.descriptor(_index_annotations(self.ref, False))
@@ -217,6 +219,13 @@ class EngineOutput:
         if self._archive:
             _remove(self._archive.path)
             self._archive = None
+
+
+def _has_blob(root: str, blob) -> bool:
+    try:
+        return os.path.getsize(os.path.join(root, blob_name(blob.descriptor.digest))) == blob.descriptor.size
+    except OSError:
+        return False
 
 
 def _remove(path: str) -> None:
