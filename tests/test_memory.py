@@ -1,7 +1,5 @@
 """Layers are streamed: peak memory stays flat whatever the layer size."""
 
-import os
-import resource
 import subprocess
 import sys
 from pathlib import Path
