@@ -46,12 +46,7 @@ def build(req: Request, work: WorkStore) -> Image:
     entries = []
     for add in req.adds:
         entries.extend(host_entries(add.source, add.dest, *req.owner))
-    found = _elf_platform(entries)
-    if req.platform and found and (req.platform.os, req.platform.architecture) != (
-            found.os, found.architecture):
-        raise InputError(f"--platform {req.platform} does not match the added binary, which is "
-                         f"for {found}; drop --platform or add a {req.platform} binary")
-    platform = req.platform or found
+    platform = _platform(req.platform, _elf_platforms(entries))
     base, base_paths, base_name = _resolve_base(req, work, platform)
     platform = platform or (base.platform if base.platform.architecture else Platform.host())
     layer = None
@@ -81,13 +76,26 @@ def _resolve_base(req: Request, work: WorkStore, platform: Platform | None):
     return image, None, ref.ref
 
 
-def _elf_platform(entries: list[Entry]) -> Platform | None:
-    found = {}
+def _elf_platforms(entries: list[Entry]) -> dict[Platform, str]:
+    """The platforms of the added executables, each with one path for messages."""
+    found: dict[Platform, str] = {}
     for e in entries:
         if e.kind == FILE and e.source and e.mode & 0o100:
             info = read_elf(e.source)
             if info:
                 found.setdefault(info.platform, e.path)
+    return found
+
+
+def _platform(given: Platform | None, found: dict[Platform, str]) -> Platform | None:
+    """--platform if given (refused when every added binary says otherwise),
+    else the one platform of the added binaries, else None."""
+    if given is not None:
+        if found and all((p.os, p.architecture) != (given.os, given.architecture) for p in found):
+            plat, path = next(iter(found.items()))
+            raise InputError(f"--platform {given} does not match the added binaries (/{path} is "
+                             f"for {plat}); drop --platform or add {given} binaries")
+        return given
     if len(found) > 1:
         listed = ", ".join(f"/{p} is {plat}" for plat, p in found.items())
         raise InputError(f"added binaries are for different platforms ({listed}); pass --platform")

@@ -189,6 +189,8 @@ def build_cmd(ctx: Ctx, source, builder_name, builder_image, network, ldflags, t
     on PATH as `chaincode`, no entrypoint, user chaincode (500), Fabric's
     labels and environment."""
     created = source_date_epoch(os.environ.get("SOURCE_DATE_EPOCH"))
+    if binary_path.endswith("/"):          # a directory: the binary keeps its name
+        binary_path += "chaincode"
     binary_dest = "/" + image_path(binary_path, "--binary-path")
     job = image_job(opts, (), created)
     platform = job.request.platform or Platform.host()
@@ -202,13 +204,11 @@ def build_cmd(ctx: Ctx, source, builder_name, builder_image, network, ldflags, t
         out_dir = os.path.join(work.root, "out")
         os.mkdir(out_dir)
         with ctx.phase(f"compiling {pkg.source} ({src.mode} mode) with {builder.name}"):
+            shown: list[str] = []          # what the builder said: the compiler's messages
             try:
-                binary = builder.compile(go, out_dir, ctx.say)
+                binary = builder.compile(go, out_dir, lambda line: (shown.append(line), ctx.say(line)))
             except BuildError as e:
-                hint = needs_network_hint(go, e.output)
-                if hint:
-                    raise BuildError(f"{e}; {hint}", e.output) from None
-                raise
+                raise _compile_failure(ctx, go, e, shown) from None
         adds = [Add(binary, binary_dest)]
         if pkg.couchdb_indexes:
             adds.append(Add(pkg.couchdb_indexes, INDEXES_PATH))
@@ -217,6 +217,23 @@ def build_cmd(ctx: Ctx, source, builder_name, builder_image, network, ldflags, t
                                              on_path=posixpath.dirname(binary_dest)))
         digest = write_image(ctx, replace(job, request=req), work)
     click.echo(digest)
+
+
+def _compile_failure(ctx: Ctx, go: GoBuild, e: BuildError, shown: list[str]) -> BuildError:
+    """The compile error, naming the first failing file:line; under --quiet
+    the compiler's messages are printed all the same (they are the diagnosis)."""
+    if ctx.quiet:
+        for line in shown:
+            click.echo(line, err=True)
+    hint = needs_network_hint(go, e.output)
+    first = next((l.strip() for l in shown if _GO_POSITION.search(l)), "")
+    message = str(e)
+    if first:
+        message = message.replace("; see", f" at {first}; see", 1)
+    return BuildError(f"{message}; {hint}" if hint else message, e.output)
+
+
+_GO_POSITION = re.compile(r"\.go:\d+(:\d+)?: ")
 
 
 def _with_defaults(given: dict, defaults: dict, **extra) -> dict:

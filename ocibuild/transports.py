@@ -64,6 +64,9 @@ def image_name(text: str, context: str = "") -> str:
     if colon > slash:
         name, tag = text[:colon], text[colon + 1:]
     where = f" in {context!r}" if context else ""
+    if len(name) > 255:
+        raise InputError(f"invalid image name{where}: {len(name)} characters, and engines allow 255; "
+                         "use a shorter name")
     if not _NAME.match(name):
         raise InputError(f"invalid image name {name!r}{where}: use lowercase "
                          "[registry/]path/name, e.g. ocibuild/chaincode")
