@@ -220,17 +220,18 @@ def build_cmd(ctx: Ctx, source, builder_name, builder_image, network, ldflags, t
 
 
 def _compile_failure(ctx: Ctx, go: GoBuild, e: BuildError, shown: list[str]) -> BuildError:
-    """The compile error, naming the first failing file:line; under --quiet
-    the compiler's messages are printed all the same (they are the diagnosis)."""
-    if ctx.quiet:
-        for line in shown:
-            click.echo(line, err=True)
+    """One line for a failed compile: what failed and where (the first
+    file:line the compiler named), or, when the cause is a missing network,
+    what to do about it."""
+    head, _, _ = str(e).partition("; see the compiler messages above")
     hint = needs_network_hint(go, e.output)
+    if hint:
+        return BuildError(f"{head}: {hint}", e.output)
     first = next((l.strip() for l in shown if _GO_POSITION.search(l)), "")
-    message = str(e)
-    if first:
-        message = message.replace("; see", f" at {first}; see", 1)
-    return BuildError(f"{message}; {hint}" if hint else message, e.output)
+    where = f" at {first}" if first else ""
+    more = ("run without -q to see all of the compiler's messages" if ctx.quiet
+            else "see the compiler messages above")
+    return BuildError(f"{head}{where}; {more}", e.output)
 
 
 _GO_POSITION = re.compile(r"\.go:\d+(:\d+)?: ")

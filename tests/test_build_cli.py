@@ -369,10 +369,6 @@ def test_binary_path_puts_the_binary_there_and_on_path(matrix, work, require_eng
         assert missing.returncode != 0, f"{engine_name}: `chaincode` ran though it was put elsewhere"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: --binary-path /opt/cc/bin/ (a directory) writes the binary as the FILE /opt/cc/bin "
-    "and puts /opt/cc on PATH: cli.py:192 image_path() drops the trailing '/' (only '/' itself "
-    "is read as a directory, giving /chaincode); refuse it, or mean DIR/chaincode"))
 @pytest.mark.parametrize("binary_path", ["/opt/cc/bin/"])
 def test_binary_path_naming_a_directory(binary_path, work):
     """A --binary-path that names a directory is either refused (one error
