@@ -23,12 +23,11 @@ from python_on_whales.exceptions import DockerException, NoSuchImage
 
 from ..engines import engine_run, last_line, unreachable
 from ..errors import EngineError, InputError
-from ..gosource import GOPATH, INPUT, GoBuild
 from ..transports import Reference, image_name, parse_reference
+from .container import ARCHIVES
 
 Say = Callable[[str], None]
 
-ARCHIVES = ("docker-archive", "oci-archive", "oci")
 # Archives without a usable name are loaded under this repository, tagged
 # with their config digest: the name says exactly which image it is.
 LOADED_REPO = "localhost/ocibuild/builder"
@@ -147,27 +146,6 @@ def _engine_load(engine: str, path: str) -> None:
         engine_run(engine, "load", "--input", path)
     except DockerException as e:
         raise EngineError(f"{engine} load of {path} failed: {last_line(e.stderr)}") from None
-
-
-CACHE = "/ocibuild-cache"           # GOCACHE and GOMODCACHE live below it
-GOPATH_IN_BUILDER = f"{INPUT}:/usr/share/gocode"   # Debian's Go libraries in the image
-
-
-def builder_env(job: GoBuild) -> dict[str, str]:
-    """The Go environment inside a builder container, caches included."""
-    env = job.env(GOPATH_IN_BUILDER if job.source.mode == GOPATH else None)
-    env.update(GOCACHE=f"{CACHE}/go-build", GOMODCACHE=f"{CACHE}/mod")
-    return env
-
-
-def source_mount(job: GoBuild) -> tuple[str, str]:
-    """(host directory, where it goes in the builder container), read-only.
-    Usually the source at its workdir; a GOPATH-mode source that brings its
-    own GOPATH tree (a Fabric package: `gopath_root` holding src/) is that
-    whole tree, as the GOPATH entry /chaincode/input."""
-    if job.source.mode == GOPATH and job.source.gopath_root:
-        return job.source.gopath_root, INPUT
-    return job.source.root, job.source.workdir
 
 
 # --- the engine's client process, on an interrupt ------------------------------

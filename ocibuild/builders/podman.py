@@ -28,8 +28,8 @@ from ..errors import BuildError, EngineError, InputError
 from ..engines import client, engine_run, last_line, not_installed
 from ..gosource import BINARY, OUTPUT, GoBuild
 from . import Say
-from .images import (CACHE, builder_env, child_pids, ensure_image, no_go, source_mount,
-                     stop_children)
+from .container import CACHE, builder_env, source_mount
+from .images import child_pids, ensure_image, no_go, stop_children
 
 NAME_PREFIX = "ocibuild-build-"
 CACHE_VOLUME = "ocibuild-go-cache"
