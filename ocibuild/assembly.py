@@ -40,6 +40,7 @@ class Request:
     created: int = 0                       # SOURCE_DATE_EPOCH, or 0
     owner: tuple[int, int] = (0, 0)
     changes: dict = field(default_factory=dict)   # Changes fields but platform/created/base_name
+    registry: object = None                # RegistryOptions, for a docker:// base
 
 
 def build(req: Request, work: WorkStore) -> Image:
@@ -66,9 +67,13 @@ def _resolve_base(req: Request, work: WorkStore, platform: Platform | None):
     if req.base in builtin_names():
         image, paths = builtin_base(req.base, work, req.compression)
         return image, paths, None
+    if req.base.startswith("docker://"):
+        from .registry import RegistryOptions, pull_image   # httpx: only when used
+        image = pull_image(req.base, platform, req.registry or RegistryOptions())
+        return image, None, req.base[len("docker://"):]
     if req.base.split(":", 1)[0] not in FILE_TRANSPORTS:
         raise InputError(f"unknown base {req.base!r}: use {', '.join(builtin_names())}, "
-                         "or oci:DIR[:ref], oci-archive:FILE[:ref], docker-archive:FILE[:name:tag]")
+                         "or oci:DIR[:ref], oci-archive:FILE[:ref], docker-archive:FILE[:name:tag], docker://REF")
     ref = parse_reference(req.base, "--base")
     image = open_image(ref, platform)
     # The base's name, not its host path: the digest must not depend on where

@@ -96,7 +96,10 @@ _IMAGE_OPTIONS = [
                  help="Owner of every added file."),
     click.option("--output", "outputs", multiple=True, required=True, metavar="REF",
                  help="oci:DIR[:ref], oci-archive:FILE[:ref], docker-archive:FILE[:name:tag], "
-                      "docker-daemon:NAME:TAG, containers-storage:NAME:TAG. Repeatable."),
+                      "docker-daemon:NAME:TAG, containers-storage:NAME:TAG, "
+                      "docker://HOST[:PORT]/REPO[:TAG]. Repeatable."),
+    click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST:PORT",
+                 help="Allow plain HTTP or unverified TLS to this registry. Repeatable."),
 ]
 
 
@@ -117,7 +120,9 @@ class ImageJob:
 def image_job(opts: dict, adds: tuple[Add, ...], created: int) -> ImageJob:
     """Parse image options (as click passes them) into a request and outputs,
     checking every output before anything is built."""
-    outs = [parse_output(o, created) for o in opts["outputs"]]
+    registry = registry_options(opts["insecure"]) if any(
+        r.startswith("docker://") for r in (*opts["outputs"], opts["base"])) else None
+    outs = [parse_output(o, created, registry) for o in opts["outputs"]]
     changes = {"entrypoint": _argv(opts["entrypoint"], "--entrypoint"),
                "cmd": _argv(opts["cmd"], "--cmd"),
                "env": _pairs(opts["envs"], "--env", _ENV_KEY), "user": opts["user"],
@@ -126,7 +131,7 @@ def image_job(opts: dict, adds: tuple[Add, ...], created: int) -> ImageJob:
     platform = opts["platform"]
     req = Request(adds=adds, base=opts["base"], compression=compression(opts["comp"]),
                   platform=Platform.parse(platform) if platform else None,
-                  created=created, owner=_owner(opts["chown"]), changes=changes)
+                  created=created, owner=_owner(opts["chown"]), changes=changes, registry=registry)
     for out in outs:
         out.check()
     return ImageJob(req, outs)
@@ -316,9 +321,16 @@ def fabric_package(source, cc_type, label, out, import_path, address, dial_timeo
 @click.argument("ref")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable: manifest and config.")
 @click.option("--platform", help="From an index, the image for os/arch[/variant].")
-def inspect(ref, as_json, platform):
+@click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST:PORT",
+              help="docker:// REF: allow plain HTTP or unverified TLS to this registry.")
+def inspect(ref, as_json, platform, insecure):
     """Summarise an image: platform, layers, sizes, config, labels."""
-    image = open_image(ref, Platform.parse(platform) if platform else None)
+    plat = Platform.parse(platform) if platform else None
+    if ref.startswith("docker://"):
+        from .registry import pull_image
+        image = pull_image(ref, plat, registry_options(insecure))
+    else:
+        image = open_image(ref, plat)
     cfg = image.config_doc
     if as_json:
         click.echo(json.dumps({"digest": image.digest, "mediaType": image.media_type,
@@ -343,6 +355,23 @@ def inspect(ref, as_json, platform):
         total += d.size
         click.echo(f"{'layer':<11} {d.digest}  {_size(d.size):>9}  {d.media_type}")
     click.echo(f"{'size':<11} {_size(total)} in {len(image.layers)} layer(s), compressed")
+
+
+def registry_options(insecure=()):
+    """Registry settings from the flags and the environment, read once here:
+    docker's config.json (DOCKER_CONFIG), podman's auth.json
+    (REGISTRY_AUTH_FILE, else $XDG_RUNTIME_DIR/containers/auth.json) and the
+    pulled-blob cache (OCIBUILD_CACHE_DIR, else $XDG_CACHE_HOME/ocibuild)."""
+    from .registry import RegistryOptions
+    env = os.environ
+    home = os.path.expanduser("~")
+    docker_dir = env.get("DOCKER_CONFIG") or os.path.join(home, ".docker")
+    auth_file = env.get("REGISTRY_AUTH_FILE") or (
+        os.path.join(env["XDG_RUNTIME_DIR"], "containers", "auth.json") if env.get("XDG_RUNTIME_DIR") else None)
+    cache = env.get("OCIBUILD_CACHE_DIR") or os.path.join(
+        env.get("XDG_CACHE_HOME") or os.path.join(home, ".cache"), "ocibuild")
+    return RegistryOptions(insecure=frozenset(insecure), docker_config=os.path.join(docker_dir, "config.json"),
+                           auth_file=auth_file, cache_dir=cache)
 
 
 def source_date_epoch(value: str | None) -> int:

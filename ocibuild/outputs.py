@@ -37,7 +37,8 @@ class Output(Protocol):
         """Remove whatever stage() left; harmless after commit()."""
 
 
-def parse_output(text: str, created: int) -> Output:
+def parse_output(text: str, created: int, registry=None) -> Output:
+    """The output `text` names; `registry` (RegistryOptions) for docker:// ones."""
     ref = parse_reference(text, "--output")
     if ref.transport == "oci":
         return LayoutOutput(ref)
@@ -49,8 +50,8 @@ def parse_output(text: str, created: int) -> Output:
         from .engines import Engine   # python-on-whales costs 0.13 s to import: only when used
         engine = Engine("docker" if ref.transport == "docker-daemon" else "podman")
         return EngineOutput(ref, engine, created)
-    raise OutputError(f"{text}: pushing to registries is not supported yet; "
-                      "write an oci-archive: and copy it with skopeo")
+    from .registry import RegistryOptions, registry_output   # httpx: only when used
+    return registry_output(ref, registry or RegistryOptions())
 
 
 def write_all(outputs: list[Output], image: Image, work: WorkStore,
@@ -59,8 +60,9 @@ def write_all(outputs: list[Output], image: Image, work: WorkStore,
         for out in outputs:
             say(f"writing {out.ref}")
             _os_errors(out, lambda: out.stage(image, work))
-        # Engines first: they are the likeliest to refuse at the last step.
-        for out in sorted(outputs, key=lambda o: not isinstance(o, EngineOutput)):
+        # Engines and registries first: they are the likeliest to refuse at the
+        # last step, and local files are then still only staged.
+        for out in sorted(outputs, key=lambda o: isinstance(o, (ArchiveOutput, LayoutOutput))):
             _os_errors(out, out.commit)
     except BaseException:
         for out in outputs:
