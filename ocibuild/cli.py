@@ -367,7 +367,8 @@ def registry_options(insecure=()):
     home = os.path.expanduser("~")
     docker_dir = env.get("DOCKER_CONFIG") or os.path.join(home, ".docker")
     auth_file = env.get("REGISTRY_AUTH_FILE") or (
-        os.path.join(env["XDG_RUNTIME_DIR"], "containers", "auth.json") if env.get("XDG_RUNTIME_DIR") else None)
+        os.path.join(env["XDG_RUNTIME_DIR"], "containers", "auth.json") if env.get("XDG_RUNTIME_DIR")
+        else os.path.join(home, ".config", "containers", "auth.json"))   # podman's fallback
     cache = env.get("OCIBUILD_CACHE_DIR") or os.path.join(
         env.get("XDG_CACHE_HOME") or os.path.join(home, ".cache"), "ocibuild")
     return RegistryOptions(insecure=frozenset(insecure), docker_config=os.path.join(docker_dir, "config.json"),

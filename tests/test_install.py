@@ -43,5 +43,6 @@ def test_installed_outside_the_checkout(tmp_path):
             else:
                 raise AssertionError("the static base has no etc/passwd")
     # Every subpackage is installed (a missing one would only fail when used).
-    for module in ("ocibuild.builders.docker", "ocibuild.builders.podman", "ocibuild.fabric.extract"):
+    for module in ("ocibuild.builders.docker", "ocibuild.builders.podman", "ocibuild.fabric.extract",
+                   "ocibuild.registry.push"):
         subprocess.run([str(venv / "bin" / "python"), "-c", f"import {module}"], check=True, cwd=tmp_path)

@@ -1,0 +1,218 @@
+"""`--base docker://HOST/REPO:TAG` or `@sha256:…`: the manifest (the
+platform's, from an index), config and layers, fetched into the local cache
+and verified as they stream; what is cached is not fetched again. A base
+pinned by digest whose blobs are all cached needs no network at all."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import httpx
+
+from ..blobs import Blob, Layer
+from ..errors import BlobError, InputError
+from ..image import Image
+from ..model import (DOCKER_LIST, DOCKER_MANIFEST, INDEX_TYPES, MANIFEST_TYPES, OCI_INDEX,
+                     OCI_MANIFEST, Descriptor, Platform, parse_json)
+from ..sources import _pick_platform
+from .auth import scope
+from .cache import BlobCache
+from .client import RegistryClient, error_text
+from .options import RegistryError, RegistryOptions, TransientError
+from .reference import RegistryRef, parse_registry_ref
+
+ACCEPT = ", ".join((OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST))
+MAX_MANIFEST = 4 << 20      # the distribution registry's own limit
+SCHEMA1 = ("application/vnd.docker.distribution.manifest.v1+json",
+           "application/vnd.docker.distribution.manifest.v1+prettyjws")
+
+
+def pull_image(text: str, platform: Platform | None, options: RegistryOptions) -> Image:
+    ref = parse_registry_ref(text, "--base")
+    with Puller(ref, options) as p:
+        try:
+            return p.image(platform or Platform.host())
+        except RegistryError as e:
+            raise type(e)(f"{p.name}: {e}") from None
+
+
+class Puller:
+    """One pull. The client (and so the network) is made only when something
+    is missing from the cache."""
+
+    def __init__(self, ref: RegistryRef, options: RegistryOptions,
+                 client: RegistryClient | None = None):
+        self.ref, self.options = ref, options
+        self.cache = BlobCache(options.cache_root())
+        self.scopes = frozenset({scope(ref.repo, "pull")})
+        self._client = client
+
+    @property
+    def client(self) -> RegistryClient:
+        if self._client is None:
+            self._client = RegistryClient(self.ref.host, self.options)
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @property
+    def name(self) -> str:
+        return f"docker://{self.ref}"
+
+    def image(self, platform: Platform) -> Image:
+        data, media_type, digest = self.manifest(self.ref.reference)
+        if media_type in INDEX_TYPES:
+            index = parse_json(data, f"index {digest} of {self.name}")
+            desc = _pick_platform(index, platform, self.name)
+            data, media_type, digest = self.manifest(desc.digest)
+        if media_type in SCHEMA1:
+            raise InputError(f"{self.name} has an old schema 1 manifest; push it again with a "
+                             "current client to use it as a base")
+        if media_type not in MANIFEST_TYPES:
+            raise InputError(f"{self.name} is a {media_type}, not an image manifest")
+        doc = parse_json(data, f"manifest {digest} of {self.name}")
+        try:
+            config_desc = Descriptor.from_json(doc["config"])
+        except (KeyError, TypeError):
+            raise InputError(f"manifest {digest} of {self.name} has no config") from None
+        layer_descs = [Descriptor.from_json(d) for d in doc.get("layers") or []]
+        config = self.blob(config_desc, "config")
+        cfg = parse_json(config.read(), config.where)
+        diff_ids = (cfg.get("rootfs") or {}).get("diff_ids") or []
+        if len(diff_ids) != len(layer_descs):
+            raise InputError(f"image {digest} of {self.name} has {len(layer_descs)} layers "
+                             f"but {len(diff_ids)} diff_ids in its config")
+        layers = []
+        for d, diff_id in zip(layer_descs, diff_ids):
+            b = self.blob(d, "layer")
+            layers.append(Layer(d, b.opener, b.where, diff_id=diff_id))
+        return Image(data, config, tuple(layers), media_type)
+
+    # -- manifests ------------------------------------------------------------
+
+    def manifest(self, reference: str) -> tuple[bytes, str, str]:
+        """(bytes, media type, digest) of a manifest or index, from the cache
+        when named by digest and cached."""
+        pinned = reference.startswith("sha256:")
+        data = self.cache.read(reference, MAX_MANIFEST) if pinned else None
+        if data is not None:
+            return data, _media_type(data, ""), reference
+        c = self.client
+        resp = c.request("GET", f"/v2/{self.ref.repo}/manifests/{reference}", scopes=self.scopes,
+                         headers={"Accept": ACCEPT}, stream=True)
+        try:
+            if resp.status_code == 404:
+                raise RegistryError(f"not found{_codes(c, resp)}; check the repository, tag or digest")
+            if resp.status_code != 200:
+                raise c.error(resp, f"the pull of {self.name}")
+            body = bytearray()
+            for chunk in resp.iter_bytes():
+                body += chunk
+                if len(body) > MAX_MANIFEST:
+                    raise RegistryError(f"the manifest is larger than {MAX_MANIFEST} bytes; refusing it")
+        except httpx.TransportError as e:
+            raise c.transport_error(e) from None
+        finally:
+            resp.close()
+        data = bytes(body)
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        said = resp.headers.get("docker-content-digest", "")
+        if (pinned and digest != reference) or (said.startswith("sha256:") and said != digest):
+            raise BlobError(f"the manifest of {self.name} from {self.ref.host} is corrupt: it hashes "
+                            f"to {digest}, not {reference if pinned else said}")
+        media_type = _media_type(data, resp.headers.get("content-type", ""))
+        try:
+            self.cache.put(digest, data)
+        except OSError:
+            pass      # an unwritable cache costs a download next time, nothing more
+        self.cache.remember(digest, self.ref.host, self.ref.repo)
+        return data, media_type, digest
+
+    # -- blobs ----------------------------------------------------------------
+
+    def blob(self, desc: Descriptor, kind: str) -> Blob:
+        """A blob opened from the cache, fetched first if not there."""
+        path = self.cache.path(desc.digest)
+        if not self.cache.has(desc):
+            self._fetch(desc, kind)
+        self.cache.remember(desc.digest, self.ref.host, self.ref.repo)
+        return Blob(desc, lambda: open(path, "rb"),
+                    f"{kind} {desc.digest} of {self.name} (cached in {path})")
+
+    def _fetch(self, desc: Descriptor, kind: str) -> None:
+        """Stream the blob into the cache, verified; after a dropped
+        connection, go on from what arrived (Range) where the server allows."""
+        c = self.client
+        what = f"{kind} {desc.digest} from {self.ref.host}/{self.ref.repo}"
+        url = f"/v2/{self.ref.repo}/blobs/{desc.digest}"
+        attempt = 0
+        with self.cache.writer(desc, what) as w:
+            while True:
+                # Identity: the digest is of the bytes as stored, not as re-encoded.
+                headers = {"Accept-Encoding": "identity"}
+                if w.size:
+                    headers["Range"] = f"bytes={w.size}-"
+                resp = c.request("GET", url, scopes=self.scopes, headers=headers, stream=True)
+                try:
+                    if resp.status_code == 404:
+                        raise RegistryError(f"{self.ref.host} has no {what}{_codes(c, resp)}")
+                    if resp.status_code == 206 and not _starts_at(resp, w.size):
+                        w.restart()
+                        continue
+                    if resp.status_code == 200:
+                        w.restart()
+                    elif resp.status_code != 206:
+                        raise c.error(resp, f"the pull of {what}")
+                    for chunk in resp.iter_bytes():      # as they arrive: a drop keeps them
+                        w.write(chunk)
+                    break
+                except httpx.TransportError as e:
+                    err = c.transport_error(e)
+                    if not isinstance(err, TransientError):
+                        raise err from None
+                    if attempt >= self.options.retries:
+                        raise err.after(attempt + 1) from None
+                    c.pause(attempt)
+                    attempt += 1
+                finally:
+                    resp.close()
+            w.finish()
+
+
+def _starts_at(resp: httpx.Response, offset: int) -> bool:
+    value = resp.headers.get("content-range", "")      # "bytes 100-999/1000"
+    try:
+        return int(value.split()[1].split("-")[0]) == offset
+    except (IndexError, ValueError):
+        return False
+
+
+def _media_type(data: bytes, content_type: str) -> str:
+    """The manifest's own mediaType, else the server's Content-Type, else by shape."""
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        doc = {}
+    if isinstance(doc, dict) and isinstance(doc.get("mediaType"), str) and doc["mediaType"]:
+        return doc["mediaType"]
+    ct = content_type.split(";")[0].strip()
+    if ct and ct not in ("application/json", "text/plain", "application/octet-stream"):
+        return ct
+    if isinstance(doc, dict) and doc.get("schemaVersion") == 1:
+        return SCHEMA1[0]
+    return OCI_INDEX if isinstance(doc, dict) and "manifests" in doc else OCI_MANIFEST
+
+
+def _codes(client: RegistryClient, resp: httpx.Response) -> str:
+    text = error_text(resp)
+    return f" on {client.host} ({text[2:]})" if text else f" on {client.host}"

@@ -1,0 +1,370 @@
+"""`--output docker://HOST/REPO:TAG`: the distribution-spec push as an Output.
+
+stage() puts every blob (skipped when the repository has it, mounted when
+another repository of the registry is known to hold it, else uploaded —
+whole, or in chunks that resume where the registry says) and then the
+manifest by digest: the registry checks it, yet no tag moves. commit() is
+the one step that makes the image visible: the manifest PUT by tag. So a
+failed push never leaves a tag on a partial image."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+from urllib.parse import quote
+
+import httpx
+
+from ..blobs import Blob, WorkStore
+from ..digest import CHUNK, sha256_digest
+from ..errors import BlobError, OutputError
+from ..image import Image
+from ..transports import Reference
+from .auth import scope
+from .cache import BlobCache
+from .client import RETRY_STATUS, RegistryClient
+from .options import RegistryError, RegistryOptions, TransientError
+from .reference import RegistryRef, parse_registry_ref
+
+MAX_MOUNT_SOURCES = 3
+FINISH_TIMEOUT = 600.0     # the registry may re-hash a large blob before answering the last PUT
+
+
+@dataclass
+class PushStats:
+    """What a push did, blob by blob (for progress lines and tests)."""
+    present: int = 0
+    mounted: int = 0
+    uploaded: int = 0
+    uploaded_bytes: int = 0
+
+
+class RegistryOutput:
+    def __init__(self, ref: Reference, options: RegistryOptions,
+                 client: RegistryClient | None = None):
+        self.ref = ref
+        self.target: RegistryRef = parse_registry_ref(ref.ref, "--output")
+        self.options = options
+        self.stats = PushStats()
+        self._client = client
+        self._image: Image | None = None
+
+    @property
+    def client(self) -> RegistryClient:
+        if self._client is None:
+            self._client = RegistryClient(self.target.host, self.options)
+        return self._client
+
+    @property
+    def scopes(self) -> frozenset:
+        return frozenset({scope(self.target.repo, "pull,push")})
+
+    def check(self) -> None:
+        """Reach the registry and prove we may push, before anything is
+        built: open an upload session and cancel it."""
+        try:
+            c = self.client
+            resp = c.request("POST", f"/v2/{self.target.repo}/blobs/uploads/", scopes=self.scopes)
+            if resp.status_code != 202:
+                raise c.error(resp, f"a push to {self.target}")
+        except RegistryError as e:
+            raise type(e)(f"{self.ref}: {e}") from None
+        _cancel(c, _location(resp), self.scopes)
+
+    def stage(self, image: Image, work: WorkStore) -> None:
+        t = self.target
+        if t.digest and t.digest != image.digest:
+            raise OutputError(f"cannot push to {self.ref}: the image is {image.digest}, "
+                              f"not the digest {t.digest} the reference names")
+        cache = BlobCache(self.options.cache_root())
+        try:
+            for blob in image.blobs():
+                how = push_blob(self.client, t.repo, blob, self.options, cache)
+                setattr(self.stats, how, getattr(self.stats, how) + 1)
+                if how == "uploaded":
+                    self.stats.uploaded_bytes += blob.descriptor.size
+            # By digest first: the registry validates the manifest now, before
+            # any output commits, and no tag points at it yet.
+            put_manifest(self.client, t, image.digest, image.manifest, image.media_type)
+        except RegistryError as e:
+            raise type(e)(f"{e}; {t} was left as it was") from None
+        self._image = image
+
+    def commit(self) -> None:
+        try:
+            if self._image is not None and self.target.tag:
+                put_manifest(self.client, self.target, self.target.tag,
+                             self._image.manifest, self._image.media_type)
+            self._image = None
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        self._image = None
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+# -- blobs ----------------------------------------------------------------------
+
+def push_blob(client: RegistryClient, repo: str, blob: Blob, options: RegistryOptions,
+              cache: BlobCache | None = None) -> str:
+    """Make `blob` present in `repo`: "present", "mounted" or "uploaded"."""
+    d = blob.descriptor
+    scopes = frozenset({scope(repo, "pull,push")})
+    resp = client.request("HEAD", f"/v2/{repo}/blobs/{d.digest}", scopes=scopes)
+    if resp.status_code == 200:
+        _remember(cache, d.digest, client.host, repo)
+        return "present"
+    if resp.status_code != 404:
+        raise client.error(resp, f"checking for {d.digest} in {client.host}/{repo}")
+    location = None
+    for source in _mount_sources(cache, d.digest, client.host, repo):
+        # Pull access to the source is part of the mount's token.
+        mscopes = scopes | {scope(source, "pull")}
+        resp = client.request("POST", f"/v2/{repo}/blobs/uploads/?mount={quote(d.digest, safe=':')}"
+                              f"&from={quote(source, safe='/')}", scopes=mscopes)
+        if resp.status_code == 201:
+            _remember(cache, d.digest, client.host, repo)
+            return "mounted"
+        if resp.status_code == 202:      # not mounted: an upload session instead
+            location = _location(resp)
+            break
+    if d.size > options.chunk_size:
+        _chunked(client, repo, blob, scopes, options, location)
+    else:
+        _monolithic(client, repo, blob, scopes, options, location)
+    _remember(cache, d.digest, client.host, repo)
+    return "uploaded"
+
+
+def _monolithic(client: RegistryClient, repo: str, blob: Blob, scopes: frozenset,
+                options: RegistryOptions, location: str | None) -> None:
+    """POST, then PUT ?digest= with the whole blob. A failed PUT may have
+    left part of the bytes in its session, so a retry opens a new one."""
+    d = blob.descriptor
+    src = _Source(blob)
+    try:
+        for attempt in range(options.retries + 1):
+            try:
+                if location is None:
+                    location = _start(client, repo, scopes)
+                resp = client.request(
+                    "PUT", _with_digest(location, d.digest), scopes=scopes, retries=0,
+                    headers={"Content-Type": "application/octet-stream", "Content-Length": str(d.size)},
+                    body=lambda: src.chunks(0, d.size), timeout=FINISH_TIMEOUT)
+                if resp.status_code in (201, 204):
+                    return
+                raise client.error(resp, f"the upload of {d.digest} to {client.host}/{repo}")
+            except TransientError as e:
+                src.drop()
+                if location is not None:
+                    _cancel(client, location, scopes)
+                    location = None
+                if attempt == options.retries:
+                    raise e.after(attempt + 1) from None
+                client.pause(attempt)
+            except RegistryError:
+                _cancel(client, location, scopes)
+                raise
+    finally:
+        src.close()
+
+
+def _chunked(client: RegistryClient, repo: str, blob: Blob, scopes: frozenset,
+             options: RegistryOptions, location: str | None) -> None:
+    """POST, PATCH chunk by chunk (Content-Range), PUT ?digest=. After a
+    failure, ask the session where it stands (GET → Range) and go on from
+    there; start over only if the registry cannot say. Attempts are counted
+    since the last chunk that got through."""
+    d = blob.descriptor
+    src = _Source(blob)
+    offset, attempt, resync = 0, 0, False
+    try:
+        while True:
+            try:
+                if location is None:
+                    location, offset, resync = _start(client, repo, scopes), 0, False
+                elif resync:
+                    location, offset = _status(client, location, scopes)
+                    resync = False
+                    if location is None:
+                        continue
+                while offset < d.size:
+                    n = min(options.chunk_size, d.size - offset)
+                    resp = client.request(
+                        "PATCH", location, scopes=scopes, retries=0,
+                        headers={"Content-Type": "application/octet-stream",
+                                 "Content-Range": f"{offset}-{offset + n - 1}",
+                                 "Content-Length": str(n)},
+                        body=lambda o=offset, k=n: src.chunks(o, k))
+                    if resp.status_code == 416:      # out of step with the session: a new one
+                        _cancel(client, location, scopes)
+                        location = None
+                        raise TransientError(f"{client.host} refused chunk {offset}-{offset + n - 1} "
+                                             f"of {d.digest} (416)")
+                    if resp.status_code != 202:
+                        raise client.error(resp, f"a chunk of {d.digest} for {client.host}/{repo}")
+                    location = _location(resp, location)
+                    offset = _range_end(resp.headers.get("range"), offset + n)
+                    attempt = 0
+                resp = client.request("PUT", _with_digest(location, d.digest), scopes=scopes,
+                                      retries=0, headers={"Content-Length": "0"}, body=b"",
+                                      timeout=FINISH_TIMEOUT)
+                if resp.status_code in (201, 204):
+                    return
+                raise client.error(resp, f"the upload of {d.digest} to {client.host}/{repo}")
+            except TransientError as e:
+                src.drop()
+                if attempt >= options.retries:
+                    if location is not None:
+                        _cancel(client, location, scopes)
+                    raise e.after(attempt + 1) from None
+                client.pause(attempt)
+                attempt += 1
+                resync = location is not None
+            except RegistryError:
+                _cancel(client, location, scopes)
+                raise
+    finally:
+        src.close()
+
+
+def _status(client: RegistryClient, location: str, scopes: frozenset) -> tuple[str | None, int]:
+    """Where an upload session stands: (its new location, the next offset),
+    or (None, 0) when it is gone or cannot say — then the upload starts over."""
+    resp = client.request("GET", location, scopes=scopes, retries=0)
+    if resp.status_code != 204 or not resp.headers.get("range"):
+        if resp.status_code in RETRY_STATUS:
+            raise client.error(resp, "asking an upload session where it stands")
+        _cancel(client, location, scopes)
+        return None, 0
+    # distribution says "0-0" both for an empty session and for one byte:
+    # take the lower; a wrong guess gets a 416, and a new session.
+    end = _range_end(resp.headers["range"], 0)
+    return _location(resp, location), (0 if end == 1 else end)
+
+
+def _start(client: RegistryClient, repo: str, scopes: frozenset) -> str:
+    resp = client.request("POST", f"/v2/{repo}/blobs/uploads/", scopes=scopes, retries=0)
+    if resp.status_code != 202:
+        raise client.error(resp, f"starting an upload to {client.host}/{repo}")
+    return _location(resp)
+
+
+def _cancel(client: RegistryClient, location: str | None, scopes: frozenset) -> None:
+    """Best effort: the registry expires abandoned sessions anyway."""
+    if not location:
+        return
+    try:
+        client.request("DELETE", location, scopes=scopes, retries=0, reauth=False).close()
+    except RegistryError:
+        pass
+
+
+def _location(resp: httpx.Response, previous: str | None = None) -> str:
+    """The session's next URL: Location, which may be relative (to the
+    request), with its query (the registry's upload state) kept as is."""
+    loc = resp.headers.get("location")
+    if not loc:
+        if previous:
+            return previous
+        raise RegistryError(f"{resp.url.netloc.decode()} opened an upload session without a Location")
+    return str(resp.url.join(loc))
+
+
+def _with_digest(location: str, digest: str) -> str:
+    return location + ("&" if "?" in location else "?") + "digest=" + quote(digest, safe=":")
+
+
+def _range_end(value: str | None, default: int) -> int:
+    """The offset after "0-N" (a Range header of an upload): N + 1."""
+    if not value:
+        return default
+    try:
+        return int(value.strip().removeprefix("bytes=").split("-", 1)[1]) + 1
+    except (IndexError, ValueError):
+        return default
+
+
+class _Source:
+    """A blob's bytes from any offset, read from one open stream while the
+    upload moves forward; reopened (and skipped ahead) only after a failure.
+    Chunks of at most 1 MiB: memory stays flat whatever the blob's size."""
+
+    def __init__(self, blob: Blob):
+        self.blob = blob
+        self._f = None
+        self._pos = 0
+
+    def chunks(self, offset: int, n: int) -> Iterator[bytes]:
+        if self._f is None or self._pos != offset:
+            self.drop()
+            self._f = self.blob.open()
+            self._pos = 0
+            self._skip(offset)
+        left = n
+        while left > 0:
+            data = self._f.read(min(CHUNK, left))
+            if not data:
+                raise BlobError(f"{self.blob.where} is shorter than its {self.blob.descriptor.size} bytes")
+            self._pos += len(data)
+            left -= len(data)
+            yield data
+
+    def _skip(self, offset: int) -> None:
+        f = self._f
+        if offset and getattr(f, "seekable", lambda: False)():
+            f.seek(offset)
+            self._pos = offset
+            return
+        while self._pos < offset:        # a verifying reader: read through, still verified
+            data = f.read(min(CHUNK, offset - self._pos))
+            if not data:
+                raise BlobError(f"{self.blob.where} is shorter than its {self.blob.descriptor.size} bytes")
+            self._pos += len(data)
+
+    def drop(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+    close = drop
+
+
+# -- manifests ------------------------------------------------------------------
+
+def put_manifest(client: RegistryClient, target: RegistryRef, reference: str,
+                 data: bytes, media_type: str) -> str:
+    """PUT a manifest or index by tag or digest, with its own media type;
+    the registry must store exactly these bytes (same digest)."""
+    digest = sha256_digest(data)
+    repo = target.repo
+    resp = client.request("PUT", f"/v2/{repo}/manifests/{reference}",
+                          scopes=frozenset({scope(repo, "pull,push")}),
+                          headers={"Content-Type": media_type}, body=data)
+    if resp.status_code not in (200, 201, 202, 204):
+        raise client.error(resp, f"the manifest {digest} for {client.host}/{repo}"
+                                 + (f":{reference}" if not reference.startswith("sha256:") else ""))
+    got = resp.headers.get("docker-content-digest")
+    if got and got != digest:
+        raise RegistryError(f"{client.host} stored the manifest for {client.host}/{repo} as {got}, "
+                            f"not {digest}: it changed the bytes; the image was not pushed as built")
+    return digest
+
+
+def _mount_sources(cache: BlobCache | None, digest: str, host: str, repo: str) -> list[str]:
+    if cache is None:
+        return []
+    found = []
+    for name in reversed(cache.locations(digest)):
+        h, _, r = name.partition("/")
+        if h == host and r and r != repo and r not in found:
+            found.append(r)
+    return found[:MAX_MOUNT_SOURCES]
+
+
+def _remember(cache: BlobCache | None, digest: str, host: str, repo: str) -> None:
+    if cache is not None:
+        cache.remember(digest, host, repo)
