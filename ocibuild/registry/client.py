@@ -87,7 +87,7 @@ class RegistryClient:
 
     # -- the registry's base URL and auth scheme: one GET /v2/ ------------------
 
-    def ping(self) -> str:
+    def ping(self, retries: int | None = None) -> str:
         """Find the scheme (https; http too for an insecure registry) and the
         auth the registry asks for. Done once, on first use."""
         if self._base is not None:
@@ -105,7 +105,8 @@ class RegistryClient:
                 if resp.status_code in RETRY_STATUS:
                     resp = None
         if resp is None:
-            resp = self._with_retries(lambda: ping(base), self.options.retries)
+            resp = self._with_retries(lambda: ping(base),
+                                      self.options.retries if retries is None else retries)
         if resp.status_code == 401:
             if not self.auth.learn(parse_challenges(resp.headers.get_list("www-authenticate"))):
                 raise RegistryError(f"{self.host} asks for an authentication scheme ocibuild does not "

@@ -60,16 +60,20 @@ class RegistryOutput:
         return frozenset({scope(self.target.repo, "pull,push")})
 
     def check(self) -> None:
-        """Reach the registry and prove we may push, before anything is
-        built: open an upload session and cancel it."""
+        """Reach the registry and authenticate for a push before anything is
+        built: HEAD a blob no image has (404 is the expected answer). No
+        upload session is opened, so nothing is left in the registry. One
+        retry only: a registry that is down at the start fails fast."""
+        probe = "sha256:" + "0" * 64
         try:
             c = self.client
-            resp = c.request("POST", f"/v2/{self.target.repo}/blobs/uploads/", scopes=self.scopes)
-            if resp.status_code != 202:
+            c.ping(retries=1)
+            resp = c.request("HEAD", f"/v2/{self.target.repo}/blobs/{probe}", scopes=self.scopes,
+                             retries=1)
+            if resp.status_code not in (200, 404):
                 raise c.error(resp, f"a push to {self.target}")
         except RegistryError as e:
             raise type(e)(f"{self.ref}: {e}") from None
-        _cancel(c, _location(resp), self.scopes)
 
     def stage(self, image: Image, work: WorkStore) -> None:
         t = self.target
