@@ -93,7 +93,7 @@ class WorkStore:
             path = self.path(blob.digest)
             os.replace(tmp, path)
         except BaseException:
-            _unlink(tmp)
+            unlink_quietly(tmp)
             raise
         desc = Descriptor(comp.media_type, blob.digest, blob.size)
         return Layer(desc, lambda: open(path, "rb"), f"layer {blob.digest}", trusted=True,
@@ -142,7 +142,8 @@ class ThreadedWriter:
             raise self._error
 
 
-def _unlink(path: str) -> None:
+def unlink_quietly(path: str) -> None:
+    """Remove a file that may already be gone."""
     try:
         os.unlink(path)
     except FileNotFoundError:

@@ -10,7 +10,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import BinaryIO, Callable
 
-from .blobs import Blob, bytes_blob
+from .blobs import Blob, bytes_blob, unlink_quietly
 from .digest import CHUNK, copy_stream, hex_of
 from .errors import OutputError
 from .image import Image
@@ -83,7 +83,7 @@ def put_blob(root: str, blob: Blob) -> bool:
         os.chmod(tmp, 0o644 & ~umask())
         os.replace(tmp, path)
     except BaseException:
-        _remove(tmp)
+        unlink_quietly(tmp)
         raise
     return True
 
@@ -136,7 +136,7 @@ def write_atomic(path: str, data: bytes) -> None:
         os.chmod(tmp, 0o644 & ~umask())
         os.replace(tmp, path)
     except BaseException:
-        _remove(tmp)
+        unlink_quietly(tmp)
         raise
 
 
@@ -148,13 +148,6 @@ def umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
-
-
-def _remove(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def check_layout_dir(root: str) -> None:

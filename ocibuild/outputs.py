@@ -11,7 +11,7 @@ import shutil
 import tempfile
 from typing import Callable, Protocol
 
-from .blobs import WorkStore
+from .blobs import WorkStore, unlink_quietly
 from .errors import OcibuildError, OutputError
 from .image import Image
 from .layout import (Member, add_to_index, blob_name, check_layout_dir, image_blobs,
@@ -123,7 +123,7 @@ class ArchiveOutput:
 
     def abort(self) -> None:
         if self._tmp:
-            _remove(self._tmp)
+            unlink_quietly(self._tmp)
             self._tmp = None
 
 
@@ -219,7 +219,7 @@ class EngineOutput:
 
     def abort(self) -> None:
         if self._archive:
-            _remove(self._archive.path)
+            unlink_quietly(self._archive.path)
             self._archive = None
 
 
@@ -228,10 +228,3 @@ def _has_blob(root: str, blob) -> bool:
         return os.path.getsize(os.path.join(root, blob_name(blob.descriptor.digest))) == blob.descriptor.size
     except OSError:
         return False
-
-
-def _remove(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass

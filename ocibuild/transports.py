@@ -14,9 +14,9 @@ ENGINE_TRANSPORTS = ("docker-daemon", "containers-storage")
 REGISTRY = "docker"
 
 _HOST = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9-]+)*(?::[0-9]+)?/)"
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_NAME = re.compile(rf"^(?:{_HOST}(?={_COMPONENT}))?{_COMPONENT}(?:/{_COMPONENT})*$")
-_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_NAME = re.compile(rf"^(?:{_HOST}(?={COMPONENT}))?{COMPONENT}(?:/{COMPONENT})*$")
+TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _REF_NAME = re.compile(r"^[A-Za-z0-9]+(?:[-._:@/+][A-Za-z0-9]+)*$")
 
 
@@ -70,7 +70,7 @@ def image_name(text: str, context: str = "") -> str:
     if not _NAME.match(name):
         raise InputError(f"invalid image name {name!r}{where}: use lowercase "
                          "[registry/]path/name, e.g. ocibuild/chaincode")
-    if not _TAG.match(tag):
+    if not TAG.match(tag):
         raise InputError(f"invalid tag {tag!r}{where}: letters, digits, '_', '.', '-', at most 128")
     return f"{name}:{tag}"
 

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 
 from ..errors import InputError
+from ..transports import COMPONENT, TAG   # Docker's name grammar, shared
 
 DOCKER_HUB = "docker.io"
 # Docker Hub is named docker.io but served from another host, and docker
@@ -16,9 +17,7 @@ HUB_AUTH_KEY = "https://index.docker.io/v1/"
 
 _LABEL = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _HOST = re.compile(rf"^(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9a-fA-F:.]+\])(?::[0-9]{{1,5}})?$")
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_REPO = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
-_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_REPO = re.compile(rf"^{COMPONENT}(?:/{COMPONENT})*$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
@@ -59,7 +58,7 @@ def parse_registry_ref(text: str, what: str = "registry reference") -> RegistryR
     slash, colon = rest.rfind("/"), rest.rfind(":")
     if colon > slash:
         rest, tag = rest[:colon], rest[colon + 1:]
-        if not _TAG.match(tag):
+        if not TAG.match(tag):
             raise InputError(f"malformed {what} {full!r}: invalid tag {tag!r} "
                              "(letters, digits, '_', '.', '-'; at most 128)")
     first, sep, path = rest.partition("/")
