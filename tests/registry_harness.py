@@ -481,17 +481,23 @@ class Registry:
         204) leaves its directory behind with only `hashstates/` in it; an
         open one has `startedat` (and `data`)."""
         d = self.storage / "docker/registry/v2/repositories" / repo / "_uploads"
-        return sorted(p for p in d.iterdir() if (p / "startedat").exists()) if d.exists() else []
+        try:
+            return sorted(p for p in d.iterdir() if (p / "startedat").exists())
+        except FileNotFoundError:            # none yet, or removed as we looked
+            return []
 
     def uploading(self) -> int:
         """Bytes received so far by the upload sessions in progress."""
         repos = self.storage / "docker/registry/v2/repositories"
         total = 0
-        for p in repos.glob("**/_uploads/*/data") if repos.exists() else ():
-            try:
-                total += p.stat().st_size
-            except FileNotFoundError:            # finished (moved) meanwhile
-                pass
+        # os.walk, not Path.glob: the registry removes directories while we
+        # look (a finished session), and walk skips what vanished.
+        for d, _, files in os.walk(repos):
+            if "data" in files and os.path.basename(os.path.dirname(d)) == "_uploads":
+                try:
+                    total += os.stat(os.path.join(d, "data")).st_size
+                except FileNotFoundError:        # finished (moved) meanwhile
+                    pass
         return total
 
     # -- its access log --
