@@ -15,7 +15,7 @@ from .bases import builtin_base, builtin_names
 from .blobs import Layer, WorkStore
 from .digest import CHUNK
 from .compression import COMPRESSIONS, Compression, decompressed, of_media_type
-from .elf import read_elf
+from .elf import ElfInfo, read_elf
 from .entries import (DIR, FILE, SYMLINK, Entry, Node, host_entries, resolve, through_symlinks,
                       tree_of, with_parents)
 from .errors import BlobError, InputError
@@ -47,7 +47,11 @@ def build(req: Request, work: WorkStore) -> Image:
     entries = []
     for add in req.adds:
         entries.extend(host_entries(add.source, add.dest, *req.owner))
-    platform = _platform(req.platform, _elf_platforms(entries))
+    elves = _elves(entries)                 # each executable's header, read once
+    platforms: dict[Platform, str] = {}     # each platform with the first binary for it
+    for path, info in elves.values():
+        platforms.setdefault(info.platform, path)
+    platform = _platform(req.platform, platforms)
     base, base_paths, base_name = _resolve_base(req, work, platform)
     platform = platform or (base.platform if base.platform.architecture else Platform.host())
     layer = None
@@ -57,7 +61,7 @@ def build(req: Request, work: WorkStore) -> Image:
             for lay in base.layers:
                 base_paths.update(layer_paths(lay))
         entries = through_symlinks(entries, base_paths)
-        _check_loaders(entries, base_paths)
+        _check_loaders(entries, elves, base_paths)
         layer = work.write_layer(with_parents(entries, base_paths), req.compression, req.created)
     ch = Changes(platform=platform, created=req.created, base_name=base_name, **req.changes)
     return assemble(base, layer, ch)
@@ -81,14 +85,14 @@ def _resolve_base(req: Request, work: WorkStore, platform: Platform | None):
     return image, None, ref.ref
 
 
-def _elf_platforms(entries: list[Entry]) -> dict[Platform, str]:
-    """The platforms of the added executables, each with one path for messages."""
-    found: dict[Platform, str] = {}
+def _elves(entries: list[Entry]) -> dict[str, tuple[str, ElfInfo]]:
+    """Added executables that are ELF: host source → (image path, header)."""
+    found = {}
     for e in entries:
         if e.kind == FILE and e.source and e.mode & 0o100:
             info = read_elf(e.source)
             if info:
-                found.setdefault(info.platform, e.path)
+                found[e.source] = (e.path, info)
     return found
 
 
@@ -107,18 +111,18 @@ def _platform(given: Platform | None, found: dict[Platform, str]) -> Platform | 
     return next(iter(found), None)
 
 
-def _check_loaders(entries: list[Entry], base_paths: dict[str, Node]) -> None:
+def _check_loaders(entries: list[Entry], elves: dict[str, tuple[str, ElfInfo]],
+                   base_paths: dict[str, Node]) -> None:
     """Refuse a dynamically linked binary whose loader is in neither the base
     nor the new layer: it could never start."""
     tree = {**base_paths, **tree_of(entries)}
     for e in entries:
-        if e.kind == FILE and e.source and e.mode & 0o100:
-            info = read_elf(e.source)
-            if info and info.dynamic and not resolve(tree, info.interpreter)[1]:
-                raise InputError(
-                    f"/{e.path} is dynamically linked (it needs {info.interpreter}) but the base "
-                    "has no such loader or libraries: link it statically (CGO_ENABLED=0, or "
-                    "-extldflags -static), or use a base that has its libc")
+        info = elves[e.source][1] if e.kind == FILE and e.source in elves else None
+        if info and info.dynamic and not resolve(tree, info.interpreter)[1]:
+            raise InputError(
+                f"/{e.path} is dynamically linked (it needs {info.interpreter}) but the base "
+                "has no such loader or libraries: link it statically (CGO_ENABLED=0, or "
+                "-extldflags -static), or use a base that has its libc")
 
 
 def layer_paths(layer: Layer) -> dict[str, Node]:
