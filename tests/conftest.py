@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -373,3 +374,29 @@ def tmpfs(tmp_path):
     for where in reversed(mounted):
         if _run(["umount", where]).returncode != 0:
             _run(["umount", "-l", where])
+
+
+def processes_mentioning(text: str) -> list[str]:
+    """Processes (but this one) whose command line contains `text`, as
+    "pid: command" lines: to see a compiler or an engine client still running."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmd and int(pid) != os.getpid():
+            found.append(f"{pid}: {cmd[:200]}")
+    return found
+
+
+def wait_for(predicate, what: str, timeout: float = 120):
+    """Poll `predicate` until it returns something true; that value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")

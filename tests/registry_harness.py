@@ -562,7 +562,31 @@ class TokenRequest:
         return out
 
 
-class TokenServer:
+class _Served:
+    """An in-process HTTPS server (TLS with the test CA) on its own port,
+    served from a daemon thread: start() with a handler, stop() to end it.
+    `self` is reachable from handlers as `self.server.<attr>`."""
+
+    _server: "http.server.ThreadingHTTPServer | None" = None
+    _thread: "threading.Thread | None" = None
+
+    def _serve(self, handler, attr: str) -> None:
+        server = _TLSServer((LOCALHOST, self.port), handler, self.certs.server_context())
+        setattr(server, attr, self)
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._server:
+            self._server.shutdown()
+            self._server.server_close()
+            self._thread.join(10)
+            self._server = None
+
+
+class TokenServer(_Served):
     """The Bearer realm for a registry with `auth.token`. `acl(user, repo)`
     returns the actions a user may have on a repository; anonymous users
     (no Authorization) get tokens with whatever acl("", repo) allows;
@@ -576,8 +600,6 @@ class TokenServer:
         self.requests: list[TokenRequest] = []
         self.expire_next = 0        # this many next tokens are issued already expired (said valid)
         self.lock = threading.Lock()
-        self._server: http.server.ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     @property
     def hostport(self) -> str:
@@ -616,22 +638,7 @@ class TokenServer:
         return access
 
     def start(self) -> None:
-        server = http.server.ThreadingHTTPServer((LOCALHOST, self.port), _TokenHandler)
-        server.daemon_threads = True
-        server.token_server = self
-        ctx = self.certs.server_context()
-        server.socket = ctx.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
-                                        daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
-            self._thread.join(10)
-            self._server = None
+        self._serve(_TokenHandler, "token_server")
 
     def since(self, n: int) -> list[TokenRequest]:
         with self.lock:
@@ -747,7 +754,7 @@ class ProxyRecord:
 _HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade"}
 
 
-class Proxy:
+class Proxy(_Served):
     """TLS (the test CA) in front of a plain-HTTP registry. Every request is
     recorded; `faults` answer some requests instead of the registry;
     `redirect_blobs(prefix, blob_host)` turns a registry's 200 on a blob GET
@@ -761,8 +768,6 @@ class Proxy:
         self.faults: list[Fault] = []
         self.redirects: dict[str, "BlobHost"] = {}
         self.lock = threading.Lock()
-        self._server = None
-        self._thread = None
 
     @property
     def hostport(self) -> str:
@@ -790,19 +795,7 @@ class Proxy:
             return list(self.records[n:])
 
     def start(self) -> None:
-        server = _TLSServer((LOCALHOST, self.port), _ProxyHandler, self.certs.server_context())
-        server.proxy = self
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
-                                        daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
-            self._thread.join(10)
-            self._server = None
+        self._serve(_ProxyHandler, "proxy")
 
 
 class _TLSServer(http.server.ThreadingHTTPServer):
@@ -957,7 +950,7 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
     do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = _handle
 
 
-class BlobHost:
+class BlobHost(_Served):
     """Another origin (its own port, TLS with the test CA) serving blob bytes
     straight from a registry's storage, as a storage backend behind a
     redirect would. Records whether each request carried Authorization."""
@@ -966,8 +959,6 @@ class BlobHost:
         self.registry, self.certs = registry, certs
         self.port = free_port()
         self.requests: list[tuple[str, bool]] = []      # (path, had Authorization)
-        self._server = None
-        self._thread = None
 
     @property
     def hostport(self) -> str:
@@ -977,19 +968,7 @@ class BlobHost:
         return f"https://{self.hostport}/blobs/{digest}?signature={secrets.token_hex(4)}"
 
     def start(self) -> None:
-        server = _TLSServer((LOCALHOST, self.port), _BlobHandler, self.certs.server_context())
-        server.blob_host = self
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
-                                        daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
-            self._thread.join(10)
-            self._server = None
+        self._serve(_BlobHandler, "blob_host")
 
 
 class _BlobHandler(http.server.BaseHTTPRequestHandler):

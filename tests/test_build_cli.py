@@ -40,7 +40,8 @@ from pathlib import Path
 import pytest
 
 from conftest import (FIXTURES, HANG_GUARD, OCIBUILD, ROOTLESS_USER, LayoutImage, blob_path,
-                      printed_digest, read_layout, run_ocibuild, tree_state, unique_name)
+                      printed_digest, processes_mentioning, read_layout, run_ocibuild, tree_state,
+                      unique_name, wait_for)
 
 BUILDER_IMAGE = "localhost/ocibuild/go-builder:bookworm"
 BUILDERS = ["docker", "podman", "podman-rootless", "host"]
@@ -592,29 +593,6 @@ def slow_grpc_copy(root: Path) -> tuple[Path, str]:
     return src, slow
 
 
-def processes_with(text: str) -> list[str]:
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if text in cmd and int(pid) != os.getpid():
-            found.append(f"{pid}: {cmd[:160]}")
-    return found
-
-
-def wait_for(predicate, what: str, timeout: float = 180):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"gave up waiting for {what}")
-
-
 def ocibuild_pid(proc: subprocess.Popen) -> int:
     """The pid of the ocibuild process itself: `proc`, or for the rootless
     user the process that runuser started (env exec'd into ocibuild)."""
@@ -622,7 +600,7 @@ def ocibuild_pid(proc: subprocess.Popen) -> int:
         return proc.pid
 
     def find():
-        for line in processes_with(str(OCIBUILD)):
+        for line in processes_mentioning(str(OCIBUILD)):
             pid = int(line.split(":")[0])
             try:
                 with open(f"/proc/{pid}/stat") as f:
@@ -632,7 +610,7 @@ def ocibuild_pid(proc: subprocess.Popen) -> int:
             if ppid == proc.pid and not line.split(": ", 1)[1].startswith(("runuser", "env ")):
                 return pid
         return None
-    return wait_for(find, "the rootless ocibuild process")
+    return wait_for(find, "the rootless ocibuild process", timeout=180)
 
 
 @pytest.mark.parametrize("builder,how", [
@@ -667,9 +645,9 @@ def test_interrupt_during_the_compile_leaves_nothing(builder, how, matrix, work,
             def running():
                 r = engine("ps", "--filter", "name=ocibuild-build-", "--format", "{{.Names}}")
                 return podman_name(errfile.read_text()) in r.stdout.split()
-            wait_for(lambda: proc.poll() is not None or running(), "the podman build container")
+            wait_for(lambda: proc.poll() is not None or running(), "the podman build container", timeout=180)
         # The compile has started: the go compiler is working on the slow file.
-        wait_for(lambda: proc.poll() is not None or processes_with(slow), "the compiler")
+        wait_for(lambda: proc.poll() is not None or processes_mentioning(slow), "the compiler", timeout=180)
         assert proc.poll() is None, f"the build ended before it was interrupted:\n{errfile.read_text()}"
         if how == "SIGTERM":
             os.kill(ocibuild_pid(proc), signal.SIGTERM)
@@ -689,7 +667,7 @@ def test_interrupt_during_the_compile_leaves_nothing(builder, how, matrix, work,
     assert [n for n in os.listdir(tmp) if n.startswith("ocibuild")] == [], os.listdir(tmp)
     assert tree_state(src) == source_before, "the interrupted build modified the source"
     assert_no_new_container(engine, before, podman_name(stderr) if engine.is_podman else None)
-    wait_for(lambda: not processes_with(slow), "the interrupted compile to stop", timeout=120)
+    wait_for(lambda: not processes_mentioning(slow), "the interrupted compile to stop", timeout=120)
     # The next build works, and gives the usual image.
     again = out_dir(work, "again", builder)
     r = run_build(builder, SOURCES["grpc-gopath"].path, "--import-path", GRPC_IMPORT_PATH,

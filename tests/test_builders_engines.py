@@ -31,7 +31,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURES, ROOTLESS_USER, sha256_file, tree_state, unique_name
+from conftest import (FIXTURES, ROOTLESS_USER, processes_mentioning, sha256_file, tree_state, unique_name,
+                      wait_for)
 
 from ocibuild.builders import DEFAULT_IMAGE
 from ocibuild.builders.docker import DockerBuilder
@@ -579,29 +580,6 @@ def slow_module(root: Path, functions: int = 12000) -> Path:
     body.append("\tfmt.Println(s)\n}\n")
     (root / "main.go").write_text("".join(body))
     return root
-
-
-def processes_mentioning(text: str) -> list[str]:
-    out = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if text in cmd and int(pid) != os.getpid():
-            out.append(f"{pid}: {cmd[:200]}")
-    return out
-
-
-def wait_for(predicate, what: str, timeout: float = 120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.mark.parametrize("kind,how", [
