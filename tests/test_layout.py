@@ -26,8 +26,9 @@ from ocibuild.sources import open_image
 
 OCIBUILD = str(Path(sys.executable).parent / "ocibuild")
 AMD64 = Platform("linux", "amd64")
-SKOPEO = shutil.which("skopeo")
-OCI_IMAGE_TOOL = shutil.which("oci-image-tool")
+# Independent validators, installed by scripts/setup: missing, the tests fail.
+SKOPEO = shutil.which("skopeo") or "skopeo"
+OCI_IMAGE_TOOL = shutil.which("oci-image-tool") or "oci-image-tool"
 N_WRITERS = 8
 
 
@@ -110,8 +111,6 @@ def validate(layout: Path, tag: str) -> None:
     unique" (as it does for a layout skopeo writes). So the image is validated
     in a view of the layout: the same blob files (hard links) under an
     index.json holding only that tag's descriptor, taken verbatim."""
-    if OCI_IMAGE_TOOL is None:
-        return
     doc = index(layout)
     picked = [d for d in doc["manifests"] if (d.get("annotations") or {}).get(REF_NAME) == tag]
     assert len(picked) == 1, f"{tag}: {picked}"
@@ -163,8 +162,7 @@ def test_second_tag_keeps_the_first(tmp_path):
     for tag, digest in (("a", a), ("b", b)):
         assert open_image(f"oci:{lay}:{tag}").digest == digest
         validate(lay, tag)
-        if SKOPEO:
-            assert skopeo_digest(f"oci:{lay}:{tag}") == digest
+        assert skopeo_digest(f"oci:{lay}:{tag}") == digest
     assert leftovers(tmp_path) == []
 
 
@@ -176,9 +174,8 @@ def test_reusing_a_tag_moves_it(tmp_path):
     assert tags(lay) == {"keep": [a], "latest": [b]}
     assert open_image(f"oci:{lay}:latest").digest == b
     assert open_image(f"oci:{lay}:keep").digest == a
-    if SKOPEO:
-        assert skopeo_digest(f"oci:{lay}:latest") == b
-        assert skopeo_digest(f"oci:{lay}:keep") == a
+    assert skopeo_digest(f"oci:{lay}:latest") == b
+    assert skopeo_digest(f"oci:{lay}:keep") == a
     validate(lay, "latest")
     validate(lay, "keep")
 
@@ -295,8 +292,7 @@ def test_concurrent_cli_writers_all_land(tmp_path):
     check_blobs(lay)
     for tag, digest in got.items():
         validate(lay, tag)
-        if SKOPEO:
-            assert skopeo_digest(f"oci:{lay}:{tag}") == digest
+        assert skopeo_digest(f"oci:{lay}:{tag}") == digest
     assert leftovers(tmp_path) == []
 
 
