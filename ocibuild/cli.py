@@ -1,5 +1,5 @@
-"""The command line: reads flags and environment once, passes plain values
-down, and turns every OcibuildError into one `error:` line."""
+"""The command line: reads flags and the environment once, here, passes
+plain values down, and turns every OcibuildError into one `error:` line."""
 
 from __future__ import annotations
 
@@ -8,27 +8,29 @@ import os
 import re
 import shlex
 import signal
-import posixpath
 import sys
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from typing import Any
 
 import click
 
 from . import __version__
-from .assembly import Add, Request, build
-from .blobs import WorkStore
-from .builders import BUILDERS, DEFAULT_IMAGE, choose
-from .entries import image_path
-from .fabric import Limits, go_source, image_name, open_package, package_id, write_ccaas, write_golang, \
-    write_k8s
-from .fabric.conventions import BINARY_PATH, DEFAULT_VERSION, INDEXES_PATH, image_changes
-from .gosource import GoBuild, needs_network_hint
-from .compression import compression
-from .errors import BuildError, InputError, OcibuildError
-from .model import Platform
-from .outputs import parse_output, write_all
-from .sources import open_image
+from .build import BuildRequest, ImageJob, build_chaincode, write_image
+from .builders import BUILDERS, DEFAULT_IMAGE
+from .errors import InputError, OcibuildError
+from .fabric import Limits, package_id, peer_image_name, write_ccaas, write_golang, write_k8s
+from .fabric.conventions import BINARY_PATH, DEFAULT_VERSION
+from .oci.assembly import Add, Request
+from .oci.blobs import WorkStore
+from .oci.compression import compression
+from .oci.entries import image_path
+from .oci.image import ConfigChanges
+from .oci.model import Platform
+from .oci.reference import RegistryRef
+from .progress import human_size
+from .registry.options import RegistryOptions
+from .transports import open_image, open_output, parse_base
 
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -54,7 +56,7 @@ class Ctx:
             click.echo(f"ocibuild: {msg}", err=True)
 
     @contextmanager
-    def phase(self, title: str):
+    def phase(self, title: str) -> Iterator[None]:
         """A step (compile, assemble, write): a spinner on a terminal."""
         if self._console is None:
             self.say(title)
@@ -110,39 +112,27 @@ def image_options(fn):
     return fn
 
 
-@dataclass(frozen=True)
-class ImageJob:
-    """Image options, parsed and checked, before any work is done."""
-    request: Request
-    outputs: list
-
-
-def image_job(opts: dict, adds: tuple[Add, ...], created: int) -> ImageJob:
+def image_job(opts: Mapping[str, Any], env: Mapping[str, str]) -> ImageJob:
     """Parse image options (as click passes them) into a request and outputs,
     checking every output before anything is built."""
-    registry = registry_options(opts["insecure"]) if any(
-        r.startswith("docker://") for r in (*opts["outputs"], opts["base"])) else None
-    outs = [parse_output(o, created, registry) for o in opts["outputs"]]
-    changes = {"entrypoint": _argv(opts["entrypoint"], "--entrypoint"),
-               "cmd": _argv(opts["cmd"], "--cmd"),
-               "env": _pairs(opts["envs"], "--env", _ENV_KEY), "user": opts["user"],
-               "workdir": _workdir(opts["workdir"]), "labels": _pairs(opts["labels"], "--label"),
-               "annotations": _pairs(opts["annotations"], "--annotation")}
+    base = parse_base(opts["base"])
+    needs_registry = isinstance(base, RegistryRef) or any(o.startswith("docker://") for o in opts["outputs"])
+    registry = registry_options(env, opts["insecure"]) if needs_registry else None
+    created = source_date_epoch(env.get("SOURCE_DATE_EPOCH"))
+    outs = [open_output(o, created, registry) for o in opts["outputs"]]
+    changes = ConfigChanges(
+        entrypoint=_argv(opts["entrypoint"], "--entrypoint"), cmd=_argv(opts["cmd"], "--cmd"),
+        env=_pairs(opts["envs"], "--env", _ENV_KEY), user=opts["user"],
+        workdir=_workdir(opts["workdir"]), labels=_pairs(opts["labels"], "--label"),
+        annotations=_pairs(opts["annotations"], "--annotation"))
     platform = opts["platform"]
-    req = Request(adds=adds, base=opts["base"], compression=compression(opts["comp"]),
+    req = Request(adds=tuple(_add(a) for a in opts.get("adds", ())), base=opts["base"],
+                  compression=compression(opts["comp"]),
                   platform=Platform.parse(platform) if platform else None,
-                  created=created, owner=_owner(opts["chown"]), changes=changes, registry=registry)
+                  created=created, owner=_owner(opts["chown"]), changes=changes)
     for out in outs:
         out.check()
-    return ImageJob(req, outs)
-
-
-def write_image(ctx: "Ctx", job: ImageJob, work: WorkStore) -> str:
-    with ctx.phase("assembling"):
-        image = build(job.request, work)
-    with ctx.phase(f"writing {len(job.outputs)} output(s)"):
-        write_all(job.outputs, image, work, ctx.say)
-    return image.digest
+    return ImageJob(req, outs, registry)
 
 
 @cli.command()
@@ -150,12 +140,11 @@ def write_image(ctx: "Ctx", job: ImageJob, work: WorkStore) -> str:
               help="Add a host file or directory tree at DEST (absolute) in the image. Repeatable.")
 @image_options
 @click.pass_obj
-def assemble(ctx: Ctx, adds, **opts):
+def assemble(ctx: Ctx, **opts):
     """Assemble an image from a base and host files; print its digest."""
-    created = source_date_epoch(os.environ.get("SOURCE_DATE_EPOCH"))
-    job = image_job(opts, tuple(_add(a) for a in adds), created)
+    job = image_job(opts, os.environ)
     with WorkStore() as work:
-        digest = write_image(ctx, job, work)
+        digest = write_image(job, work, ctx)
     click.echo(digest)
 
 
@@ -184,8 +173,8 @@ def assemble(ctx: Ctx, adds, **opts):
               help="Packages: refuse more entries than this.")
 @image_options
 @click.pass_obj
-def build_cmd(ctx: Ctx, source, builder_name, builder_image, network, ldflags, tags, cgo,
-              binary_path, import_path, fabric_version, max_inflated_size, max_entries, **opts):
+def build_command(ctx: Ctx, source, builder_name, builder_image, network, ldflags, tags, cgo,
+                  binary_path, import_path, fabric_version, max_inflated_size, max_entries, **opts):
     """Compile Go chaincode and assemble its image; print its digest.
 
     SOURCE is a Fabric chaincode package (lifecycle .tar.gz or legacy 1.x
@@ -193,65 +182,15 @@ def build_cmd(ctx: Ctx, source, builder_name, builder_image, network, ldflags, t
     package directory. The image follows the peer's conventions: the binary
     on PATH as `chaincode`, no entrypoint, user chaincode (500), Fabric's
     labels and environment."""
-    created = source_date_epoch(os.environ.get("SOURCE_DATE_EPOCH"))
+    env = dict(os.environ)
     if binary_path.endswith("/"):          # a directory: the binary keeps its name
         binary_path += "chaincode"
     binary_dest = "/" + image_path(binary_path, "--binary-path")
-    job = image_job(opts, (), created)
-    platform = job.request.platform or Platform.host()
-    limits = replace(Limits(), max_bytes=max_inflated_size, max_entries=max_entries)
-    with WorkStore() as work:
-        # The package is read, checked and extracted before any container starts.
-        pkg = open_package(source, work.root, limits)
-        src = go_source(pkg, import_path)
-        go = GoBuild(src, platform, ldflags=ldflags, tags=tags, cgo=cgo, network=network == "default")
-        builder = choose(builder_name, builder_image, ctx.say)
-        out_dir = os.path.join(work.root, "out")
-        os.mkdir(out_dir)
-        with ctx.phase(f"compiling {pkg.source} ({src.mode} mode) with {builder.name}"):
-            shown: list[str] = []          # what the builder said: the compiler's messages
-            try:
-                binary = builder.compile(go, out_dir, lambda line: (shown.append(line), ctx.say(line)))
-            except BuildError as e:
-                raise _compile_failure(ctx, go, e, shown) from None
-        adds = [Add(binary, binary_dest)]
-        if pkg.couchdb_indexes:
-            adds.append(Add(pkg.couchdb_indexes, INDEXES_PATH))
-        req = replace(job.request, adds=tuple(adds), platform=platform,
-                      changes=_with_defaults(job.request.changes, image_changes(pkg, fabric_version),
-                                             on_path=posixpath.dirname(binary_dest)))
-        digest = write_image(ctx, replace(job, request=req), work)
-    click.echo(digest)
-
-
-def _compile_failure(ctx: Ctx, go: GoBuild, e: BuildError, shown: list[str]) -> BuildError:
-    """One line for a failed compile: what failed and where (the first
-    file:line the compiler named), or, when the cause is a missing network,
-    what to do about it."""
-    head, _, _ = str(e).partition("; see the compiler messages above")
-    hint = needs_network_hint(go, e.output)
-    if hint:
-        return BuildError(f"{head}: {hint}", e.output)
-    first = next((l.strip() for l in shown if _GO_POSITION.search(l)), "")
-    where = f" at {first}" if first else ""
-    more = ("run without -q to see all of the compiler's messages" if ctx.quiet
-            else "see the compiler messages above")
-    return BuildError(f"{head}{where}; {more}", e.output)
-
-
-_GO_POSITION = re.compile(r"\.go:\d+(:\d+)?: ")
-
-
-def _with_defaults(given: dict, defaults: dict, **extra) -> dict:
-    """Image changes: the user's flags over the chaincode defaults."""
-    out = dict(given)
-    for key, value in defaults.items():
-        if isinstance(value, dict):
-            out[key] = {**value, **(given.get(key) or {})}
-        elif given.get(key) is None:
-            out[key] = value
-    out.update(extra)
-    return out
+    req = BuildRequest(
+        source=source, image=image_job(opts, env), binary_path=binary_dest, env=env, builder=builder_name, builder_image=builder_image, network=network == "default",
+        ldflags=ldflags, tags=tags, cgo=cgo, import_path=import_path, fabric_version=fabric_version,
+        limits=Limits(max_bytes=max_inflated_size, max_entries=max_entries))
+    click.echo(build_chaincode(req, ctx))
 
 
 @cli.group()
@@ -272,7 +211,7 @@ def fabric_package_id(package):
 @click.option("--peer-id", default="", help="The peer's CORE_PEER_ID (e.g. peer0.org1.example.com).")
 def fabric_image_name(ccid, network_id, peer_id):
     """The image name a peer looks for (tag latest) before building CCID itself."""
-    click.echo(image_name(network_id, peer_id, ccid))
+    click.echo(peer_image_name(network_id, peer_id, ccid))
 
 
 @fabric.command("package")
@@ -288,14 +227,18 @@ def fabric_image_name(ccid, network_id, peer_id):
 @click.option("--image-name", "image_name_", help="k8s: the image name, e.g. registry/acme/cc.")
 @click.option("--image-digest", help="k8s: the image digest sha256:...")
 @click.option("--image", "image_ref", help="k8s: read the digest from this image (oci:, oci-archive:, "
-                                            "docker-archive:) instead of --image-digest.")
+                                            "docker-archive:, docker-daemon:, containers-storage:, "
+                                            "docker://) instead of --image-digest.")
+@click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST:PORT",
+              help="--image docker://: allow plain HTTP or unverified TLS to this registry.")
 def fabric_package(source, cc_type, label, out, import_path, address, dial_timeout, tls_required,
-                   image_name_, image_digest, image_ref):
+                   image_name_, image_digest, image_ref, insecure):
     """Write a lifecycle package; print its package ID. golang packages SOURCE
     (a module directory) as `peer lifecycle chaincode package` would; ccaas
     and k8s package a connection.json / image.json (SOURCE, if given, is a
     directory whose META-INF/ is included)."""
-    mtime = source_date_epoch(os.environ.get("SOURCE_DATE_EPOCH"))
+    env = os.environ
+    mtime = source_date_epoch(env.get("SOURCE_DATE_EPOCH"))
     meta_inf = os.path.join(source, "META-INF") if source and os.path.isdir(
         os.path.join(source, "META-INF")) else None
     if cc_type == "golang":
@@ -310,7 +253,8 @@ def fabric_package(source, cc_type, label, out, import_path, address, dial_timeo
         if not image_name_:
             raise InputError("fabric package --type k8s needs --image-name")
         if image_ref:
-            image_digest = open_image(image_ref).digest
+            with WorkStore() as work:
+                image_digest = open_image(image_ref, registry=registry_options(env, insecure), work=work).digest
         if not image_digest:
             raise InputError("fabric package --type k8s needs --image-digest sha256:... or --image REF")
         pid = write_k8s(out, label, image_name_, image_digest, meta_inf=meta_inf, mtime=mtime)
@@ -326,12 +270,9 @@ def fabric_package(source, cc_type, label, out, import_path, address, dial_timeo
 def inspect(ref, as_json, platform, insecure):
     """Summarise an image: platform, layers, sizes, config, labels."""
     plat = Platform.parse(platform) if platform else None
-    if ref.startswith("docker://"):
-        from .registry import pull_image
-        image = pull_image(ref, plat, registry_options(insecure))
-    else:
-        image = open_image(ref, plat)
-    cfg = image.config_doc
+    with WorkStore() as work:
+        image = open_image(ref, plat, registry=registry_options(os.environ, insecure), work=work)
+        cfg = image.config_doc
     if as_json:
         click.echo(json.dumps({"digest": image.digest, "mediaType": image.media_type,
                                "manifest": image.manifest_doc, "config": cfg}, indent=2))
@@ -353,18 +294,16 @@ def inspect(ref, as_json, platform, insecure):
     for lay in image.layers:
         d = lay.descriptor
         total += d.size
-        click.echo(f"{'layer':<11} {d.digest}  {_size(d.size):>9}  {d.media_type}")
-    click.echo(f"{'size':<11} {_size(total)} in {len(image.layers)} layer(s), compressed")
+        click.echo(f"{'layer':<11} {d.digest}  {human_size(d.size):>9}  {d.media_type}")
+    click.echo(f"{'size':<11} {human_size(total)} in {len(image.layers)} layer(s), compressed")
 
 
-def registry_options(insecure=()):
+def registry_options(env: Mapping[str, str], insecure=()) -> RegistryOptions:
     """Registry settings from the flags and the environment, read once here:
     docker's config.json (DOCKER_CONFIG), podman's auth.json
     (REGISTRY_AUTH_FILE, else $XDG_RUNTIME_DIR/containers/auth.json) and the
     pulled-blob cache (OCIBUILD_CACHE_DIR, else $XDG_CACHE_HOME/ocibuild)."""
-    from .registry import RegistryOptions
-    env = os.environ
-    home = os.path.expanduser("~")
+    home = env.get("HOME") or os.path.expanduser("~")
     docker_dir = env.get("DOCKER_CONFIG") or os.path.join(home, ".docker")
     auth_file = env.get("REGISTRY_AUTH_FILE") or (
         os.path.join(env["XDG_RUNTIME_DIR"], "containers", "auth.json") if env.get("XDG_RUNTIME_DIR")
@@ -372,7 +311,7 @@ def registry_options(insecure=()):
     cache = env.get("OCIBUILD_CACHE_DIR") or os.path.join(
         env.get("XDG_CACHE_HOME") or os.path.join(home, ".cache"), "ocibuild")
     return RegistryOptions(insecure=frozenset(insecure), docker_config=os.path.join(docker_dir, "config.json"),
-                           auth_file=auth_file, cache_dir=cache)
+                           auth_file=auth_file, cache_dir=cache, home=home)
 
 
 def source_date_epoch(value: str | None) -> int:
@@ -434,13 +373,6 @@ def _owner(text: str) -> tuple[int, int]:
 
 def _show(v) -> str:
     return json.dumps(v) if v else ""
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
 
 
 def _terminated(signum, frame):

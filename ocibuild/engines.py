@@ -1,15 +1,27 @@
-"""Local container engines (docker, podman), reached through python-on-whales:
-every engine command goes through `engine_run`, and every engine error reads
-the same way. Outputs need only: is it there, and load an archive."""
+"""The one wrapper around the local container engines (docker, podman),
+driven through python-on-whales' client API. Everything ocibuild asks of an
+engine goes through `Engine`, and every engine failure reads the same way:
+`EngineError` naming the engine, what failed, and what to do.
+
+python-on-whales is imported when an Engine is first used, not with this
+module: its import costs ~0.13 s, which a build that needs no engine call
+(the docker builder's hot path runs `docker buildx build` itself) should
+not pay."""
 
 from __future__ import annotations
 
-from python_on_whales import DockerClient
-from python_on_whales.client_config import ClientNotFoundError
-from python_on_whales.exceptions import DockerException
-from python_on_whales.utils import run
+import os
+import tempfile
+from typing import TYPE_CHECKING
 
 from .errors import EngineError
+from .fsutil import unlink_quietly
+from .oci.blobs import WorkStore
+from .oci.image import Image
+from .oci.layout import docker_archive_files, write_archive
+
+if TYPE_CHECKING:
+    from python_on_whales import DockerClient
 
 WHAT_TO_DO = {
     "docker": "start dockerd (scripts/setup does), or choose --builder podman or --builder host",
@@ -18,17 +30,12 @@ WHAT_TO_DO = {
 }
 
 
-def client(engine: str) -> DockerClient:
-    return DockerClient(client_call=[engine])
-
-
-def engine_run(engine: str, *args: str) -> str:
-    """`ENGINE ARGS...`; its stdout. Raises python-on-whales' DockerException
-    (with the command's stderr) on failure, EngineError when not installed."""
-    try:
-        return run(client(engine).client_config.docker_cmd + list(args)) or ""
-    except ClientNotFoundError:
-        raise not_installed(engine) from None
+def last_line(text: str | bytes | None) -> str:
+    """The last non-empty line of an engine's message."""
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    return lines[-1] if lines else "no message"
 
 
 def unreachable(engine: str, why: str) -> EngineError:
@@ -39,35 +46,58 @@ def not_installed(engine: str) -> EngineError:
     return EngineError(f"{engine} is not installed; {WHAT_TO_DO[engine]}")
 
 
-def last_line(text: str | bytes | None) -> str:
-    if isinstance(text, bytes):
-        text = text.decode(errors="replace")
-    lines = [l.strip() for l in (text or "").splitlines() if l.strip()]
-    return lines[-1] if lines else "no message"
-
-
 class Engine:
-    def __init__(self, name: str):
-        self.name = name
+    """docker or podman, as the current user reaches it (podman rootless too)."""
 
-    def _run(self, *args: str) -> str:
+    def __init__(self, name: str):
+        if name not in WHAT_TO_DO:
+            raise ValueError(f"unknown engine {name!r}")
+        self.name = name
+        self._client: DockerClient | None = None
+
+    @property
+    def client(self) -> DockerClient:
+        """The python-on-whales client (for a builder's own container calls)."""
+        if self._client is None:
+            from python_on_whales import DockerClient
+            self._client = DockerClient(client_call=[self.name])
+        return self._client
+
+    def call(self, doing: str, fn, *args, **kwargs):
+        """`fn(*args, **kwargs)` with python-on-whales' errors turned into ours."""
+        from python_on_whales.client_config import ClientNotFoundError
+        from python_on_whales.exceptions import DockerException, NoSuchContainer, NoSuchImage
         try:
-            return engine_run(self.name, *args)
+            return fn(*args, **kwargs)
+        except (NoSuchImage, NoSuchContainer):
+            raise                         # an answer, not a failure: the caller decides
+        except ClientNotFoundError:
+            raise not_installed(self.name) from None
         except DockerException as e:
-            raise EngineError(f"{self.name} {' '.join(args[:2])} failed: {last_line(e.stderr)}") from None
+            raise EngineError(f"{self.name} {doing} failed: {last_line(e.stderr)}") from None
+
+    # -- the engine itself ------------------------------------------------------
 
     def require(self) -> None:
+        """Refuse early, saying what to do, when the engine cannot be reached."""
         try:
-            self._run("info", "--format", "{{json .}}")
+            self.call("info", self.client.system.info)
         except EngineError as e:
             raise EngineError(f"the {self.name} engine is not reachable ({e}); "
                               f"{WHAT_TO_DO[self.name].split(', or')[0]}, or drop that output") from None
+
+    def server_version(self) -> str:
+        """The engine's version (docker: the daemon's; podman: its own)."""
+        v = self.call("version", self.client.version)
+        server = getattr(v, "server", None)
+        client = getattr(v, "client", None)
+        return str(getattr(server, "version", None) or getattr(client, "version", None) or "")
 
     def require_zstd(self) -> None:
         """Docker engines before 23 cannot unpack zstd layers (podman can)."""
         if self.name != "docker":
             return
-        version = self._run("version", "--format", "{{.Server.Version}}").strip()
+        version = self.server_version()
         try:
             major = int(version.split(".")[0])
         except ValueError:
@@ -76,14 +106,62 @@ class Engine:
             raise EngineError(f"docker {version} cannot load zstd-compressed layers; "
                               "use --compression gzip for docker-daemon: outputs")
 
-    def load(self, archive: str, name: str) -> None:
-        self._run("load", "--input", archive)
+    # -- images -----------------------------------------------------------------
+
+    def image_id(self, name: str) -> str | None:
+        """The engine's ID (`sha256:...`, the config digest) of image `name`; None when it has none."""
+        from python_on_whales.exceptions import NoSuchImage
+        try:
+            value = self.call("image inspect", self.client.image.inspect, name).id
+        except NoSuchImage:
+            return None
+        except EngineError as e:
+            raise unreachable(self.name, str(e)) from None
+        return value if value.startswith("sha256:") else "sha256:" + value
+
+    def has(self, name: str) -> bool:
+        return self.image_id(name) is not None
+
+    def load(self, archive: str, name: str = "") -> None:
+        """`ENGINE load` of a docker-archive; with `name`, check it arrived."""
+        self.call(f"load of {archive}", self.client.image.load, archive, quiet=True)
         if name and not self.has(name):
             raise EngineError(f"{self.name} loaded the archive but has no image {name}")
 
-    def has(self, name: str) -> bool:
+    def archive(self, image: Image, name: str, work: WorkStore) -> str:
+        """`image` written in `work` as the docker-archive this engine loads."""
+        fd, path = tempfile.mkstemp(dir=work.root, prefix=f"load-{self.name}-", suffix=".tar")
         try:
-            self._run("image", "inspect", "--format", "{{.Id}}", name)
-            return True
-        except EngineError:
-            return False
+            with os.fdopen(fd, "wb", buffering=1 << 20) as f:
+                write_archive(f, docker_archive_files(image, name), 0)
+        except BaseException:
+            unlink_quietly(path)
+            raise
+        return path
+
+    def load_image(self, image: Image, name: str, work: WorkStore) -> None:
+        """Load `image` under `name`."""
+        path = self.archive(image, name, work)
+        try:
+            self.load(path, name)
+        finally:
+            unlink_quietly(path)
+
+    def tag(self, image_id: str, name: str) -> None:
+        # podman names an image by its bare hex ID; docker takes sha256:...
+        source = image_id if self.name == "docker" else image_id.partition(":")[2]
+        self.call("tag", self.client.image.tag, source, name)
+
+    # -- containers -------------------------------------------------------------
+
+    def remove_container(self, name: str) -> None:
+        """Remove container `name` at once (SIGKILL, no stop timeout), if it exists."""
+        from python_on_whales.exceptions import NoSuchContainer
+        try:
+            self.call("kill", self.client.container.kill, name)
+        except (NoSuchContainer, EngineError):
+            pass                          # not running (any more): remove it all the same
+        try:
+            self.call("rm", self.client.container.remove, name, force=True)
+        except NoSuchContainer:
+            pass

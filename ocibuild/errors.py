@@ -1,4 +1,7 @@
-"""The one exception tree. The CLI turns any of these into `error: <message>`."""
+"""The one exception tree. The CLI turns any of these into `error: <message>`
+and exits non-zero; nothing else in ocibuild prints an error."""
+
+from __future__ import annotations
 
 
 class OcibuildError(Exception):
@@ -7,6 +10,16 @@ class OcibuildError(Exception):
 
 class InputError(OcibuildError):
     """A flag, path or reference given by the user is wrong."""
+
+
+class PackageError(InputError):
+    """A chaincode package was refused. `entry` is the archive entry at fault
+    (or ""), `rule` the rule it broke; the message says both on one line."""
+
+    def __init__(self, message: str, entry: str = "", rule: str = ""):
+        super().__init__(message)
+        self.entry = entry
+        self.rule = rule
 
 
 class BlobError(OcibuildError):
@@ -21,10 +34,44 @@ class EngineError(OcibuildError):
     """A container engine (docker, podman) is missing or refused a request."""
 
 
-class BuildError(OcibuildError):
-    """Compiling the chaincode failed; the compiler's own messages were shown
-    and are kept in `output` (to recognise, e.g., a missing network)."""
+class RegistryError(OcibuildError):
+    """A registry could not be reached, refused a request, or answered
+    something unusable. The message says which registry and what to do."""
 
-    def __init__(self, message: str, output: str = ""):
-        super().__init__(message)
-        self.output = output
+
+class TransientError(RegistryError):
+    """A failure that may pass: a dropped or refused connection, a 5xx or
+    429. Raised once the retries are spent, or at once where the caller
+    retries a larger step itself (an upload session)."""
+
+    def after(self, attempts: int) -> TransientError:
+        """The same error, saying how many attempts were made."""
+        return TransientError(f"{self} (gave up after {attempts} attempts)") if attempts > 1 else self
+
+
+class BuildError(OcibuildError):
+    """Compiling the chaincode failed. The compiler's messages were shown as
+    progress and are kept in `output`; the one-line message is made from the
+    fields: which builder, its exit code, the first file:line the compiler
+    named (`position`), a `hint` when the cause is known (then it replaces
+    the pointer to the messages), and whether the messages were `shown`."""
+
+    def __init__(self, builder: str, exit_code: int | None = None, output: str = "",
+                 position: str = "", hint: str = "", shown: bool = True):
+        self.builder, self.exit_code, self.output = builder, exit_code, output
+        self.position, self.hint, self.shown = position, hint, shown
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        where = "on the host" if self.builder == "host" else f"in the {self.builder} builder"
+        head = f"go build failed {where}" + (f" (exit {self.exit_code})" if self.exit_code is not None else "")
+        if self.hint:
+            return f"{head}: {self.hint}"
+        at = f" at {self.position}" if self.position else ""
+        more = ("see the compiler messages above" if self.shown
+                else "run without -q to see all of the compiler's messages")
+        return f"{head}{at}; {more}"
+
+    def __str__(self) -> str:
+        return self.message

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 
 from .errors import InputError
-from .model import Platform
+from .oci.model import Platform
 
 VENDOR, READONLY, GOPATH = "vendor", "readonly", "gopath"
 

@@ -1,87 +1,98 @@
-"""Image references in the transport syntax of containers-transports(5):
-`oci:PATH[:REF]`, `oci-archive:PATH[:REF]`, `docker-archive:PATH[:NAME:TAG]`,
-`docker-daemon:NAME:TAG`, `containers-storage:NAME[:TAG]`, `docker://REF`."""
+"""Every transport, dispatched in one place: `open_image` reads an image
+from any reference (files, engines, registries), `open_output` makes the
+Output for any reference, `open_base` gives assembly its base (built-in or
+a reference). References are parsed once, by ocibuild.oci.reference.
+
+The engine and registry packages are imported only when a reference needs
+them: python-on-whales and httpx cost a tenth of a second to import."""
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-
 from .errors import InputError
-
-FILE_TRANSPORTS = ("oci", "oci-archive", "docker-archive")
-ENGINE_TRANSPORTS = ("docker-daemon", "containers-storage")
-REGISTRY = "docker"
-
-_HOST = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9-]+)*(?::[0-9]+)?/)"
-COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_NAME = re.compile(rf"^(?:{_HOST}(?={COMPONENT}))?{COMPONENT}(?:/{COMPONENT})*$")
-TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-_REF_NAME = re.compile(r"^[A-Za-z0-9]+(?:[-._:@/+][A-Za-z0-9]+)*$")
-
-
-@dataclass(frozen=True)
-class Reference:
-    transport: str
-    path: str = ""        # file transports
-    ref: str = ""         # oci: ref.name annotation; archive: "name:tag"; engines: "name:tag"
-
-    def __str__(self) -> str:
-        if self.transport == REGISTRY:
-            return f"docker://{self.ref}"
-        if self.transport in ENGINE_TRANSPORTS:
-            return f"{self.transport}:{self.ref}"
-        return f"{self.transport}:{self.path}" + (f":{self.ref}" if self.ref else "")
+from .oci.assembly import Base, OpenBase, Request, assemble
+from .oci.bases import builtin_base, builtin_names
+from .oci.blobs import WorkStore
+from .oci.compression import Compression
+from .oci.image import Image
+from .oci.model import Platform
+from .oci.readers import open_image as open_file_image
+from .oci.reference import EngineRef, FileRef, Reference, RegistryRef, parse_reference
+from .outputs import Output
+from .registry.options import RegistryOptions
 
 
-def parse_reference(text: str, what: str = "reference") -> Reference:
-    transport, sep, rest = text.partition(":")
-    if not sep:
-        raise InputError(f"malformed {what} {text!r}: use TRANSPORT:..., e.g. oci:DIR[:tag], "
-                         "oci-archive:FILE, docker-archive:FILE[:name:tag], docker-daemon:name:tag")
-    if transport == REGISTRY and rest.startswith("//"):
-        return Reference(REGISTRY, ref=rest[2:])
-    if transport in FILE_TRANSPORTS:
-        path, _, ref = rest.partition(":")
-        if not path:
-            raise InputError(f"malformed {what} {text!r}: the path is empty")
-        if transport == "docker-archive" and ref:
-            ref = image_name(ref, text)
-        elif ref and not _REF_NAME.match(ref):
-            raise InputError(f"malformed {what} {text!r}: {ref!r} is not a valid reference name")
-        return Reference(transport, path, ref)
-    if transport in ENGINE_TRANSPORTS:
-        return Reference(transport, ref=image_name(rest, text))
-    raise InputError(f"unknown transport {transport!r} in {what} {text!r}: use one of "
-                     f"{', '.join(FILE_TRANSPORTS + ENGINE_TRANSPORTS)} or docker://")
+def open_image(ref: Reference | str, platform: Platform | None = None, *,
+               registry: RegistryOptions | None = None, work: WorkStore | None = None) -> Image:
+    """The image `ref` names; from an index, the one for `platform` (default:
+    the host's). `registry` is needed for docker:// references; `work` holds
+    what an engine saves for engine references."""
+    if isinstance(ref, str):
+        ref = parse_reference(ref, "image reference")
+    if isinstance(ref, FileRef):
+        return open_file_image(ref, platform)
+    if isinstance(ref, RegistryRef):
+        from .registry.pull import pull_image
+        return pull_image(ref, platform, registry or RegistryOptions())
+    if work is None:
+        raise InputError(f"cannot read {ref} here: reading from an engine needs a work directory")
+    return _engine_image(ref, work)
 
 
-def image_name(text: str, context: str = "") -> str:
-    """`name[:tag]` checked against Docker's grammar; the tag defaults to latest."""
-    name, tag = text, "latest"
-    slash = text.rfind("/")
-    colon = text.rfind(":")
-    if colon > slash:
-        name, tag = text[:colon], text[colon + 1:]
-    where = f" in {context!r}" if context else ""
-    if len(name) > 255:
-        raise InputError(f"invalid image name{where}: {len(name)} characters, and engines allow 255; "
-                         "use a shorter name")
-    if not _NAME.match(name):
-        raise InputError(f"invalid image name {name!r}{where}: use lowercase "
-                         "[registry/]path/name, e.g. ocibuild/chaincode")
-    if not TAG.match(tag):
-        raise InputError(f"invalid tag {tag!r}{where}: letters, digits, '_', '.', '-', at most 128")
-    return f"{name}:{tag}"
+def _engine_image(ref: EngineRef, work: WorkStore) -> Image:
+    """An engine's image, saved as a docker-archive into `work` and read from there."""
+    import os
+
+    from .engines import Engine
+    engine = Engine(ref.engine)
+    if not engine.has(ref.name):
+        raise InputError(f"{ref}: {engine.name} has no image {ref.name}")
+    path = os.path.join(work.root, f"save-{engine.name}.tar")
+    engine.call(f"save of {ref.name}", engine.client.image.save, ref.name, output=path)
+    return open_file_image(FileRef("docker-archive", path, ref.name))
 
 
-def familiar(name: str) -> str:
-    """Docker's short form of a name: `docker.io/library/x:t` → `x:t`,
-    `docker.io/a/b:t` → `a/b:t`; names on other registries unchanged."""
-    for host in ("docker.io/", "index.docker.io/"):
-        if name.startswith(host):
-            rest = name[len(host):]
-            if rest.startswith("library/") and rest.count("/") == 1:
-                rest = rest[len("library/"):]
-            return rest
-    return name
+def open_output(text: str, created: int, registry: RegistryOptions | None = None) -> Output:
+    """The Output `text` names; `registry` for docker:// ones."""
+    ref = parse_reference(text, "--output")
+    if isinstance(ref, FileRef):
+        from .outputs.files import ArchiveOutput, LayoutOutput
+        return LayoutOutput(ref) if ref.transport == "oci" else ArchiveOutput(ref, created)
+    if isinstance(ref, EngineRef):
+        from .engines import Engine
+        from .outputs.engine import EngineOutput
+        return EngineOutput(ref, Engine(ref.engine))
+    from .registry.push import RegistryOutput
+    return RegistryOutput(ref, registry or RegistryOptions())
+
+
+def parse_base(spec: str) -> Reference | None:
+    """None for a built-in base's name, else the reference `--base` names."""
+    if spec in builtin_names():
+        return None
+    if ":" not in spec:
+        raise InputError(f"unknown base {spec!r}: use {', '.join(builtin_names())}, or oci:DIR[:ref], "
+                         "oci-archive:FILE[:ref], docker-archive:FILE[:name:tag], docker://REF")
+    return parse_reference(spec, "--base")
+
+
+def base_opener(spec: str, work: WorkStore, compression: Compression,
+                registry: RegistryOptions | None = None) -> OpenBase:
+    """What assembly calls, once it knows the platform, to get the base."""
+    ref = parse_base(spec)
+
+    def open_base(platform: Platform | None) -> Base:
+        if ref is None:
+            image, paths = builtin_base(spec, work, compression)
+            return Base(image, paths, None)
+        image = open_image(ref, platform, registry=registry, work=work)
+        # The base's name, not its host path: the digest must not depend on
+        # where the base file sits. Unnamed, only its digest is recorded.
+        name = ref.name if isinstance(ref, (RegistryRef, EngineRef)) else ref.ref
+        return Base(image, None, name)
+
+    return open_base
+
+
+def assemble_image(req: Request, work: WorkStore, registry: RegistryOptions | None = None) -> Image:
+    """`req` assembled on the base it names."""
+    return assemble(req, work, base_opener(req.base, work, req.compression, registry))

@@ -71,9 +71,9 @@ import threading
 import time
 import urllib.parse
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 REGISTRY_BIN = Path("/usr/bin/docker-registry")
 CERTS_D = (Path("/etc/docker/certs.d"), Path("/etc/containers/certs.d"))
@@ -137,7 +137,7 @@ def make_certs(d: Path) -> Certs:
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     d.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
 
     def name(cn: str) -> x509.Name:
         return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ocibuild tests"),
@@ -567,8 +567,8 @@ class _Served:
     served from a daemon thread: start() with a handler, stop() to end it.
     `self` is reachable from handlers as `self.server.<attr>`."""
 
-    _server: "http.server.ThreadingHTTPServer | None" = None
-    _thread: "threading.Thread | None" = None
+    _server: http.server.ThreadingHTTPServer | None = None
+    _thread: threading.Thread | None = None
 
     def _serve(self, handler, attr: str) -> None:
         server = _TLSServer((LOCALHOST, self.port), handler, self.certs.server_context())
@@ -679,7 +679,7 @@ class _TokenHandler(http.server.BaseHTTPRequestHandler):
         # registry, though expires_in tells the client 300 s.
         token = ts.sign(user or "", access, ttl=-600 if stale else 300)
         self._reply(200, {"token": token, "access_token": token, "expires_in": 300,
-                          "issued_at": datetime.datetime.now(datetime.timezone.utc).isoformat()})
+                          "issued_at": datetime.datetime.now(datetime.UTC).isoformat()})
 
     def do_GET(self) -> None:
         parts = urllib.parse.urlsplit(self.path)
@@ -766,7 +766,7 @@ class Proxy(_Served):
         self.port = free_port()
         self.records: list[ProxyRecord] = []
         self.faults: list[Fault] = []
-        self.redirects: dict[str, "BlobHost"] = {}
+        self.redirects: dict[str, BlobHost] = {}
         self.lock = threading.Lock()
 
     @property
@@ -786,7 +786,7 @@ class Proxy(_Served):
             self.faults.clear()
             self.redirects.clear()
 
-    def redirect_blobs(self, prefix: str, host: "BlobHost") -> None:
+    def redirect_blobs(self, prefix: str, host: BlobHost) -> None:
         with self.lock:
             self.redirects[prefix] = host
 
@@ -1017,7 +1017,7 @@ class ConnCounter:
         while not self._stop.is_set():
             try:
                 conn, _ = self._sock.accept()
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 continue
             except OSError:
                 return

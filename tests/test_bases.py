@@ -21,12 +21,13 @@ import tarfile
 
 import pytest
 
-from ocibuild.assembly import Add, Request, build
-from ocibuild.bases import builtin_base, builtin_names
-from ocibuild.blobs import WorkStore
-from ocibuild.compression import GZIP_LEVEL, compression
 from ocibuild.errors import InputError
-from ocibuild.model import OCI_LAYER, Platform
+from ocibuild.oci.assembly import Add, Request
+from ocibuild.oci.bases import builtin_base, builtin_names
+from ocibuild.oci.blobs import WorkStore
+from ocibuild.oci.compression import GZIP_LEVEL, compression
+from ocibuild.oci.model import OCI_LAYER, Platform
+from ocibuild.transports import assemble_image
 
 STATIC_DIFF_ID = "sha256:895cfa51d64b139d3529d6847b73a6ade3380c199fbdf533fd11e596417e6cd6"
 STATIC_TAR_SIZE = 9728
@@ -92,7 +93,7 @@ def test_static_layer_ignores_source_date_epoch(tmp_path):
     f = tmp_path / "cc"
     f.write_bytes(b"x")
     with WorkStore() as work:
-        images = [build(Request(adds=(Add(str(f), "/usr/local/bin/cc"),), platform=AMD64,
+        images = [assemble_image(Request(adds=(Add(str(f), "/usr/local/bin/cc"),), platform=AMD64,
                                 created=created), work) for created in (0, 1700000000)]
         for image in images:
             base = image.layers[0]
@@ -167,7 +168,7 @@ def test_static_config_defaults():
         assert "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" in run["Env"]
         assert image.config_doc["rootfs"] == {"type": "layers", "diff_ids": [STATIC_DIFF_ID]}
         # and an image built on it keeps them
-        built = build(Request(adds=(), base="static", platform=AMD64), store)
+        built = assemble_image(Request(adds=(), base="static", platform=AMD64), store)
         assert built.config_doc["config"]["User"] == "65532:65532"
         assert [l.diff_id for l in built.layers] == [STATIC_DIFF_ID]
 
@@ -180,13 +181,13 @@ def test_scratch_has_no_layers(tmp_path):
         assert image.manifest_doc["layers"] == []
         assert image.config_doc["config"]["User"] == "65532:65532"
 
-        empty = build(Request(adds=(), base="scratch", platform=AMD64), store)
+        empty = assemble_image(Request(adds=(), base="scratch", platform=AMD64), store)
         assert empty.layers == () and empty.manifest_doc["layers"] == []
         assert empty.config_doc["rootfs"]["diff_ids"] == []
 
         f = tmp_path / "cc"
         f.write_bytes(b"x")
-        one = build(Request(adds=(Add(str(f), "/usr/local/bin/cc"),), base="scratch",
+        one = assemble_image(Request(adds=(Add(str(f), "/usr/local/bin/cc"),), base="scratch",
                             platform=AMD64), store)
         assert len(one.layers) == 1
         with one.layers[0].open_tar() as t, tarfile.open(fileobj=t, mode="r|") as tf:
@@ -198,4 +199,4 @@ def test_scratch_has_no_layers(tmp_path):
 def test_unknown_base_refused():
     with WorkStore() as store:
         with pytest.raises(InputError, match="nosuchbase"):
-            build(Request(adds=(), base="nosuchbase", platform=AMD64), store)
+            assemble_image(Request(adds=(), base="nosuchbase", platform=AMD64), store)

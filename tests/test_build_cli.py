@@ -38,10 +38,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-from conftest import (FIXTURES, HANG_GUARD, OCIBUILD, ROOTLESS_USER, LayoutImage, blob_path,
-                      printed_digest, processes_mentioning, read_layout, run_ocibuild, tree_state,
-                      unique_name, wait_for)
+from conftest import (
+    FIXTURES,
+    HANG_GUARD,
+    OCIBUILD,
+    ROOTLESS_USER,
+    LayoutImage,
+    blob_path,
+    printed_digest,
+    processes_mentioning,
+    read_layout,
+    run_ocibuild,
+    tree_state,
+    unique_name,
+    wait_for,
+)
 
 BUILDER_IMAGE = "localhost/ocibuild/go-builder:bookworm"
 BUILDERS = ["docker", "podman", "podman-rootless", "host"]
@@ -424,7 +435,7 @@ def test_source_date_epoch_changes_the_digest_and_is_honoured(matrix, work):
                       env={"SOURCE_DATE_EPOCH": str(epoch)})
         digests[builder] = printed_digest(r)
         image = read_layout(d / "layout")
-        stamp = datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        stamp = datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         assert image.config["created"] == stamp
         assert top_layer(image)[BINARY][0].mtime == epoch
     assert digests["host"] == digests["docker"], digests

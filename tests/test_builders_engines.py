@@ -30,17 +30,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
-from conftest import (FIXTURES, ROOTLESS_USER, processes_mentioning, sha256_file, tree_state, unique_name,
-                      wait_for)
+from conftest import FIXTURES, ROOTLESS_USER, processes_mentioning, sha256_file, tree_state, unique_name, wait_for
 
 from ocibuild.builders import DEFAULT_IMAGE
 from ocibuild.builders.docker import DockerBuilder
-from ocibuild.builders.images import LOADED_REPO, ensure_image, image_id
+from ocibuild.builders.images import LOADED_REPO, ensure_image
 from ocibuild.builders.podman import NAME_PREFIX, PodmanBuilder
+from ocibuild.engines import Engine
 from ocibuild.errors import InputError, OcibuildError
 from ocibuild.gosource import GOPATH, GoBuild, detect, needs_network_hint
-from ocibuild.model import Platform
+from ocibuild.oci.model import Platform
 
 IMAGE = DEFAULT_IMAGE
 CHAINCODE = FIXTURES / "chaincode"
@@ -90,7 +89,7 @@ class Result:
 
 
 def make_builder(kind: str, image: str = IMAGE, **kw):
-    return DockerBuilder(image, **kw) if kind == "docker" else PodmanBuilder(image, **kw)
+    return DockerBuilder(image, os.environ, **kw) if kind == "docker" else PodmanBuilder(image, **kw)
 
 
 def compile_here(kind: str, source: Path, out: Path, import_path: str | None = None,
@@ -123,12 +122,13 @@ from ocibuild.builders.docker import DockerBuilder
 from ocibuild.builders.podman import PodmanBuilder
 from ocibuild.errors import OcibuildError
 from ocibuild.gosource import GoBuild, detect
-from ocibuild.model import Platform
+from ocibuild.oci.model import Platform
 
 print("pid", os.getpid(), flush=True)
 job = GoBuild(detect(args["source"], args["import_path"]), Platform.host())
 out = args["out"]
-builder = (DockerBuilder if args["builder"] == "docker" else PodmanBuilder)(args["image"])
+builder = (DockerBuilder(args["image"], os.environ) if args["builder"] == "docker"
+           else PodmanBuilder(args["image"]))
 res = {}
 try:
     path = builder.compile(job, out, lambda line: print("say", line, flush=True))
@@ -486,12 +486,12 @@ def test_archive_builder_image_is_loaded_once(kind, transport, tiny_image):
     ref = f"{transport}:{tiny_image[transport]}"
     want = tiny_image["name"] if transport == "docker-archive" else tiny_image["derived"]
     said: list[str] = []
-    assert image_id(kind, want) is None
-    assert ensure_image(kind, ref, said.append) == want
-    assert image_id(kind, want) == tiny_image["config"]
+    assert Engine(kind).image_id(want) is None
+    assert ensure_image(Engine(kind), ref, said.append) == want
+    assert Engine(kind).image_id(want) == tiny_image["config"]
     assert any("loading the builder image" in s for s in said), said
     said.clear()
-    assert ensure_image(kind, ref, said.append) == want
+    assert ensure_image(Engine(kind), ref, said.append) == want
     assert said == [], f"loaded again although present: {said}"
 
 
@@ -499,17 +499,17 @@ def test_archive_builder_image_is_loaded_once(kind, transport, tiny_image):
 def test_archive_replaces_a_different_image_of_the_same_name(kind, tiny_image, build_image, work,
                                                             require_engine):
     engine = require_engine(kind)
-    ensure_image(kind, f"docker-archive:{tiny_image['docker-archive']}", lambda s: None)
+    ensure_image(Engine(kind), f"docker-archive:{tiny_image['docker-archive']}", lambda s: None)
     other = work / "other.tar"
     content = work / "other.txt"
     content.write_bytes(os.urandom(64))
     build_image("--base", "scratch", "--add", f"{content}:/other.txt",
                 "--output", f"docker-archive:{other}:{tiny_image['name']}")
     said: list[str] = []
-    assert ensure_image(kind, f"docker-archive:{other}", said.append) == tiny_image["name"]
+    assert ensure_image(Engine(kind), f"docker-archive:{other}", said.append) == tiny_image["name"]
     try:
         assert said, "an image of the same name but other content was taken as the archive's"
-        assert image_id(kind, tiny_image["name"]) != tiny_image["config"]
+        assert Engine(kind).image_id(tiny_image["name"]) != tiny_image["config"]
     finally:
         # The first image lost its name: remove it by ID (the fixture removes the name).
         engine("image", "rm", tiny_image["config"].partition(":")[2])
@@ -529,7 +529,7 @@ def test_bad_archive_is_refused(work):
     for ref, want in ((f"docker-archive:{junk}", "is not a tar archive"),
                       (f"docker-archive:{work}/absent.tar", "does not exist")):
         with pytest.raises(InputError, match=want):
-            ensure_image("docker", ref, lambda s: None)
+            ensure_image(Engine("docker"), ref, lambda s: None)
 
 
 @pytest.mark.parametrize("kind", ["docker", "podman"])
@@ -542,7 +542,7 @@ def test_go_builder_archive_already_loaded(kind, work, request):
         pytest.fail(f"expected one Go builder archive from scripts/setup, found {archives}", pytrace=False)
     archive = archives[0]
     said: list[str] = []
-    assert ensure_image(kind, f"docker-archive:{archive}", said.append) == IMAGE
+    assert ensure_image(Engine(kind), f"docker-archive:{archive}", said.append) == IMAGE
     assert said == []
     res = compile_with(kind, CHAINCODE, work, request, image=f"docker-archive:{archive}")
     assert res.ok() == host_build(CHAINCODE, work)

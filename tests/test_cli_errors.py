@@ -17,12 +17,11 @@ import os
 import shutil
 import subprocess
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pytest
-
 from conftest import DIGEST_LINE, blob_path, read_layout, tree_state
 
 DROP_DAC = ("setpriv", "--bounding-set=-dac_override,-dac_read_search", "--")

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from ocibuild.compression import compression
+from ocibuild.oci.compression import compression
 
 
 def _compress(name: str, data: bytes, sizes: list[int], seed: int) -> bytes:

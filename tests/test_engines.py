@@ -13,7 +13,6 @@ import os
 import re
 
 import pytest
-
 from conftest import read_layout, tree_state, unique_name
 
 NONROOT = 65532

@@ -14,13 +14,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ocibuild.assembly import Add, Request, build
-from ocibuild.blobs import WorkStore
-from ocibuild.entries import (DIR, FILE, HARDLINK, SYMLINK, Entry, Node, host_entries,
-                              image_path, with_parents)
 from ocibuild.errors import InputError, OcibuildError
-from ocibuild.model import Platform
-from ocibuild.tarwriter import write_tar
+from ocibuild.oci.assembly import Add, Request
+from ocibuild.oci.blobs import WorkStore
+from ocibuild.oci.entries import DIR, FILE, HARDLINK, SYMLINK, Entry, Node, host_entries, image_path, with_parents
+from ocibuild.oci.model import Platform
+from ocibuild.oci.tarwriter import write_tar
+from ocibuild.transports import assemble_image
 
 AMD64 = Platform("linux", "amd64")
 
@@ -122,7 +122,7 @@ def test_implicit_parents_skipped_when_base_has_them(tmp_path, existing, expecte
 def test_layer_on_static_base_holds_only_the_new_file(tmp_path):
     f = _write(tmp_path / "cc", b"chaincode", 0o755)
     with WorkStore() as work:
-        image = build(Request(adds=(Add(str(f), "/usr/local/bin/cc"),), base="static",
+        image = assemble_image(Request(adds=(Add(str(f), "/usr/local/bin/cc"),), base="static",
                               platform=AMD64), work)
         members = _layer_members(image)
     assert list(members) == ["usr/local/bin/cc"]
@@ -130,17 +130,18 @@ def test_layer_on_static_base_holds_only_the_new_file(tmp_path):
 
 def test_layer_on_a_layout_base_skips_parents_that_base_has(tmp_path):
     """Parents are known from an oci: base's own layer, not only for built-ins."""
-    from ocibuild.outputs import parse_output, write_all
+    from ocibuild.outputs import write_all
+    from ocibuild.transports import open_output
     f = _write(tmp_path / "cc", b"chaincode", 0o755)
     layout = tmp_path / "base"
     with WorkStore() as work:
-        base = build(Request(adds=(Add(str(f), "/opt/app/one"),), base="scratch",
+        base = assemble_image(Request(adds=(Add(str(f), "/opt/app/one"),), base="scratch",
                              platform=AMD64), work)
-        out = parse_output(f"oci:{layout}:b", 0)
+        out = open_output(f"oci:{layout}:b", 0)
         out.check()
         write_all([out], base, work)
     with WorkStore() as work:
-        image = build(Request(adds=(Add(str(f), "/opt/app/two"), Add(str(f), "/opt/new/three")),
+        image = assemble_image(Request(adds=(Add(str(f), "/opt/app/two"), Add(str(f), "/opt/new/three")),
                               base=f"oci:{layout}:b", platform=AMD64), work)
         members = _layer_members(image)
     assert list(members) == ["opt/app/two", "opt/new", "opt/new/three"]
@@ -348,7 +349,7 @@ def test_collision_through_build_refused(tmp_path):
     a = _write(tmp_path / "a", b"a")
     with WorkStore() as work:
         with pytest.raises(InputError):
-            build(Request(adds=(Add(str(a), "/x"), Add(str(a), "/x")), base="scratch",
+            assemble_image(Request(adds=(Add(str(a), "/x"), Add(str(a), "/x")), base="scratch",
                           platform=AMD64), work)
 
 
@@ -415,7 +416,7 @@ def test_adding_into_an_existing_base_directory_keeps_its_metadata(tmp_path):
     src = tmp_path / "cfg"
     _write(src / "core.yaml", b"peer: {}\n")
     with WorkStore() as work:
-        image = build(Request(adds=(Add(str(src), "/tmp"), Add(str(src), "/etc/hyperledger/fabric")),
+        image = assemble_image(Request(adds=(Add(str(src), "/tmp"), Add(str(src), "/etc/hyperledger/fabric")),
                               base="static", platform=AMD64), work)
         members = _layer_members(image)
     assert "tmp/core.yaml" in members and "etc/hyperledger/fabric/core.yaml" in members
@@ -428,20 +429,21 @@ def test_adding_into_an_existing_base_directory_keeps_its_metadata(tmp_path):
 
 
 def test_nothing_is_added_beneath_a_base_symlink(tmp_path):
-    from ocibuild.outputs import parse_output, write_all
+    from ocibuild.outputs import write_all
+    from ocibuild.transports import open_output
     root = tmp_path / "root"
     _write(root / "usr" / "lib" / "libc.so.6", b"libc")
     os.symlink("usr/lib", root / "lib")
     layout = tmp_path / "base"
     with WorkStore() as work:
-        base = build(Request(adds=(Add(str(root), "/"),), base="scratch", platform=AMD64), work)
-        out = parse_output(f"oci:{layout}:b", 0)
+        base = assemble_image(Request(adds=(Add(str(root), "/"),), base="scratch", platform=AMD64), work)
+        out = open_output(f"oci:{layout}:b", 0)
         out.check()
         write_all([out], base, work)
     f = _write(tmp_path / "x.so", b"new")
     with WorkStore() as work:
         try:
-            image = build(Request(adds=(Add(str(f), "/lib/x.so"),), base=f"oci:{layout}:b",
+            image = assemble_image(Request(adds=(Add(str(f), "/lib/x.so"),), base=f"oci:{layout}:b",
                                   platform=AMD64), work)
         except InputError:
             return                                   # refusing it is correct too
@@ -454,7 +456,7 @@ def test_file_in_place_of_a_base_directory_refused(tmp_path):
     f = _write(tmp_path / "f", b"x")
     with WorkStore() as work:
         with pytest.raises(InputError, match="/tmp"):
-            build(Request(adds=(Add(str(f), "/tmp"),), base="static", platform=AMD64), work)
+            assemble_image(Request(adds=(Add(str(f), "/tmp"),), base="static", platform=AMD64), work)
     os.symlink("/", tmp_path / "l")
     with pytest.raises(InputError, match="/usr/local/bin"):
         with_parents(host_entries(str(tmp_path / "l"), "/usr/local/bin"),
@@ -465,14 +467,14 @@ def test_file_under_a_base_file_refused(tmp_path):
     f = _write(tmp_path / "f", b"x")
     with WorkStore() as work:
         with pytest.raises(InputError, match="/etc/passwd"):
-            build(Request(adds=(Add(str(f), "/etc/passwd/x"),), base="static", platform=AMD64),
+            assemble_image(Request(adds=(Add(str(f), "/etc/passwd/x"),), base="static", platform=AMD64),
                   work)
 
 
 def test_base_file_may_be_replaced_by_a_file(tmp_path):
     f = _write(tmp_path / "passwd", b"root:x:0:0::/:/sbin/nologin\n")
     with WorkStore() as work:
-        image = build(Request(adds=(Add(str(f), "/etc/passwd"),), base="static", platform=AMD64),
+        image = assemble_image(Request(adds=(Add(str(f), "/etc/passwd"),), base="static", platform=AMD64),
                       work)
         members = _layer_members(image)
     assert list(members) == ["etc/passwd"]

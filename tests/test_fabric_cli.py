@@ -39,10 +39,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from conftest import FIXTURES, HANG_GUARD, blob_path, printed_digest, read_layout, run_ocibuild, tree_state
-from fabric_corpus import (GO_MOD, MAIN_GO, cds, code_tar, f, gz, hard, meta_bytes, package, signed_cds,
-                           special, sym, tar_bytes, zeros_gzip)
+from fabric_corpus import (
+    GO_MOD,
+    MAIN_GO,
+    cds,
+    code_tar,
+    f,
+    gz,
+    hard,
+    meta_bytes,
+    package,
+    signed_cds,
+    special,
+    sym,
+    tar_bytes,
+    zeros_gzip,
+)
 
 CHAINCODE = FIXTURES / "chaincode"
 CHAINCODE_MODULE = "example.org/chaincode/assettransfer"
@@ -173,6 +186,7 @@ def _self_signed(d: Path) -> tuple[bytes, bytes]:
         return (d / "key.pem").read_bytes(), (d / "cert.pem").read_bytes()
     try:
         import datetime
+
         from cryptography import x509
         from cryptography.hazmat.primitives import hashes, serialization
         from cryptography.hazmat.primitives.asymmetric import ec
@@ -184,7 +198,7 @@ def _self_signed(d: Path) -> tuple[bytes, bytes]:
         return pem("PRIVATE KEY"), pem("CERTIFICATE")
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "peer0.org1.example.com")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now)
             .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))

@@ -12,11 +12,26 @@ import tarfile
 import time
 
 import pytest
+from fabric_corpus import (
+    GO_MOD,
+    MAIN_GO,
+    cds,
+    code_tar,
+    d,
+    f,
+    gz,
+    hard,
+    meta_bytes,
+    package,
+    signed_cds,
+    special,
+    sym,
+    tar_bytes,
+    zeros_gzip,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fabric_corpus import (GO_MOD, MAIN_GO, cds, code_tar, d, f, gz, hard, meta_bytes, package, signed_cds,
-                           special, sym, tar_bytes, zeros_gzip)
 from ocibuild.errors import OcibuildError
 from ocibuild.fabric import Limits, PackageError, go_source, open_package, package_id
 

@@ -11,13 +11,12 @@ import os
 import re
 
 import pytest
+from fabric_corpus import f, gz, package, tar_bytes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fabric_corpus import f, gz, package, tar_bytes
 from ocibuild.errors import InputError
-from ocibuild.fabric import (Limits, PackageError, image_name, package_id, package_id_of, valid_label,
-                             write_golang)
+from ocibuild.fabric import Limits, PackageError, package_id, package_id_of, peer_image_name, valid_label, write_golang
 
 
 def sha(text: str) -> str:
@@ -45,12 +44,12 @@ VECTORS = [
 
 @pytest.mark.parametrize("ids, prefix, hashed", VECTORS)
 def test_image_name_vectors(ids, prefix, hashed):
-    assert image_name(*ids) == f"{prefix}-{sha(hashed)}"
+    assert peer_image_name(*ids) == f"{prefix}-{sha(hashed)}"
 
 
 def test_image_name_literal_vector_from_fabric():
     # Fabric's Test_buildImage: ccid "simple", no network or peer id.
-    assert image_name("", "", "simple") == \
+    assert peer_image_name("", "", "simple") == \
         "simple-a7a39b72f29718e653e73503210fbb597057b7a1c77d1fe321a1afcff041d4e1"
 
 
@@ -62,12 +61,12 @@ def test_image_name_literal_vector_from_fabric():
 ])
 def test_image_name_refused_like_the_peer(ids):
     with pytest.raises(InputError, match="breaks Docker's repository naming rules"):
-        image_name(*ids)
+        peer_image_name(*ids)
 
 
 def test_image_name_needs_a_ccid():
     with pytest.raises(InputError, match="chaincode id"):
-        image_name("dev", "peer0", "")
+        peer_image_name("dev", "peer0", "")
 
 
 @settings(max_examples=200, deadline=None)
@@ -80,10 +79,10 @@ def test_image_name_property(net, peer, label, digest):
     hashed = "-".join([p for p in (net, peer) if p] + [ccid]).replace(":", "-")
     expected = re.sub(r"[^a-zA-Z0-9_.-]", "-", hashed).lower() + "-" + sha(hashed)
     if re.fullmatch(r"[a-z0-9]+(([._-][a-z0-9]+)+)?", expected):
-        assert image_name(net, peer, ccid) == expected
+        assert peer_image_name(net, peer, ccid) == expected
     else:
         with pytest.raises(InputError):
-            image_name(net, peer, ccid)
+            peer_image_name(net, peer, ccid)
 
 
 # Fabric's TestLabels vectors

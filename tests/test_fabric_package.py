@@ -16,12 +16,36 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from fabric_corpus import (
+    GO_MOD,
+    MAIN_GO,
+    cds,
+    code_tar,
+    d,
+    f,
+    gz,
+    hard,
+    meta_bytes,
+    package,
+    signed_cds,
+    sym,
+    tar_bytes,
+)
 
-from fabric_corpus import GO_MOD, MAIN_GO, cds, code_tar, d, f, gz, hard, meta_bytes, package, signed_cds, sym, \
-    tar_bytes
 from ocibuild.errors import InputError
-from ocibuild.fabric import (DIRECTORY, LEGACY, LIFECYCLE, Limits, PackageError, go_source,
-                             open_package, package_id, write_ccaas, write_golang, write_k8s)
+from ocibuild.fabric import (
+    DIRECTORY,
+    LEGACY,
+    LIFECYCLE,
+    Limits,
+    PackageError,
+    go_source,
+    open_package,
+    package_id,
+    write_ccaas,
+    write_golang,
+    write_k8s,
+)
 from ocibuild.gosource import GOPATH, READONLY, VENDOR, GoSource
 
 FIXTURE = Path(__file__).parent / "fixtures" / "chaincode"

@@ -19,9 +19,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import ocibuild.fabric.writer as writer_module
 from ocibuild.errors import InputError
 from ocibuild.fabric import package_id, write_ccaas, write_golang, write_k8s
-import ocibuild.fabric.writer as writer_module
 
 FIXTURE = Path(__file__).parent / "fixtures" / "chaincode"
 DIGEST = "sha256:" + "ab" * 32

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from ocibuild.assembly import Add, Request, build
-from ocibuild.blobs import WorkStore
-from ocibuild.compression import compression
 from ocibuild.errors import OutputError
-from ocibuild.model import OCI_INDEX, OCI_MANIFEST, REF_NAME, Platform
-from ocibuild.outputs import parse_output, write_all
-from ocibuild.sources import open_image
+from ocibuild.oci.assembly import Add, Request
+from ocibuild.oci.blobs import WorkStore
+from ocibuild.oci.compression import compression
+from ocibuild.oci.model import OCI_INDEX, OCI_MANIFEST, REF_NAME, Platform
+from ocibuild.outputs import write_all
+from ocibuild.transports import assemble_image, open_image, open_output
 
 OCIBUILD = str(Path(sys.executable).parent / "ocibuild")
 AMD64 = Platform("linux", "amd64")
@@ -235,8 +235,8 @@ def _writer(layout: str, tag: str, seed: int, barrier, results) -> None:
     tmp = Path(layout).parent / "payloads"
     f = payload(tmp, f"w{seed}", seed)
     with WorkStore() as work:
-        image = build(Request(adds=(Add(str(f), f"/srv/{tag}"),), platform=AMD64), work)
-        out = parse_output(f"oci:{layout}:{tag}", 0)
+        image = assemble_image(Request(adds=(Add(str(f), f"/srv/{tag}"),), platform=AMD64), work)
+        out = open_output(f"oci:{layout}:{tag}", 0)
         out.check()
         barrier.wait(timeout=60)           # everyone writes at once
         write_all([out], image, work)
@@ -305,7 +305,7 @@ def test_directory_that_is_not_a_layout_is_refused(tmp_path):
     (d / "index.json").write_text("{}")
     before = tree(d)
     with pytest.raises(OutputError, match=str(d)):
-        parse_output(f"oci:{d}:v1", 0).check()
+        open_output(f"oci:{d}:v1", 0).check()
     f = payload(tmp_path / "payloads", "x", 1)
     r = cli("assemble", "--add", f"{f}:/x", "--output", f"oci:{d}:v1")
     assert r.returncode == 1
@@ -348,9 +348,9 @@ def _base_layout(tmp_path: Path, comp: str = "gzip", size: int = 64 * 1024) -> t
     data = tmp_path / "base-data"
     data.write_bytes(random.Random(3).randbytes(size))
     with WorkStore() as work:
-        image = build(Request(adds=(Add(str(data), "/data"),), base="scratch",
+        image = assemble_image(Request(adds=(Add(str(data), "/data"),), base="scratch",
                               compression=compression(comp), platform=AMD64), work)
-        out = parse_output(f"oci:{lay}:base", 0)
+        out = open_output(f"oci:{lay}:base", 0)
         out.check()
         write_all([out], image, work)
     return lay, image.layers[0].descriptor.digest
@@ -461,8 +461,8 @@ def test_one_failing_layout_leaves_the_other_outputs_unchanged(tmp_path):
 def _same_tag_writer(layout: str, seed: int, barrier, results) -> None:
     f = payload(Path(layout).parent / "payloads", f"s{seed}", seed)
     with WorkStore() as work:
-        image = build(Request(adds=(Add(str(f), "/srv/app"),), platform=AMD64), work)
-        out = parse_output(f"oci:{layout}:same", 0)
+        image = assemble_image(Request(adds=(Add(str(f), "/srv/app"),), platform=AMD64), work)
+        out = open_output(f"oci:{layout}:same", 0)
         out.check()
         barrier.wait(timeout=60)
         write_all([out], image, work)

@@ -37,12 +37,30 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from conftest import FIXTURES, OCIBUILD, printed_digest, read_layout, run_ocibuild, sha256_file, tree_state
-from registry_harness import (CERTS_D, OCI_INDEX, OCI_MANIFEST, REGISTRY_BIN, BlobHost, CaDirs,
-                              ConnCounter, Fault, Proxy, Registry, TokenServer, die_with_parent, free_port,
-                              helper_calls, make_certs, secret_forms, skopeo, write_cred_helper,
-                              write_docker_config, write_htpasswd, write_podman_auth)
+from registry_harness import (
+    CERTS_D,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    REGISTRY_BIN,
+    BlobHost,
+    CaDirs,
+    ConnCounter,
+    Fault,
+    Proxy,
+    Registry,
+    TokenServer,
+    die_with_parent,
+    free_port,
+    helper_calls,
+    make_certs,
+    secret_forms,
+    skopeo,
+    write_cred_helper,
+    write_docker_config,
+    write_htpasswd,
+    write_podman_auth,
+)
 
 USERS = {"alice": f"Al1ce-{secrets.token_hex(8)}",       # pull and push everywhere
          "reader": f"Re4der-{secrets.token_hex(8)}"}     # pull only (token registry)

@@ -22,28 +22,35 @@ import stat
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from ocibuild.blobs import Layer, WorkStore, bytes_blob
-from ocibuild.errors import BlobError, InputError, OutputError
-from ocibuild.image import Image
-from ocibuild.model import (OCI_CONFIG, OCI_INDEX, OCI_LAYER, Descriptor, Platform,
-                            canonical_json, index_json, manifest_json)
+from ocibuild.errors import BlobError, InputError, OutputError, RegistryError, TransientError
+from ocibuild.oci.blobs import Layer, WorkStore, bytes_blob
+from ocibuild.oci.image import Image
+from ocibuild.oci.model import (
+    OCI_CONFIG,
+    OCI_INDEX,
+    OCI_LAYER,
+    Descriptor,
+    Platform,
+    canonical_json,
+    index_json,
+    manifest_json,
+)
+from ocibuild.oci.reference import parse_registry_ref
 from ocibuild.outputs import write_all
-from ocibuild.registry import (RegistryError, RegistryOptions, TransientError, parse_registry_ref,
-                               pull_image, registry_output)
-from ocibuild.registry.auth import (AuthState, Credentials, find_credentials, parse_challenges)
+from ocibuild.registry.auth import AuthState, Credentials, find_credentials, parse_challenges
 from ocibuild.registry.cache import BlobCache
 from ocibuild.registry.client import Backoff, RegistryClient
-from ocibuild.registry.pull import Puller
+from ocibuild.registry.options import RegistryOptions
+from ocibuild.registry.pull import Puller, pull_image
 from ocibuild.registry.push import RegistryOutput, push_blob, put_manifest
-from ocibuild.transports import Reference
 
 AMD64 = Platform("linux", "amd64")
 
@@ -452,7 +459,7 @@ def tls_cert(tmp_path_factory) -> tuple[str, str]:
     from cryptography.x509.oid import NameOID
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ocibuild test registry")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
@@ -814,7 +821,7 @@ def push(reg: FakeRegistry, image: Image, name: str, tmp_path, sleeps=None, **op
     os.makedirs(tmp_path, exist_ok=True)
     options = RegistryOptions(insecure=frozenset({reg.host}), cache_dir=str(tmp_path / "cache"), **opts)
     client = RegistryClient(reg.host, options, sleep=sleeps if sleeps is not None else Sleeps())
-    out = RegistryOutput(Reference("docker", ref=f"{reg.host}/{name}"), options, client=client)
+    out = RegistryOutput(parse_registry_ref(f"{reg.host}/{name}"), options, client=client)
     out.check()
     with WorkStore(str(tmp_path)) as work:
         write_all([out], image, work)
@@ -837,7 +844,7 @@ def test_push_then_push_again_uploads_nothing(registry, tmp_path):
 def test_manifest_by_digest_in_stage_tag_only_at_commit(registry, tmp_path):
     img = make_image(100)
     options = RegistryOptions(insecure=frozenset({registry.host}), cache_dir=str(tmp_path / "c"))
-    out = registry_output(Reference("docker", ref=f"{registry.host}/acme/cc:v2"), options)
+    out = RegistryOutput(parse_registry_ref(f"{registry.host}/acme/cc:v2"), options)
     out.check()
     with WorkStore(str(tmp_path)) as work:
         out.stage(img, work)
@@ -962,7 +969,7 @@ def test_registry_changing_the_manifest_digest_is_an_error(registry, tmp_path):
 def test_mount_from_a_repository_the_blob_was_pulled_from(registry, tmp_path):
     base = make_image(4000, seed=1)
     push(registry, base, "library/base:1", tmp_path / "elsewhere")     # someone else's push
-    pulled = pull_image(f"{registry.host}/library/base:1", AMD64,
+    pulled = pull_image(parse_registry_ref(f"{registry.host}/library/base:1"), AMD64,
                         RegistryOptions(insecure=frozenset({registry.host}), cache_dir=str(tmp_path / "cache")))
     img = Image(manifest_json(pulled.config.descriptor, [l.descriptor for l in pulled.layers],
                               {"x": "y"}), pulled.config, pulled.layers)
@@ -1012,7 +1019,7 @@ def test_pull_fills_the_cache_and_pinned_pull_needs_no_network(registry, tmp_pat
     img = make_image(2000, 100)
     push(registry, img, "acme/base:1", tmp_path / "pusher")
     options = RegistryOptions(insecure=frozenset({registry.host}), cache_dir=str(tmp_path / "cache"))
-    got = pull_image(f"docker://{registry.host}/acme/base:1", None, options)
+    got = pull_image(parse_registry_ref(f"docker://{registry.host}/acme/base:1"), None, options)
     assert got.digest == img.digest and [l.read() for l in got.layers] == [l.read() for l in img.layers]
     assert got.config.read() == img.config.read()
     accept = [r.headers["accept"] for r in registry.srv.requests if "/manifests/" in r.path and r.method == "GET"]
@@ -1021,11 +1028,11 @@ def test_pull_fills_the_cache_and_pinned_pull_needs_no_network(registry, tmp_pat
                                          "application/vnd.docker.distribution.manifest.v2+json",
                                          "application/vnd.docker.distribution.manifest.list.v2+json"))
     blob_gets = registry.srv.count("GET", "/blobs/")
-    got = pull_image(f"{registry.host}/acme/base:1", None, options)          # by tag: the manifest only
+    got = pull_image(parse_registry_ref(f"{registry.host}/acme/base:1"), None, options)          # by tag: the manifest only
     assert registry.srv.count("GET", "/blobs/") == blob_gets
     n = len(registry.srv.requests)
     registry.srv.stop()
-    got = pull_image(f"{registry.host}/acme/base@{img.digest}", None, options)
+    got = pull_image(parse_registry_ref(f"{registry.host}/acme/base@{img.digest}"), None, options)
     assert got.digest == img.digest and len(registry.srv.requests) == n
 
 
@@ -1038,16 +1045,16 @@ def test_pull_picks_the_platform_from_an_index(registry, tmp_path):
     options = RegistryOptions(insecure=frozenset({registry.host}), cache_dir=str(tmp_path / "cache"))
     with RegistryClient(registry.host, options) as c:
         put_manifest(c, parse_registry_ref(f"{registry.host}/acme/multi"), "all", index_json([da, dr]), OCI_INDEX)
-    assert pull_image(f"{registry.host}/acme/multi:all", Platform("linux", "arm64"), options).digest == arm.digest
-    assert pull_image(f"{registry.host}/acme/multi:all", AMD64, options).digest == amd.digest
+    assert pull_image(parse_registry_ref(f"{registry.host}/acme/multi:all"), Platform("linux", "arm64"), options).digest == arm.digest
+    assert pull_image(parse_registry_ref(f"{registry.host}/acme/multi:all"), AMD64, options).digest == amd.digest
     with pytest.raises(InputError, match="no image for linux/s390x"):
-        pull_image(f"{registry.host}/acme/multi:all", Platform("linux", "s390x"), options)
+        pull_image(parse_registry_ref(f"{registry.host}/acme/multi:all"), Platform("linux", "s390x"), options)
 
 
 def test_pull_of_a_missing_image(registry, tmp_path):
     options = RegistryOptions(insecure=frozenset({registry.host}), cache_dir=str(tmp_path / "cache"))
     with pytest.raises(RegistryError, match=r"^docker://.*/acme/none:1: not found on .*MANIFEST_UNKNOWN"):
-        pull_image(f"{registry.host}/acme/none:1", None, options)
+        pull_image(parse_registry_ref(f"{registry.host}/acme/none:1"), None, options)
 
 
 def test_pull_digest_mismatch_names_blob_and_registry(registry, tmp_path):
@@ -1057,7 +1064,7 @@ def test_pull_digest_mismatch_names_blob_and_registry(registry, tmp_path):
     registry.corrupt.add(layer)
     options = RegistryOptions(insecure=frozenset({registry.host}), cache_dir=str(tmp_path / "cache"))
     with pytest.raises(BlobError) as e:
-        pull_image(f"{registry.host}/acme/base:1", None, options)
+        pull_image(parse_registry_ref(f"{registry.host}/acme/base:1"), None, options)
     assert f"layer {layer} from {registry.host}/acme/base is corrupt" in str(e.value)
     assert not os.path.exists(BlobCache(str(tmp_path / "cache")).path(layer))
     assert [n for n in os.listdir(tmp_path / "cache" / "blobs" / "sha256") if n.startswith(".")] == []
@@ -1082,11 +1089,11 @@ def test_pulled_blobs_are_verified_when_read_from_the_cache(registry, tmp_path):
     img = make_image(1000)
     push(registry, img, "acme/base:1", tmp_path / "p")
     options = RegistryOptions(insecure=frozenset({registry.host}), cache_dir=str(tmp_path / "cache"))
-    pull_image(f"{registry.host}/acme/base:1", None, options)
+    pull_image(parse_registry_ref(f"{registry.host}/acme/base:1"), None, options)
     path = BlobCache(str(tmp_path / "cache")).path(img.layers[0].descriptor.digest)
     with open(path, "r+b") as f:
         f.write(b"Z")
-    got = pull_image(f"{registry.host}/acme/base@{img.digest}", None, options)
+    got = pull_image(parse_registry_ref(f"{registry.host}/acme/base@{img.digest}"), None, options)
     with pytest.raises(BlobError, match="cached in .* is corrupt"):
         got.layers[0].read()
 

@@ -19,11 +19,11 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from ocibuild.assembly import Add, Request, build
-from ocibuild.blobs import WorkStore
-from ocibuild.model import ANN_CREATED, Platform, rfc3339
-from ocibuild.outputs import parse_output, write_all
-from ocibuild.sources import open_image
+from ocibuild.oci.assembly import Add, Request
+from ocibuild.oci.blobs import WorkStore
+from ocibuild.oci.model import ANN_CREATED, Platform, rfc3339
+from ocibuild.outputs import write_all
+from ocibuild.transports import assemble_image, open_image, open_output
 
 OCIBUILD = str(Path(sys.executable).parent / "ocibuild")
 AMD64 = Platform("linux", "amd64")
@@ -125,9 +125,9 @@ def api_build(src: Path, host, work_base: Path, out: Path, created: int) -> str:
     try:
         source = os.path.relpath(src, cwd) if host["rel"] else str(src)
         with WorkStore() as work:
-            image = build(Request(adds=(Add(source, "/opt/app"),), created=created,
+            image = assemble_image(Request(adds=(Add(source, "/opt/app"),), created=created,
                                   platform=AMD64), work)
-            outs = [parse_output(r, created) for r in (
+            outs = [open_output(r, created) for r in (
                 f"oci-archive:{out}/oci.tar:v1", f"docker-archive:{out}/docker.tar:example/app:v1",
                 f"oci:{out}/layout:v1")]
             for o in outs:
@@ -227,15 +227,15 @@ def test_written_then_read_back_is_the_same_image(tmp_path_factory, spec, create
         out = base / "out"
         out.mkdir()
         with WorkStore() as work:
-            image = build(Request(adds=(Add(str(src), "/opt/app"),), created=created,
+            image = assemble_image(Request(adds=(Add(str(src), "/opt/app"),), created=created,
                                   platform=AMD64), work)
             want = (image.config.descriptor.digest,
                     [l.descriptor.digest for l in image.layers],
                     [l.descriptor.size for l in image.layers],
                     [l.diff_id for l in image.layers])
-            write_all([parse_output(f"oci-archive:{out}/oci.tar:v1", created),
-                       parse_output(f"oci:{out}/layout:v1", created),
-                       parse_output(f"docker-archive:{out}/docker.tar:example/app:v1", created)],
+            write_all([open_output(f"oci-archive:{out}/oci.tar:v1", created),
+                       open_output(f"oci:{out}/layout:v1", created),
+                       open_output(f"docker-archive:{out}/docker.tar:example/app:v1", created)],
                       image, work)
         for ref in (f"oci:{out}/layout:v1", f"oci-archive:{out}/oci.tar:v1",
                     f"docker-archive:{out}/docker.tar:example/app:v1"):
@@ -257,8 +257,8 @@ def test_docker_archive_reads_back_with_the_same_manifest_digest(tmp_path):
     f = tmp_path / "f"
     f.write_bytes(b"data")
     with WorkStore() as work:
-        image = build(Request(adds=(Add(str(f), "/f"),), platform=AMD64), work)
-        write_all([parse_output(f"docker-archive:{tmp_path}/d.tar:example/app:v1", 0)], image, work)
+        image = assemble_image(Request(adds=(Add(str(f), "/f"),), platform=AMD64), work)
+        write_all([open_output(f"docker-archive:{tmp_path}/d.tar:example/app:v1", 0)], image, work)
     assert open_image(f"docker-archive:{tmp_path}/d.tar:example/app:v1").digest == image.digest
 
 

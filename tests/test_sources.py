@@ -16,15 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from ocibuild.assembly import Add, Request, build
-from ocibuild.blobs import WorkStore
-from ocibuild.compression import compression
 from ocibuild.errors import BlobError, InputError, OcibuildError
-from ocibuild.transports import parse_reference
-from ocibuild.model import (ANN_BASE_DIGEST, ANN_BASE_NAME, OCI_LAYER, REF_NAME, Platform,
-                            parse_json)
-from ocibuild.outputs import parse_output, write_all
-from ocibuild.sources import open_image
+from ocibuild.oci.assembly import Add, Request
+from ocibuild.oci.blobs import WorkStore
+from ocibuild.oci.compression import compression
+from ocibuild.oci.model import ANN_BASE_DIGEST, ANN_BASE_NAME, OCI_LAYER, REF_NAME, Platform, parse_json
+from ocibuild.oci.reference import parse_reference
+from ocibuild.outputs import write_all
+from ocibuild.transports import assemble_image, open_image, open_output
 
 OCIBUILD = str(Path(sys.executable).parent / "ocibuild")
 AMD64 = Platform("linux", "amd64")
@@ -63,7 +62,7 @@ class Made:
 
 
 def _write(image, work, *refs):
-    outs = [parse_output(r, 0) for r in refs]
+    outs = [open_output(r, 0) for r in refs]
     for o in outs:
         o.check()
     write_all(outs, image, work)
@@ -76,7 +75,7 @@ def made(tmp_path_factory) -> Made:
     payload.write_bytes(random.Random(1).randbytes(64 * 1024))
     os.chmod(payload, 0o755)
     with WorkStore() as work:
-        image = build(Request(adds=(Add(str(payload), "/usr/local/bin/app"),), platform=AMD64), work)
+        image = assemble_image(Request(adds=(Add(str(payload), "/usr/local/bin/app"),), platform=AMD64), work)
         m = Made(root, image.digest, image.config.descriptor.digest,
                  tuple(l.descriptor.digest for l in image.layers),
                  tuple(l.diff_id for l in image.layers))
@@ -175,7 +174,7 @@ def test_extending_keeps_base_layers_and_records_it(made, tmp_path, which):
     extra = _payload(tmp_path)
     out = tmp_path / "out.tar"
     with WorkStore() as work:
-        image = build(Request(adds=(Add(str(extra), "/usr/local/bin/extra"),), base=ref), work)
+        image = assemble_image(Request(adds=(Add(str(extra), "/usr/local/bin/extra"),), base=ref), work)
         _write(image, work, f"oci-archive:{out}:new")
         assert [l.descriptor.digest for l in image.layers[:-1]] == base_layers
         assert len(image.layers) == len(base.layers) + 1
@@ -291,7 +290,7 @@ def multiple_images_oci(made, tmp_path):
     lay = _copy_layout(made, tmp_path)
     extra = _payload(tmp_path)
     with WorkStore() as work:
-        other = build(Request(adds=(Add(str(extra), "/x"),), base="scratch", platform=AMD64), work)
+        other = assemble_image(Request(adds=(Add(str(extra), "/x"),), base="scratch", platform=AMD64), work)
         _write(other, work, f"oci:{lay}:v2")
     return f"oci:{lay}", InputError, ["2 images", "v1", "v2"]
 
@@ -398,7 +397,7 @@ def test_broken_base_raises_the_right_error(made, tmp_path, scenario):
     out.mkdir()
     with WorkStore() as work:
         with pytest.raises(exc) as info:
-            image = build(Request(adds=(Add(str(extra), "/usr/local/bin/extra"),), base=ref), work)
+            image = assemble_image(Request(adds=(Add(str(extra), "/usr/local/bin/extra"),), base=ref), work)
             # a corruption the tar reader did not reach must still be caught on the way out
             _write(image, work, f"oci-archive:{out}/image.tar")
     assert isinstance(info.value, OcibuildError)
@@ -460,7 +459,7 @@ def test_corrupt_base_layer_is_caught_when_writing_into_the_same_layout(tmp_path
     data.write_bytes(random.Random(2).randbytes(20480 + 512 - 3 * 512))
     lay = tmp_path / "lay"
     with WorkStore() as work:
-        base = build(Request(adds=(Add(str(data), "/data"),), base="scratch",
+        base = assemble_image(Request(adds=(Add(str(data), "/data"),), base="scratch",
                              compression=compression("none"), platform=AMD64), work)
         assert base.layers[0].descriptor.size == 20992
         _write(base, work, f"oci:{lay}:base")
@@ -469,7 +468,7 @@ def test_corrupt_base_layer_is_caught_when_writing_into_the_same_layout(tmp_path
     extra = _payload(tmp_path)
     with WorkStore() as work:
         with pytest.raises(BlobError, match=base.layers[0].descriptor.digest):
-            image = build(Request(adds=(Add(str(extra), "/extra"),), base=f"oci:{lay}:base"), work)
+            image = assemble_image(Request(adds=(Add(str(extra), "/extra"),), base=f"oci:{lay}:base"), work)
             _write(image, work, f"oci:{lay}:extended")
     assert (lay / "index.json").read_bytes() == before
 
@@ -479,13 +478,14 @@ def test_corrupt_base_layer_is_caught_when_writing_into_the_same_layout(tmp_path
 def test_platform_picked_from_a_nested_index(tmp_path):
     import hashlib
     import json
-    from ocibuild.model import OCI_INDEX
+
+    from ocibuild.oci.model import OCI_INDEX
     lay = tmp_path / "lay"
     extra = _payload(tmp_path)
     digests = {}
     with WorkStore() as work:
         for plat in (Platform("linux", "amd64"), Platform("linux", "arm64", "v8")):
-            image = build(Request(adds=(Add(str(extra), "/x"),), platform=plat), work)
+            image = assemble_image(Request(adds=(Add(str(extra), "/x"),), platform=plat), work)
             _write(image, work, f"oci:{lay}:{plat.architecture}")
             digests[plat.architecture] = image.descriptor()
     nested = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX,
@@ -506,7 +506,7 @@ def test_platform_picked_from_a_nested_index(tmp_path):
         open_image(f"oci:{lay}:multi", Platform("linux", "s390x"))
 
     with WorkStore() as work:     # --platform picks the base's manifest, too
-        image = build(Request(adds=(Add(str(extra), "/y"),), base=f"oci:{lay}:multi",
+        image = assemble_image(Request(adds=(Add(str(extra), "/y"),), base=f"oci:{lay}:multi",
                               platform=Platform("linux", "arm64")), work)
         assert image.platform.architecture == "arm64"
         assert image.manifest_doc["annotations"][ANN_BASE_DIGEST] == digests["arm64"].digest
@@ -518,5 +518,5 @@ def test_base_for_another_platform_refused(made, tmp_path):
     extra = _payload(tmp_path)
     with WorkStore() as work:
         with pytest.raises(InputError, match="arm64"):
-            build(Request(adds=(Add(str(extra), "/y"),), base=f"oci:{made.layout}:v1",
+            assemble_image(Request(adds=(Add(str(extra), "/y"),), base=f"oci:{made.layout}:v1",
                           platform=Platform("linux", "arm64")), work)

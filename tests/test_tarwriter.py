@@ -13,12 +13,12 @@ import tarfile
 import pytest
 import zstandard
 
-from ocibuild.blobs import WorkStore
-from ocibuild.compression import compression
-from ocibuild.entries import DIR, FILE, HARDLINK, SYMLINK, Entry, host_entries, with_parents
 from ocibuild.errors import InputError
-from ocibuild.model import OCI_LAYER
-from ocibuild.tarwriter import write_tar
+from ocibuild.oci.blobs import WorkStore
+from ocibuild.oci.compression import compression
+from ocibuild.oci.entries import DIR, FILE, HARDLINK, SYMLINK, Entry, host_entries, with_parents
+from ocibuild.oci.model import OCI_LAYER
+from ocibuild.oci.tarwriter import write_tar
 
 BLOCK = 512
 ZERO = b"\0" * BLOCK

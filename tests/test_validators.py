@@ -29,9 +29,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 import referencing
-from referencing.jsonschema import DRAFT4
-
 from conftest import LayoutImage, blob_path, read_layout, sha256_file
+from referencing.jsonschema import DRAFT4
 
 SCHEMA_DIR = Path("/usr/share/gocode/src/github.com/opencontainers/image-spec/schema")
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"

@@ -7,7 +7,6 @@ from ..gosource import GOPATH, INPUT, GoBuild
 
 CACHE = "/ocibuild-cache"                          # GOCACHE and GOMODCACHE live below it
 GOPATH_IN_BUILDER = f"{INPUT}:/usr/share/gocode"   # Debian's Go libraries in the image
-ARCHIVES = ("docker-archive", "oci-archive", "oci")  # --builder-image transports loaded first
 
 
 def builder_env(job: GoBuild) -> dict[str, str]:

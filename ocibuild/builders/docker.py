@@ -18,8 +18,10 @@ a copy without it.
 This one command is run directly rather than through python-on-whales, whose
 import (pydantic models) costs ~0.12 s — a tenth of a warm rebuild, and the
 margin by which ocibuild would lose to `docker buildx build` + `docker save`
-(scripts/bench). python-on-whales still serves everything off the hot path:
-loading builder images from archives and diagnosing failures."""
+(scripts/bench). Everything off the hot path goes through ocibuild.engines
+(python-on-whales): loading builder images from archives and diagnosing
+failures. Its environment is the caller's (as the CLI read it) plus
+BUILDX_GIT_INFO=0."""
 
 from __future__ import annotations
 
@@ -27,14 +29,16 @@ import json
 import os
 import re
 import shutil
-import tempfile
-
 import subprocess
+import tempfile
+from collections.abc import Mapping
 
+from ..engines import Engine, last_line, not_installed, unreachable
 from ..errors import BuildError, EngineError
 from ..gosource import BINARY, OUTPUT, GoBuild
-from . import Say
-from .container import ARCHIVES, CACHE, builder_env, source_mount
+from ..progress import Say, silent
+from .container import CACHE, builder_env, source_mount
+from .images import ensure_image, is_archive, no_go
 
 STAGE = "ocibuild-go-build"
 
@@ -48,15 +52,15 @@ _EXIT = re.compile(r"exit code: (\d+)")
 class DockerBuilder:
     name = "docker"
 
-    def __init__(self, image: str, cache_id: str = "ocibuild-go"):
+    def __init__(self, image: str, env: Mapping[str, str], cache_id: str = "ocibuild-go"):
         self.image = image
+        self.env = dict(env)              # the caller's environment, for the docker CLI
         self.cache_id = cache_id          # BuildKit cache mount ids: <cache_id>-build, -mod
 
     def compile(self, job: GoBuild, out_dir: str, say: Say) -> str:
         image = self.image
-        if image.partition(":")[0] in ARCHIVES:      # load it first (off the hot path)
-            from .images import ensure_image
-            image = ensure_image("docker", image, say)
+        if is_archive(image):                         # load it first (off the hot path)
+            image = ensure_image(Engine("docker"), image, say)
         argv = job.argv(f"{OUTPUT}/{BINARY}")
         output = os.path.join(out_dir, BINARY)
         with tempfile.TemporaryDirectory(prefix="ocibuild-docker-") as tmp:
@@ -102,7 +106,7 @@ class DockerBuilder:
         if not job.network:
             argv += ["--network", "none"]
         # No git metadata from the source's checkout into BuildKit's records.
-        env = {**os.environ, "BUILDX_GIT_INFO": "0"}
+        env = {**self.env, "BUILDX_GIT_INFO": "0"}
         lines: list[str] = []
         run_step: str | None = None
         failure: str | None = None            # the RUN step's ERROR line
@@ -110,7 +114,6 @@ class DockerBuilder:
             proc = subprocess.Popen(argv + [context], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, env=env, text=True, errors="replace")
         except FileNotFoundError:
-            from ..engines import not_installed
             raise not_installed("docker") from None
         try:
             for raw in proc.stdout:
@@ -139,31 +142,26 @@ class DockerBuilder:
         if failure is None:
             raise self._engine_failure(lines)
         if 'exec: "go": executable file not found' in text:
-            from .images import no_go
             raise no_go("docker", self.image)
         m = _EXIT.search(failure)
-        exit_code = f" (exit {m.group(1)})" if m else ""
-        raise BuildError(f"go build failed in the docker builder{exit_code}; "
-                         "see the compiler messages above", text)
+        raise BuildError("docker", int(m.group(1)) if m else None, text)
 
     def _engine_failure(self, lines: list[str]) -> EngineError:
         """Why buildx failed before our RUN step: say it the way a user can act on."""
-        from python_on_whales.exceptions import DockerException
-        from ..engines import engine_run, last_line, unreachable
-        from .images import ensure_image
+        engine = Engine("docker")
         try:
-            engine_run("docker", "version", "--format", "{{.Server.Version}}")
-        except DockerException as e:
-            return unreachable("docker", last_line(e.stderr))
-        if not any(l.startswith("#") for l in lines):
+            engine.server_version()
+        except EngineError as e:
+            return unreachable("docker", str(e))
+        if not any(line.startswith("#") for line in lines):
             try:
-                engine_run("docker", "buildx", "version")
-            except DockerException:
+                engine.call("buildx version", engine.client.buildx.version)
+            except EngineError:
                 return EngineError("docker buildx is not installed (`docker buildx version` fails); "
                                    "install the buildx plugin (scripts/setup does), or choose "
                                    "--builder podman or --builder host")
-        ensure_image("docker", self.image, lambda s: None)   # raises when the image is missing
-        errors = [l for l in lines if l.startswith("ERROR:")]
+        ensure_image(engine, self.image, silent)   # raises when the image is missing
+        errors = [line for line in lines if line.startswith("ERROR:")]
         return EngineError("docker buildx build failed: "
                            + (errors[-1][len("ERROR:"):].strip() if errors else last_line("\n".join(lines))))
 

@@ -7,10 +7,11 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Mapping
 
 from ..errors import BuildError, EngineError
 from ..gosource import BINARY, GOPATH, GoBuild
-from . import Say
+from ..progress import Say
 
 # Debian's Go library packages install their sources here (GOPATH layout).
 SYSTEM_GOPATH = "/usr/share/gocode"
@@ -21,11 +22,13 @@ _PASS = ("PATH", "HOME", "TMPDIR", "GOCACHE", "GOMODCACHE", "GOROOT", "XDG_CACHE
 class HostBuilder:
     name = "host"
 
-    def __init__(self, go: str = "go"):
+    def __init__(self, env: Mapping[str, str], go: str = "go"):
+        # Only these variables of the caller's environment reach go.
+        self.env = {k: env[k] for k in _PASS if k in env}
         self.go = go
 
     def available(self) -> bool:
-        return shutil.which(self.go) is not None
+        return shutil.which(self.go, path=self.env.get("PATH")) is not None
 
     def compile(self, job: GoBuild, out_dir: str, say: Say) -> str:
         if not self.available():
@@ -46,7 +49,7 @@ class HostBuilder:
             else:
                 cwd = job.source.root
                 env = job.env()
-            env = {**{k: os.environ[k] for k in _PASS if k in os.environ}, **env}
+            env = {**self.env, **env}
             argv = job.argv(output)
             argv[0] = self.go
             say("compiling with the host's go: " + " ".join(argv[1:]))
@@ -58,6 +61,5 @@ class HostBuilder:
         for line in proc.stdout.splitlines():
             say(line)
         if proc.returncode != 0:
-            raise BuildError(f"go build failed on the host (exit {proc.returncode}); "
-                             "see the compiler messages above", proc.stdout)
+            raise BuildError("host", proc.returncode, proc.stdout)
         return output

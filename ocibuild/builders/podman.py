@@ -24,12 +24,13 @@ import uuid
 from python_on_whales.client_config import ClientNotFoundError
 from python_on_whales.exceptions import DockerException
 
+from ..engines import Engine, last_line, not_installed
 from ..errors import BuildError, EngineError, InputError
-from ..engines import client, engine_run, last_line, not_installed
 from ..gosource import BINARY, OUTPUT, GoBuild
-from . import Say
+from ..progress import Say
+from .children import child_pids, stop_children
 from .container import CACHE, builder_env, source_mount
-from .images import child_pids, ensure_image, no_go, stop_children
+from .images import ensure_image, no_go
 
 NAME_PREFIX = "ocibuild-build-"
 CACHE_VOLUME = "ocibuild-go-cache"
@@ -41,13 +42,14 @@ class PodmanBuilder:
     def __init__(self, image: str, cache_volume: str = CACHE_VOLUME):
         self.image = image
         self.cache_volume = cache_volume
+        self.engine = Engine("podman")
 
     def compile(self, job: GoBuild, out_dir: str, say: Say) -> str:
         for path in (source_mount(job)[0], out_dir):
             if ":" in path:
                 raise InputError(f"podman cannot mount {path!r} (it contains ':'); "
                                  "move it, or use --builder docker or --builder host")
-        image = ensure_image("podman", self.image, say)
+        image = ensure_image(self.engine, self.image, say)
         argv = job.argv(f"{OUTPUT}/{BINARY}")
         env = builder_env(job)
         name = NAME_PREFIX + uuid.uuid4().hex[:16]
@@ -70,7 +72,7 @@ class PodmanBuilder:
         before = child_pids()
         done = False
         try:
-            logs = client("podman").container.run(
+            logs = self.engine.client.container.run(
                 image, argv, name=name, remove=True, pull="never", user="0:0",
                 networks=[] if job.network else ["none"],
                 volumes=[(*source_mount(job), "ro"),
@@ -92,22 +94,20 @@ class PodmanBuilder:
                 raise EngineError(f"podman could not run the builder container "
                                   f"({last_line(e.stderr)}); check podman (scripts/setup "
                                   "configures it), or choose --builder docker or --builder host") from None
-            raise BuildError(f"go build failed in the podman builder (exit {code}); "
-                             "see the compiler messages above", "\n".join(lines)) from None
+            raise BuildError("podman", code, "\n".join(lines)) from None
         finally:
             if not done:
-                _remove(before, name)
+                self._remove(before, name)
 
-
-def _remove(before: set[int], name: str) -> None:
-    """Kill this process's `podman run` client (after an interrupt it may
-    still be creating or running the container), then remove the container."""
-    for attempt in range(3):
-        try:
-            stop_children(before, signal.SIGKILL, grace=0)
-            engine_run("podman", "rm", "--force", "--ignore", "--time", "0", name)
-            return
-        except KeyboardInterrupt:
-            continue          # a second Ctrl-C: still clean up, then re-raise the first
-        except (DockerException, EngineError):
-            return
+    def _remove(self, before: set[int], name: str) -> None:
+        """Kill this process's `podman run` client (after an interrupt it may
+        still be creating or running the container), then remove the container."""
+        for _ in range(3):
+            try:
+                stop_children(before, signal.SIGKILL, grace=0)
+                self.engine.remove_container(name)
+                return
+            except KeyboardInterrupt:
+                continue          # a second Ctrl-C: still clean up, then re-raise the first
+            except EngineError:
+                return

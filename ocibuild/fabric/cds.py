@@ -20,10 +20,10 @@ from a signed Envelope without guessing."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
-TYPES = {1: "golang", 2: "node", 3: "car", 4: "java"}
+CDS_TYPE_CODES = {1: "golang", 2: "node", 3: "car", 4: "java"}
 VARINT, I64, LEN, I32 = 0, 1, 2, 5
 
 
@@ -116,7 +116,7 @@ class Deployment:
 
     @property
     def type(self) -> str:
-        return TYPES.get(self.type_code, "")
+        return CDS_TYPE_CODES.get(self.type_code, "")
 
 
 def parse_cds(src: Source, start: int, end: int, limit: int) -> Deployment:

@@ -14,16 +14,6 @@ LABEL_RULE = "^[[:alnum:]][[:alnum:]_.+-]*$"
 _LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+\-]*", re.ASCII)
 
 
-class PackageError(InputError):
-    """A chaincode package was refused. `entry` is the archive entry at fault
-    (or ""), `rule` the rule it broke; the message says both on one line."""
-
-    def __init__(self, message: str, entry: str = "", rule: str = ""):
-        super().__init__(message)
-        self.entry = entry
-        self.rule = rule
-
-
 @dataclass(frozen=True)
 class Limits:
     """Bounds for reading one untrusted package. The defaults fit real
@@ -68,14 +58,3 @@ def show(name: str, limit: int = 120) -> str:
     if len(text) > limit:
         text = text[:limit] + f"...({len(name.encode('utf-8', 'surrogateescape'))} bytes)"
     return f"'{text}'"
-
-
-def size(n: int) -> str:
-    """Bytes for people: 1.0 GiB, 512 KiB, 17 bytes."""
-    if n < 1024:
-        return f"{n} bytes"
-    for unit in ("KiB", "MiB", "GiB", "TiB"):
-        n /= 1024
-        if n < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}" if n < 10 and n != int(n) else f"{n:.0f} {unit}"
-    raise AssertionError("unreachable")

@@ -5,6 +5,7 @@ environment the peer's own build writes, and the package's identity."""
 
 from __future__ import annotations
 
+from ..oci.image import ConfigChanges
 from .package import ChaincodePackage
 
 CHAINCODE_USER = "500:500"              # Fabric's runtime base since 2.5
@@ -19,7 +20,7 @@ ANN_PACKAGE_ID = "org.hyperledger.fabric.chaincode.package-id"
 ANN_TITLE = "org.opencontainers.image.title"
 
 
-def image_changes(pkg: ChaincodePackage, fabric_version: str) -> dict:
+def image_changes(pkg: ChaincodePackage, fabric_version: str) -> ConfigChanges:
     """Config and annotation defaults for a chaincode image (the user's own
     flags win over these)."""
     annotations = {}
@@ -30,9 +31,9 @@ def image_changes(pkg: ChaincodePackage, fabric_version: str) -> dict:
         annotations[ANN_TITLE] = pkg.name
     if pkg.package_id:
         annotations[ANN_PACKAGE_ID] = pkg.package_id
-    return {
-        "user": CHAINCODE_USER,
-        "labels": {LABEL_TYPE: pkg.type.upper(), LABEL_VERSION: fabric_version},
-        "env": {"CORE_CHAINCODE_BUILDLEVEL": fabric_version},
-        "annotations": annotations,
-    }
+    return ConfigChanges(
+        user=CHAINCODE_USER,
+        labels={LABEL_TYPE: pkg.type.upper(), LABEL_VERSION: fabric_version},
+        env={"CORE_CHAINCODE_BUILDLEVEL": fabric_version},
+        annotations=annotations,
+    )

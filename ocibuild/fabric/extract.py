@@ -11,18 +11,20 @@ import os
 import re
 import stat
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
-from .common import Limits, PackageError, show, size
+from ..errors import PackageError
+from ..oci.compression import GZIP_MAGIC
+from ..oci.entries import DIR, FILE, HARDLINK, SYMLINK, kind_name
+from ..progress import human_size
+from .common import Limits, show
 
 BLOCK = 512
 _ZERO = bytes(BLOCK)
 _IN_CHUNK = 1 << 16
 _OUT_CHUNK = 1 << 18
-_GZIP_MAGIC = b"\x1f\x8b"
 
-FILE, DIR, SYMLINK, HARDLINK = "file", "directory", "symlink", "hard link"
 _SPECIAL = {b"3": "character device", b"4": "block device", b"6": "fifo"}
 _UNSUPPORTED = {b"S": "a GNU sparse file", b"V": "a volume label", b"M": "a multi-volume continuation",
                 b"N": "an old GNU long-name record", b"D": "a GNU directory dump"}
@@ -130,7 +132,7 @@ class Inflater:
                 self.total += len(out)
                 if self.total > self.limit:
                     raise PackageError(
-                        f"{self.what} inflates to more than {size(self.limit)} (size limit); "
+                        f"{self.what} inflates to more than {human_size(self.limit)} (size limit); "
                         "it may be a decompression bomb", rule="size limit")
                 self._buf += out
                 return True
@@ -153,7 +155,7 @@ class Inflater:
                 if more:
                     self._pending += more
                     continue
-            if self._pending[:2] != _GZIP_MAGIC:
+            if self._pending[:2] != GZIP_MAGIC:
                 if self.members == 0:
                     raise PackageError(f"{self.what} is not gzip-compressed (not gzip)", rule="not gzip")
                 raise PackageError(f"{self.what} has data after the end of its gzip stream (trailing data)",
@@ -167,7 +169,7 @@ class Inflater:
 
 
 @dataclass
-class Member:
+class TarMember:
     name: str        # as in the archive (decoded), for messages
     kind: str        # FILE, DIR, SYMLINK, HARDLINK, or a special kind (refused by users)
     size: int        # FILE: bytes of data
@@ -220,7 +222,7 @@ class TarReader:
         self._left = self._pad = 0
 
     # -- headers -----------------------------------------------------------
-    def __iter__(self) -> Iterator[Member]:
+    def __iter__(self) -> Iterator[TarMember]:
         while True:
             self._finish_member()
             m = self._next()
@@ -228,7 +230,7 @@ class TarReader:
                 return
             yield m
 
-    def _next(self) -> Member | None:
+    def _next(self) -> TarMember | None:
         pax: dict[str, bytes] = {}
         long_name = long_link = None
         while True:
@@ -256,8 +258,8 @@ class TarReader:
                 cap = self._limits.max_header if flag in (b"x", b"g") else self._limits.max_path + 1
                 if size_ > cap:
                     what = "pax header" if flag in (b"x", b"g") else "GNU long name"
-                    raise PackageError(f"{self.where} has a {what} of {size(size_)}, more than "
-                                       f"{size(cap)} (header limit)", rule="header limit")
+                    raise PackageError(f"{self.where} has a {what} of {human_size(size_)}, more than "
+                                       f"{human_size(cap)} (header limit)", rule="header limit")
                 data = self._exact(size_, "an extended header")
                 self._skip(-size_ % BLOCK)
                 if flag == b"x":
@@ -271,7 +273,7 @@ class TarReader:
                 continue
             return self._member(blk, flag, size_, pax, long_name, long_link)
 
-    def _member(self, blk: bytes, flag: bytes, size_: int, pax: dict, long_name, long_link) -> Member:
+    def _member(self, blk: bytes, flag: bytes, size_: int, pax: dict, long_name, long_link) -> TarMember:
         raw = blk[0:100].split(b"\0", 1)[0]
         if blk[257:263] == b"ustar\0":           # POSIX ustar: a prefix may hold the start of the name
             prefix = blk[345:500].split(b"\0", 1)[0]
@@ -309,12 +311,12 @@ class TarReader:
         if kind == FILE:
             budget, limit = self._budget(), self._limits.max_bytes
             if size_ > budget:
-                room = (f"the {size(limit)}" if size_ > limit
-                        else f"the {size(max(budget, 0))} left of the {size(limit)}")
-                raise PackageError(f"{self.where} entry {show(name)} is {size(size_)}, more than {room} "
+                room = (f"the {human_size(limit)}" if size_ > limit
+                        else f"the {human_size(max(budget, 0))} left of the {human_size(limit)}")
+                raise PackageError(f"{self.where} entry {show(name)} is {human_size(size_)}, more than {room} "
                                    "the package may inflate to (size limit)", entry=name, rule="size limit")
             self._left, self._pad = size_, -size_ % BLOCK
-        return Member(name, kind, size_ if kind == FILE else 0, link_s, mode)
+        return TarMember(name, kind, size_ if kind == FILE else 0, link_s, mode)
 
     def _decode(self, raw: bytes, entry_raw: bytes) -> str:
         try:
@@ -457,7 +459,7 @@ class Extractor:
         if have is not None:
             implied = have == DIR and path not in self._explicit
             if implied and kind != DIR:
-                self._fail(name, f"is a {kind} where earlier entries put a directory", "path conflict")
+                self._fail(name, f"is a {kind_name(kind)} where earlier entries put a directory", "path conflict")
             if not implied:
                 self._fail(name, "appears more than once", "duplicate entry")
         if len(self._kinds) + len(new) > self.limits.max_entries:
@@ -496,9 +498,9 @@ class Extractor:
             fd = nfd
         return fd
 
-    def add(self, m: Member, reader: TarReader) -> None:
+    def add(self, m: TarMember, reader: TarReader) -> None:
         if m.kind not in (FILE, DIR, SYMLINK, HARDLINK):
-            self._fail(m.name, f"is a {m.kind}", "device and fifo entries are not allowed")
+            self._fail(m.name, f"is a {kind_name(m.kind)}", "device and fifo entries are not allowed")
         path = self.clean(m.name)
         if path == "":
             if m.kind == DIR:
@@ -520,7 +522,7 @@ class Extractor:
                                f"{e.strerror} (extraction failed)", entry=m.name,
                                rule="extraction failed") from None
 
-    def _write(self, m: Member, reader: TarReader, dfd: int, base: str) -> None:
+    def _write(self, m: TarMember, reader: TarReader, dfd: int, base: str) -> None:
         fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
                      dir_fd=dfd)
         try:
@@ -536,7 +538,7 @@ class Extractor:
             os.close(fd)
         self.files += 1
 
-    def _hardlink(self, m: Member, path: str, parent: str, base: str) -> None:
+    def _hardlink(self, m: TarMember, path: str, parent: str, base: str) -> None:
         self._check_target(m)
         if m.link.startswith("/") or ".." in m.link.split("/"):
             self._fail(m.name, f"is a hard link to {show(m.link)}, outside the package", "hard link escape")
@@ -552,10 +554,10 @@ class Extractor:
             os.close(tfd)
         self.files += 1
 
-    def _check_target(self, m: Member) -> None:
+    def _check_target(self, m: TarMember) -> None:
         link = m.link
         if not link:
-            self._fail(m.name, f"is a {m.kind} with an empty target", "empty link target")
+            self._fail(m.name, f"is a {kind_name(m.kind)} with an empty target", "empty link target")
         if _CONTROL.search(link):
             self._fail(m.name, "has a control character in its link target", "control character in name")
         if len(link.encode("utf-8")) > self.limits.max_path:
@@ -565,7 +567,7 @@ class Extractor:
             self._fail(m.name, f"has a link target component longer than {self.limits.max_name} bytes",
                        "over-long name")
 
-    def _symlink(self, m: Member, path: str, parent: str) -> None:
+    def _symlink(self, m: TarMember, path: str, parent: str) -> None:
         self._check_target(m)
         if m.link.startswith("/"):
             self._fail(m.name, f"is a symlink to {show(m.link)}, outside the package",
@@ -644,7 +646,7 @@ def regular_file(path: str, max_bytes: int, what: str) -> bytes | None:
         if not stat.S_ISREG(st.st_mode):
             raise PackageError(f"{what} is not a regular file (not a regular file)", rule="not a regular file")
         if st.st_size > max_bytes:
-            raise PackageError(f"{what} is {size(st.st_size)}, more than {size(max_bytes)} (header limit)",
+            raise PackageError(f"{what} is {human_size(st.st_size)}, more than {human_size(max_bytes)} (header limit)",
                                rule="header limit")
         return os.pread(fd, max_bytes + 1, 0)
     finally:

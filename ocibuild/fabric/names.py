@@ -27,7 +27,7 @@ def package_id_of(label: str, sha256_hex: str) -> str:
     return f"{label}:{sha256_hex}"
 
 
-def image_name(network_id: str, peer_id: str, ccid: str) -> str:
+def peer_image_name(network_id: str, peer_id: str, ccid: str) -> str:
     """The repository name (tag `latest` implied) under which a peer with
     these ids looks for the image of chaincode `ccid` (a package ID, or
     `name:version` for 1.x chaincode):

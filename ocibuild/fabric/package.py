@@ -19,26 +19,26 @@ import re
 import shutil
 import stat
 import tempfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Callable, Mapping
 
-from ..errors import InputError
+from ..errors import InputError, PackageError
 from ..gosource import GOPATH, READONLY, VENDOR, GoSource, detect
+from ..oci.compression import GZIP_MAGIC
+from ..oci.digest import is_digest
+from ..progress import human_size
 from . import cds
-from .common import LABEL_RULE, Limits, PackageError, show, size, valid_label
-from .extract import (FILE, Extractor, FileWindow, Inflater, TarReader, clean_name, extract, inside,
-                      regular_file)
+from .common import LABEL_RULE, Limits, show, valid_label
+from .extract import FILE, Extractor, FileWindow, Inflater, TarReader, clean_name, extract, inside, regular_file
 
 LIFECYCLE, LEGACY, DIRECTORY = "lifecycle", "cds", "directory"
-TYPES = ("golang", "node", "java", "ccaas", "k8s", "external")
+CHAINCODE_TYPES = ("golang", "node", "java", "ccaas", "k8s", "external")
 METADATA, CODE = "metadata.json", "code.tar.gz"
 INDEXES = "META-INF/statedb/couchdb/indexes"
 
 _IMPORT_PATH = re.compile(r"[A-Za-z0-9._~+\-]+(?:/[A-Za-z0-9._~+\-]+)*", re.ASCII)
 _CC_NAME = re.compile(r"[a-zA-Z0-9]+(?:[-_][a-zA-Z0-9]+)*", re.ASCII)      # Fabric 1.x lscc rules
 _CC_VERSION = re.compile(r"[A-Za-z0-9_.+\-]+", re.ASCII)
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}", re.ASCII)
-_GZIP_MAGIC = b"\x1f\x8b"
 
 
 @dataclass(frozen=True)
@@ -55,8 +55,8 @@ class ChaincodePackage:
     name: str = ""            # legacy
     version: str = ""         # legacy
     signed: bool = False      # legacy, wrapped in a signed Envelope
-    connection: Mapping | None = None   # ccaas: connection.json
-    image: Mapping | None = None        # k8s: image.json
+    connection: Mapping | None = None   # ccaas: connection.json, checked
+    image: Mapping | None = None        # k8s: image.json, checked
 
     @property
     def ccid(self) -> str:
@@ -67,11 +67,6 @@ class ChaincodePackage:
         if self.name:
             return f"{self.name}:{self.version}"
         return ""
-
-    @property
-    def meta_inf(self) -> str | None:
-        p = os.path.join(self.code_dir, "META-INF")
-        return p if os.path.isdir(p) and not os.path.islink(p) else None
 
     @property
     def couchdb_indexes(self) -> str | None:
@@ -114,7 +109,7 @@ def open_package(path: str, work_dir: str, limits: Limits = Limits()) -> Chainco
             if not head:
                 raise PackageError(f"{path!r} is empty; expected a chaincode package (empty file)",
                                    rule="empty file")
-            if head.startswith(_GZIP_MAGIC):
+            if head.startswith(GZIP_MAGIC):
                 return _open_lifecycle(fd, length, path, code_dir, limits)
             if len(head) == 512 and head[257:262] == b"ustar":
                 raise PackageError(f"{path!r} is an uncompressed tar; a lifecycle package is gzip-compressed, "
@@ -163,8 +158,8 @@ def _read_outer(fd: int, length: int, limits: Limits, on_code: Callable[[TarRead
                                "looks it up (entry name)", entry=m.name, rule="entry name")
         if m.name == METADATA:
             if m.size > limits.max_header:
-                raise PackageError(f"package entry 'metadata.json' is {size(m.size)}, more than "
-                                   f"{size(limits.max_header)} (header limit)", entry=m.name, rule="header limit")
+                raise PackageError(f"package entry 'metadata.json' is {human_size(m.size)}, more than "
+                                   f"{human_size(limits.max_header)} (header limit)", entry=m.name, rule="header limit")
             meta_bytes = tar.read(m.size)
         elif m.name == CODE:
             on_code(tar)
@@ -205,8 +200,9 @@ def _metadata(data: bytes) -> dict:
     kind = found.get("type", "")
     if not kind:
         fail("has no type", "bad metadata")
-    if kind.lower() not in TYPES:
-        fail(f"type {show(kind)} is not a chaincode type Fabric knows ({', '.join(TYPES)})", "unknown type")
+    if kind.lower() not in CHAINCODE_TYPES:
+        fail(f"type {show(kind)} is not a chaincode type Fabric knows ({', '.join(CHAINCODE_TYPES)})",
+             "unknown type")
     label = found.get("label", "")
     if not valid_label(label):
         fail(f"label {show(label)} is invalid: a label starts with a letter or digit and holds only "
@@ -259,7 +255,7 @@ def read_lifecycle_metadata(path: str, limits: Limits = Limits()) -> tuple[dict,
         head = os.pread(fd, 2, 0)
         if not head:
             raise PackageError(f"{path!r} is empty; expected a lifecycle package (empty file)", rule="empty file")
-        if head != _GZIP_MAGIC:
+        if head != GZIP_MAGIC:
             raise PackageError(f"{path!r} is not a lifecycle package, a gzip-compressed tar holding "
                                "metadata.json and code.tar.gz (not a lifecycle package)",
                                rule="not a lifecycle package")
@@ -346,7 +342,7 @@ def _with_image(pkg: ChaincodePackage, limits: Limits) -> ChaincodePackage:
     if not isinstance(image.get("name"), str) or not image["name"]:
         raise PackageError("k8s package image.json has no image name (bad image.json)", entry="image.json",
                            rule="bad image.json")
-    if not isinstance(image.get("digest"), str) or not _DIGEST.fullmatch(image["digest"]):
+    if not is_digest(image.get("digest")):
         raise PackageError("k8s package image.json digest must be sha256:<64 hex digits> (bad image.json)",
                            entry="image.json", rule="bad image.json")
     return replace(pkg, image=image)

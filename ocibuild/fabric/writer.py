@@ -10,27 +10,26 @@ the output and renamed into place."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
 import re
 import stat
 import tempfile
-from typing import BinaryIO
 
-from ..compression import compression
-from ..entries import DIR, FILE, Entry
 from ..errors import InputError, OutputError
-from ..tarwriter import end_archive, write_member, write_tar
+from ..fsutil import publish
+from ..oci.compression import compression
+from ..oci.digest import HashingWriter, hex_of, is_digest
+from ..oci.entries import DIR, FILE, Entry
+from ..oci.tarwriter import end_archive, write_member, write_tar
 from .common import LABEL_RULE, valid_label
-from .package import CODE, METADATA, _IMPORT_PATH, _module_path
+from .package import _IMPORT_PATH, CODE, METADATA, _module_path
 
 FABRIC_UID = 500          # the peer CLI's owner for code.tar.gz entries
 _DURATION = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:ns|us|µs|ms|s|m|h)"
                        r"(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:ns|us|µs|ms|s|m|h))*")
 _ADDRESS = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._\-]+):[0-9]{1,5}", re.ASCII)
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}", re.ASCII)
 
 
 # -- public -------------------------------------------------------------------
@@ -125,7 +124,7 @@ def write_k8s(out: str, label: str, name: str, digest: str, meta_inf: str | None
     if not isinstance(name, str) or not name or any(c.isspace() for c in name) or "@" in name:
         raise InputError(f"image name {name!r} must be a repository name without tag or digest, "
                          "e.g. registry.example.com/asset-cc")
-    if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
+    if not is_digest(digest):
         raise InputError(f"image digest {digest!r} must be sha256:<64 hex digits>")
     files = {"image.json": _json_bytes({"name": name, "digest": digest}, indent=2)}
     files.update(_meta_inf(meta_inf) if meta_inf else {})
@@ -249,15 +248,6 @@ def _code_entries(files: dict[str, str | bytes]) -> list[Entry]:
     return sorted(entries.values(), key=Entry.sort_key)
 
 
-class _Hashing:
-    def __init__(self, raw: BinaryIO):
-        self.raw, self.sha = raw, hashlib.sha256()
-
-    def write(self, data) -> int:
-        self.sha.update(data)
-        return self.raw.write(data)
-
-
 def _write_package(out: str, metadata: dict, code: list[Entry], mtime: int) -> str:
     out = os.path.abspath(out)
     out_dir = os.path.dirname(out)
@@ -278,7 +268,7 @@ def _write_package(out: str, metadata: dict, code: list[Entry], mtime: int) -> s
             code_file.seek(0)
             with os.fdopen(tmp_fd, "wb") as f:
                 tmp_fd = -1
-                hashing = _Hashing(f)
+                hashing = HashingWriter(f)
                 gz = gzip.writer(hashing)
                 write_member(gz, METADATA, len(meta), io.BytesIO(meta), mtime)
                 write_member(gz, CODE, code_size, code_file, mtime)
@@ -286,8 +276,7 @@ def _write_package(out: str, metadata: dict, code: list[Entry], mtime: int) -> s
                 gz.close()
                 f.flush()
                 os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
+        publish(tmp, out)
     except OSError as e:
         raise OutputError(f"cannot write {out!r}: {e.strerror}") from None
     finally:
@@ -295,4 +284,4 @@ def _write_package(out: str, metadata: dict, code: list[Entry], mtime: int) -> s
             os.close(tmp_fd)
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return f"{metadata['label']}:{hashing.sha.hexdigest()}"
+    return f"{metadata['label']}:{hex_of(hashing.digest)}"

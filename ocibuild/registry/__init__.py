@@ -2,29 +2,11 @@
 (`--base docker://…`) over the distribution API, with docker's and podman's
 credentials and certs.d, retries, and a local blob cache.
 
-Modules: reference (names), options (what the CLI passes, the error type),
-tls (contexts from certs.d), auth (credentials, challenges, tokens), client
-(one host: HTTP, retries, auth, redirects), cache (pulled blobs, where blobs
-are known to be), push (the Output), pull (the base)."""
+Modules: options (what the CLI passes), tls (contexts from certs.d), auth
+(credentials, challenges, tokens), client (one host: HTTP, retries, auth,
+redirects), cache (pulled blobs, where blobs are known to be), push (an
+Output of ocibuild.outputs), pull (the base). References are parsed in
+ocibuild.oci.reference; the error types live in ocibuild.errors.
 
-from __future__ import annotations
-
-from typing import TYPE_CHECKING
-
-from ..transports import Reference
-from .options import RegistryError, RegistryOptions, TransientError
-from .pull import pull_image
-from .push import PushStats, RegistryOutput
-from .reference import RegistryRef, parse_registry_ref
-
-if TYPE_CHECKING:     # outputs may import this package: no cycle at run time
-    from ..outputs import Output
-
-__all__ = ["RegistryOptions", "RegistryError", "TransientError", "RegistryRef", "RegistryOutput",
-           "PushStats", "parse_registry_ref", "registry_output", "pull_image"]
-
-
-def registry_output(ref: Reference, options: RegistryOptions) -> Output:
-    """The Output for `--output docker://HOST[:PORT]/REPO[:TAG][@sha256:…]`."""
-    return RegistryOutput(ref, options)
-
+Nothing is imported here: `registry.options` must stay cheap for callers
+that never reach a registry (httpx is imported by client, push and pull)."""

@@ -12,11 +12,12 @@ import os
 import re
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
-from .options import RegistryError, RegistryOptions
-from .reference import DOCKER_HUB, HUB_API, HUB_AUTH_KEY
+from ..errors import RegistryError
+from ..oci.reference import DOCKER_HUB, HUB_API, HUB_AUTH_KEY
+from .options import RegistryOptions
 
 HELPER_TIMEOUT = 60    # a helper may wait for a keyring to unlock
 
@@ -41,10 +42,10 @@ def find_credentials(host: str, options: RegistryOptions,
     (credHelpers[host], then credsStore, then auths), then from podman's
     auth.json (the same format). None: go anonymous."""
     for path in (options.docker_config, options.auth_file):
-        doc = _read_config(path) if path else None
+        doc = _read_config(path, options.home) if path else None
         if doc is None:
             continue
-        found = _from_config(doc, host, display_path(path), run)
+        found = _from_config(doc, host, display_path(path, options.home), run)
         if found is not None:
             return found
     return None
@@ -52,27 +53,27 @@ def find_credentials(host: str, options: RegistryOptions,
 
 def looked_in(options: RegistryOptions) -> str:
     """Where credentials were looked for, for messages."""
-    places = [display_path(p) for p in (options.docker_config, options.auth_file) if p]
+    places = [display_path(p, options.home) for p in (options.docker_config, options.auth_file) if p]
     return ", ".join(places) if places else "nowhere (no config file given)"
 
 
-def display_path(path: str) -> str:
-    home = os.path.expanduser("~")
+def display_path(path: str, home: str = "") -> str:
+    """`path` with the user's home shown as ~."""
     if home not in ("", "/") and path.startswith(home + os.sep):
         return "~" + path[len(home):]
     return path
 
 
-def _read_config(path: str) -> dict | None:
+def _read_config(path: str, home: str) -> dict | None:
     try:
         with open(path, "rb") as f:
             doc = json.loads(f.read() or b"{}")
     except FileNotFoundError:
         return None
     except OSError as e:
-        raise RegistryError(f"cannot read {display_path(path)}: {e.strerror}") from None
+        raise RegistryError(f"cannot read {display_path(path, home)}: {e.strerror}") from None
     except (ValueError, UnicodeDecodeError):
-        raise RegistryError(f"{display_path(path)} is not valid JSON; fix it or log in again") from None
+        raise RegistryError(f"{display_path(path, home)} is not valid JSON; fix it or log in again") from None
     return doc if isinstance(doc, dict) else None
 
 

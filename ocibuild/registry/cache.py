@@ -12,10 +12,10 @@ import os
 import tempfile
 from typing import BinaryIO
 
-from ..digest import CHUNK, hex_of
 from ..errors import BlobError
-from ..layout import umask
-from ..model import Descriptor
+from ..fsutil import atomic_write, publish, unlink_quietly
+from ..oci.digest import CHUNK, hex_of
+from ..oci.model import Descriptor
 
 MAX_LOCATIONS = 16     # a hint, not a history
 
@@ -52,7 +52,7 @@ class BlobCache:
             w.write(data)
             w.finish()
 
-    def writer(self, desc: Descriptor, what: str) -> "CacheWriter":
+    def writer(self, desc: Descriptor, what: str) -> CacheWriter:
         os.makedirs(self._blobs, exist_ok=True)
         return CacheWriter(self.path(desc.digest), desc, what)
 
@@ -77,10 +77,7 @@ class BlobCache:
         known = [x for x in known if x != name][-(MAX_LOCATIONS - 1):] + [name]
         try:
             os.makedirs(self._locations, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self._locations, prefix=".tmp-")
-            with os.fdopen(fd, "w") as f:
-                json.dump(known, f)
-            os.replace(tmp, os.path.join(self._locations, hex_of(digest)))
+            atomic_write(os.path.join(self._locations, hex_of(digest)), json.dumps(known).encode())
         except OSError:
             pass
 
@@ -120,8 +117,7 @@ class CacheWriter:
         if got != self.desc.digest:
             raise BlobError(f"{self.what} is corrupt: its content hashes to {got}, "
                             f"not {self.desc.digest}")
-        os.chmod(self._tmp, 0o644 & ~umask())
-        os.replace(self._tmp, self.path)
+        publish(self._tmp, self.path)
         self._tmp = ""
         return self.path
 
@@ -132,7 +128,4 @@ class CacheWriter:
         if not self._f.closed:
             self._f.close()
         if self._tmp:
-            try:
-                os.unlink(self._tmp)
-            except FileNotFoundError:
-                pass
+            unlink_quietly(self._tmp)

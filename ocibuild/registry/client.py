@@ -10,14 +10,15 @@ import json
 import socket
 import ssl
 import time
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import httpx
 
 from .. import __version__
-from .auth import AuthState, Challenge, find_credentials, parse_challenges
-from .options import RegistryError, RegistryOptions, TransientError
-from .reference import DOCKER_HUB, HUB_API
+from ..errors import RegistryError, TransientError
+from ..oci.reference import DOCKER_HUB, HUB_API
+from .auth import AuthState, Challenge, parse_challenges
+from .options import RegistryOptions
 from .tls import ca_hint, ssl_context
 
 Body = bytes | Callable[[], Iterable[bytes]] | None   # a callable: a fresh stream per attempt
@@ -58,22 +59,19 @@ def _retry_after(value: str) -> float | None:
 class RegistryClient:
     """Everything spoken to one registry host (as named: "host:port")."""
 
-    def __init__(self, host: str, options: RegistryOptions, *, sleep: Callable = time.sleep,
-                 backoff: Backoff | None = None, transport: httpx.BaseTransport | None = None,
-                 find_credentials: Callable = find_credentials):
+    def __init__(self, host: str, options: RegistryOptions, *, sleep: Callable = time.sleep):
         self.host = host
         self.api_host = HUB_API if host == DOCKER_HUB else host
         self.options = options
         self.insecure = options.is_insecure(host)
-        self.auth = AuthState(host, options, find_credentials)
+        self.auth = AuthState(host, options)
         self._sleep = sleep
-        self._backoff = backoff or Backoff()
+        self._backoff = Backoff()
         self._base: str | None = None
         # Unverified TLS only where the user said so; else the system CAs plus
         # the registry's own from certs.d.
         verify = False if self.insecure else ssl_context(host, options)
         self.http = httpx.Client(verify=verify, timeout=TIMEOUT, follow_redirects=False,
-                                 transport=transport,
                                  headers={"User-Agent": f"ocibuild/{__version__}"})
 
     def close(self) -> None:

@@ -10,17 +10,26 @@ import json
 
 import httpx
 
-from ..blobs import Blob, Layer
-from ..errors import BlobError, InputError
-from ..image import Image
-from ..model import (DOCKER_LIST, DOCKER_MANIFEST, INDEX_TYPES, MANIFEST_TYPES, OCI_INDEX,
-                     OCI_MANIFEST, Descriptor, Platform, parse_json)
-from ..sources import _pick_platform
+from ..errors import BlobError, InputError, RegistryError, TransientError
+from ..oci.blobs import Blob, Layer
+from ..oci.image import Image
+from ..oci.model import (
+    DOCKER_LIST,
+    DOCKER_MANIFEST,
+    INDEX_TYPES,
+    MANIFEST_TYPES,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    Descriptor,
+    Platform,
+    parse_json,
+    pick_platform,
+)
+from ..oci.reference import RegistryRef
 from .auth import scope
 from .cache import BlobCache
 from .client import RegistryClient, error_text
-from .options import RegistryError, RegistryOptions, TransientError
-from .reference import RegistryRef, parse_registry_ref
+from .options import RegistryOptions
 
 ACCEPT = ", ".join((OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST))
 MAX_MANIFEST = 4 << 20      # the distribution registry's own limit
@@ -28,8 +37,7 @@ SCHEMA1 = ("application/vnd.docker.distribution.manifest.v1+json",
            "application/vnd.docker.distribution.manifest.v1+prettyjws")
 
 
-def pull_image(text: str, platform: Platform | None, options: RegistryOptions) -> Image:
-    ref = parse_registry_ref(text, "--base")
+def pull_image(ref: RegistryRef, platform: Platform | None, options: RegistryOptions) -> Image:
     with Puller(ref, options) as p:
         try:
             return p.image(platform or Platform.host())
@@ -44,7 +52,10 @@ class Puller:
     def __init__(self, ref: RegistryRef, options: RegistryOptions,
                  client: RegistryClient | None = None):
         self.ref, self.options = ref, options
-        self.cache = BlobCache(options.cache_root())
+        if not options.cache_dir:
+            raise InputError(f"cannot pull {ref}: no cache directory to pull into "
+                             "(set OCIBUILD_CACHE_DIR or XDG_CACHE_HOME)")
+        self.cache = BlobCache(options.cache_dir)
         self.scopes = frozenset({scope(ref.repo, "pull")})
         self._client = client
 
@@ -67,13 +78,13 @@ class Puller:
 
     @property
     def name(self) -> str:
-        return f"docker://{self.ref}"
+        return str(self.ref)
 
     def image(self, platform: Platform) -> Image:
         data, media_type, digest = self.manifest(self.ref.reference)
         if media_type in INDEX_TYPES:
             index = parse_json(data, f"index {digest} of {self.name}")
-            desc = _pick_platform(index, platform, self.name)
+            desc = pick_platform(index, platform, self.name)
             data, media_type, digest = self.manifest(desc.digest)
         if media_type in SCHEMA1:
             raise InputError(f"{self.name} has an old schema 1 manifest; push it again with a "

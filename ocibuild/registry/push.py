@@ -9,22 +9,21 @@ failed push never leaves a tag on a partial image."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 from urllib.parse import quote
 
 import httpx
 
-from ..blobs import Blob, WorkStore
-from ..digest import CHUNK, sha256_digest
-from ..errors import BlobError, OutputError
-from ..image import Image
-from ..transports import Reference
+from ..errors import BlobError, OutputError, RegistryError, TransientError
+from ..oci.blobs import Blob, WorkStore
+from ..oci.digest import CHUNK, sha256_digest
+from ..oci.image import Image
+from ..oci.reference import RegistryRef
 from .auth import scope
 from .cache import BlobCache
 from .client import RETRY_STATUS, RegistryClient
-from .options import RegistryError, RegistryOptions, TransientError
-from .reference import RegistryRef, parse_registry_ref
+from .options import RegistryOptions
 
 MAX_MOUNT_SOURCES = 3
 FINISH_TIMEOUT = 600.0     # the registry may re-hash a large blob before answering the last PUT
@@ -36,14 +35,16 @@ class PushStats:
     present: int = 0
     mounted: int = 0
     uploaded: int = 0
-    uploaded_bytes: int = 0
 
 
 class RegistryOutput:
-    def __init__(self, ref: Reference, options: RegistryOptions,
+    """An Output (ocibuild.outputs); it commits before local files do."""
+    commit_first = True
+
+    def __init__(self, ref: RegistryRef, options: RegistryOptions,
                  client: RegistryClient | None = None):
         self.ref = ref
-        self.target: RegistryRef = parse_registry_ref(ref.ref, "--output")
+        self.target = ref
         self.options = options
         self.stats = PushStats()
         self._client = client
@@ -71,7 +72,7 @@ class RegistryOutput:
             resp = c.request("HEAD", f"/v2/{self.target.repo}/blobs/{probe}", scopes=self.scopes,
                              retries=1)
             if resp.status_code not in (200, 404):
-                raise c.error(resp, f"a push to {self.target}")
+                raise c.error(resp, f"a push to {self.target.name}")
         except RegistryError as e:
             raise type(e)(f"{self.ref}: {e}") from None
 
@@ -80,13 +81,11 @@ class RegistryOutput:
         if t.digest and t.digest != image.digest:
             raise OutputError(f"cannot push to {self.ref}: the image is {image.digest}, "
                               f"not the digest {t.digest} the reference names")
-        cache = BlobCache(self.options.cache_root())
+        cache = BlobCache(self.options.cache_dir) if self.options.cache_dir else None
         try:
             for blob in image.blobs():
                 how = push_blob(self.client, t.repo, blob, self.options, cache)
                 setattr(self.stats, how, getattr(self.stats, how) + 1)
-                if how == "uploaded":
-                    self.stats.uploaded_bytes += blob.descriptor.size
             # By digest first: the registry validates the manifest now, before
             # any output commits, and no tag points at it yet.
             put_manifest(self.client, t, image.digest, image.manifest, image.media_type)

@@ -8,7 +8,8 @@ import glob
 import os
 import ssl
 
-from .options import RegistryError, RegistryOptions
+from ..errors import RegistryError
+from .options import RegistryOptions
 
 
 def ssl_context(host: str, options: RegistryOptions) -> ssl.SSLContext:

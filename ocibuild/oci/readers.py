@@ -9,16 +9,27 @@ import json
 import os
 import re
 import tarfile
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
+from ..errors import BlobError, InputError
 from .blobs import Blob, Layer, bytes_blob
 from .compression import sniff
 from .digest import CHUNK, HashingWriter, copy_stream, hex_of
-from .errors import BlobError, InputError
 from .image import Image
-from .model import (CONTAINERD_NAME, INDEX_TYPES, MANIFEST_TYPES, OCI_CONFIG, OCI_LAYER,
-                    REF_NAME, Descriptor, Platform, manifest_json, parse_json)
-from .transports import Reference, familiar, parse_reference
+from .model import (
+    CONTAINERD_NAME,
+    INDEX_TYPES,
+    MANIFEST_TYPES,
+    OCI_CONFIG,
+    OCI_LAYER,
+    REF_NAME,
+    Descriptor,
+    Platform,
+    manifest_json,
+    parse_json,
+    pick_platform,
+)
+from .reference import FileRef, check_image_name, familiar
 
 _BLOB_PATH = re.compile(r"^blobs/sha256/([0-9a-f]{64})$")
 
@@ -45,6 +56,15 @@ class _Slice(io.RawIOBase):
     def close(self) -> None:
         self._f.close()
         super().close()
+
+
+class _Files(Protocol):
+    """The named files of a layout: a directory's, or a tar's members."""
+    def open(self, name: str) -> BinaryIO: ...
+
+    def size(self, name: str) -> int: ...
+
+    def has(self, name: str) -> bool: ...
 
 
 class _DirFiles:
@@ -100,20 +120,17 @@ class _TarFiles:
         return name in self._members
 
 
-def open_image(ref: Reference | str, platform: Platform | None = None) -> Image:
-    """The image `ref` names. From an index, the manifest for `platform`
-    (default: the host's)."""
-    if isinstance(ref, str):
-        ref = parse_reference(ref, "image reference")
+def open_image(ref: FileRef, platform: Platform | None = None) -> Image:
+    """The image in the file `ref` names. From an index, the manifest for
+    `platform` (default: the host's)."""
     what = f"{ref.transport}:{ref.path}"
+    files: _Files
     if ref.transport == "oci":
         if not os.path.isdir(ref.path):
             raise InputError(f"{what}: no such directory")
         files = _DirFiles(ref.path, what)
-    elif ref.transport in ("oci-archive", "docker-archive"):
-        files = _TarFiles(ref.path, what)
     else:
-        raise InputError(f"cannot read images from {ref.transport}: yet; use oci:, oci-archive: or docker-archive:")
+        files = _TarFiles(ref.path, what)
     if ref.transport == "docker-archive":
         # A modern archive (docker 25+ save, ocibuild) holds the OCI layout too:
         # read that, so the image keeps its own manifest and digest.
@@ -122,6 +139,16 @@ def open_image(ref: Reference | str, platform: Platform | None = None) -> Image:
             return _manifest(files, desc, what, platform)
         return _docker_archive(files, ref.ref, what)
     return _layout(files, ref.ref, what, platform)
+
+
+def docker_archive_name(ref: FileRef) -> str | None:
+    """The name of the image a docker-archive holds: the reference's own
+    NAME:TAG, else the first tag its manifest.json gives it; None if untagged."""
+    if ref.ref:
+        return ref.ref
+    what = f"{ref.transport}:{ref.path}"
+    tags = _docker_entry(_TarFiles(ref.path, what), "", what).get("RepoTags") or []
+    return check_image_name(str(tags[0]), what) if tags else None
 
 
 def _docker_archive_descriptor(files, name: str) -> Descriptor | None:
@@ -172,7 +199,7 @@ def _manifest(files, desc: Descriptor, what: str, platform: Platform | None) -> 
     data = _blob(files, desc, "manifest", what).read()
     if desc.media_type in INDEX_TYPES:
         index = parse_json(data, f"index {desc.digest} in {what}")
-        return _manifest(files, _pick_platform(index, platform or Platform.host(), what), what, platform)
+        return _manifest(files, pick_platform(index, platform or Platform.host(), what), what, platform)
     if desc.media_type not in MANIFEST_TYPES:
         raise InputError(f"{desc.digest} in {what} is a {desc.media_type}, not an image manifest")
     doc = parse_json(data, f"manifest {desc.digest} in {what}")
@@ -188,36 +215,30 @@ def _manifest(files, desc: Descriptor, what: str, platform: Platform | None) -> 
     return Image(data, config, layers, desc.media_type)
 
 
-def _pick_platform(index: dict, want: Platform, what: str) -> Descriptor:
-    descs = [Descriptor.from_json(d) for d in index.get("manifests") or []]
-    for d in descs:
-        p = d.platform
-        if p and (p.os, p.architecture) == (want.os, want.architecture) and (
-                not want.variant or p.variant == want.variant):
-            return d
-    have = ", ".join(str(d.platform) for d in descs if d.platform) or "none"
-    raise InputError(f"{what} has no image for {want} (it has: {have}); pass --platform")
-
-
-def _docker_archive(files: _TarFiles, ref: str, what: str) -> Image:
+def _docker_entry(files: _Files, ref: str, what: str) -> dict:
+    """The manifest.json entry for `ref` (a name:tag, matched as docker
+    matches names: docker.io/library/x is x), or the only one."""
     with files.open("manifest.json") as f:
         try:
             entries = json.loads(f.read())
         except (ValueError, UnicodeDecodeError):
             raise InputError(f"manifest.json of {what} is not valid JSON") from None
-    if not isinstance(entries, list) or not entries:
+    if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
         raise InputError(f"manifest.json of {what} lists no image")
     if ref:
         picked = [e for e in entries
-                  if familiar(ref) in {familiar(t) for t in e.get("RepoTags") or []}]
+                  if familiar(ref) in {familiar(str(t)) for t in e.get("RepoTags") or []}]
         if not picked:
-            tags = sorted(t for e in entries for t in e.get("RepoTags") or [])
+            tags = sorted(str(t) for e in entries for t in e.get("RepoTags") or [])
             raise InputError(f"{what} has no image tagged {ref!r}; it has {', '.join(tags) or 'no tags'}")
-        entry = picked[0]
-    elif len(entries) == 1:
-        entry = entries[0]
-    else:
-        raise InputError(f"{what} holds {len(entries)} images; name one with :NAME:TAG")
+        return picked[0]
+    if len(entries) == 1:
+        return entries[0]
+    raise InputError(f"{what} holds {len(entries)} images; name one with :NAME:TAG")
+
+
+def _docker_archive(files: _Files, ref: str, what: str) -> Image:
+    entry = _docker_entry(files, ref, what)
     with files.open(entry["Config"]) as f:
         cfg_bytes = f.read()
     config = bytes_blob(OCI_CONFIG, cfg_bytes, f"config in {what}")
@@ -249,7 +270,7 @@ def _check_named(path: str, digest: str, what: str) -> None:
         raise BlobError(f"{path} in {what} is corrupt: its content hashes to {digest}")
 
 
-def _digest_of_member(files: _TarFiles, path: str, what: str) -> str:
+def _digest_of_member(files: _Files, path: str, what: str) -> str:
     """Content-addressed members carry their digest in the name (checked when
     read); others (old `docker save`) are hashed here."""
     m = _BLOB_PATH.match(path)

@@ -7,10 +7,10 @@ import json
 import platform as _host
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
+from ..errors import InputError
 from .digest import check_digest, sha256_digest
-from .errors import InputError
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -18,7 +18,6 @@ OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
 DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 
@@ -39,7 +38,7 @@ def canonical_json(obj) -> bytes:
 
 
 def rfc3339(epoch: int) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)
@@ -48,7 +47,7 @@ class Descriptor:
     digest: str
     size: int
     annotations: dict = field(default_factory=dict, compare=False)
-    platform: "Platform | None" = None
+    platform: Platform | None = None
 
     def __post_init__(self):
         check_digest(self.digest)
@@ -56,7 +55,7 @@ class Descriptor:
             raise ValueError("negative size")
 
     @classmethod
-    def of(cls, media_type: str, data: bytes, **kw) -> "Descriptor":
+    def of(cls, media_type: str, data: bytes, **kw) -> Descriptor:
         return cls(media_type, sha256_digest(data), len(data), **kw)
 
     def to_json(self) -> dict:
@@ -68,7 +67,7 @@ class Descriptor:
         return out
 
     @classmethod
-    def from_json(cls, obj: dict) -> "Descriptor":
+    def from_json(cls, obj: dict) -> Descriptor:
         try:
             plat = obj.get("platform")
             return cls(
@@ -95,7 +94,7 @@ class Platform:
     variant: str = ""
 
     @classmethod
-    def parse(cls, text: str) -> "Platform":
+    def parse(cls, text: str) -> Platform:
         m = _PLATFORM.match(text)
         if not m:
             raise InputError(
@@ -103,13 +102,13 @@ class Platform:
         return cls(m.group(1), m.group(2), m.group(3) or "")
 
     @classmethod
-    def host(cls) -> "Platform":
+    def host(cls) -> Platform:
         machine = _host.machine().lower()
         arch = _ARCH_ALIASES.get(machine, machine)
         return cls("linux", arch, "v7" if machine == "armv7l" else "")
 
     @classmethod
-    def from_json(cls, obj: dict) -> "Platform":
+    def from_json(cls, obj: dict) -> Platform:
         return cls(str(obj.get("os", "")), str(obj.get("architecture", "")),
                    str(obj.get("variant", "") or ""))
 
@@ -142,6 +141,19 @@ def index_json(manifests: list[Descriptor], annotations: dict | None = None) -> 
     if annotations:
         doc["annotations"] = dict(annotations)
     return canonical_json(doc)
+
+
+def pick_platform(index: dict, want: Platform, what: str) -> Descriptor:
+    """From an index document, the manifest for `want` (any variant when
+    `want` names none)."""
+    descs = [Descriptor.from_json(d) for d in index.get("manifests") or []]
+    for d in descs:
+        p = d.platform
+        if p and (p.os, p.architecture) == (want.os, want.architecture) and (
+                not want.variant or p.variant == want.variant):
+            return d
+    have = ", ".join(str(d.platform) for d in descs if d.platform) or "none"
+    raise InputError(f"{what} has no image for {want} (it has: {have}); pass --platform")
 
 
 def parse_json(data: bytes, what: str) -> dict:

@@ -8,12 +8,24 @@ import json
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from ..errors import InputError
 from .blobs import Blob, Layer, bytes_blob
-from .errors import InputError
-from .model import (ANN_BASE_DIGEST, ANN_BASE_NAME, ANN_CREATED, DOCKER_LAYER,
-                    DOCKER_LAYER_GZIP, OCI_CONFIG, OCI_LAYER, OCI_MANIFEST,
-                    Descriptor, Platform, canonical_json, manifest_json,
-                    parse_json, rfc3339)
+from .model import (
+    ANN_BASE_DIGEST,
+    ANN_BASE_NAME,
+    ANN_CREATED,
+    DOCKER_LAYER,
+    DOCKER_LAYER_GZIP,
+    OCI_CONFIG,
+    OCI_LAYER,
+    OCI_MANIFEST,
+    Descriptor,
+    Platform,
+    canonical_json,
+    manifest_json,
+    parse_json,
+    rfc3339,
+)
 
 
 @dataclass(frozen=True)
@@ -36,8 +48,8 @@ class Image:
         c = self.config_doc
         return Platform(c.get("os", ""), c.get("architecture", ""), c.get("variant", "") or "")
 
-    def descriptor(self, annotations: dict | None = None, with_platform: bool = True) -> Descriptor:
-        plat = self.platform if with_platform and self.platform.os else None
+    def descriptor(self, annotations: dict | None = None) -> Descriptor:
+        plat = self.platform if self.platform.os else None
         return Descriptor.of(self.media_type, self.manifest,
                              annotations=annotations or {}, platform=plat)
 
@@ -56,10 +68,9 @@ class Image:
 
 
 @dataclass(frozen=True)
-class Changes:
-    """What `assemble` changes in the base's config. None means "keep the base's"."""
-    platform: Platform
-    created: int = 0
+class ConfigChanges:
+    """What the user (or a convention, e.g. Fabric's) changes in the base's
+    config and the manifest's annotations. None means "keep the base's"."""
     entrypoint: list[str] | None = None
     cmd: list[str] | None = None
     env: dict[str, str] = field(default_factory=dict)
@@ -67,31 +78,63 @@ class Changes:
     workdir: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
+    on_path: str = ""              # a directory that must be on PATH (the binary's)
+
+    def over(self, defaults: ConfigChanges) -> ConfigChanges:
+        """These changes with `defaults` filling what they leave unset; in
+        env, labels and annotations the keys given here win."""
+        return ConfigChanges(
+            entrypoint=self.entrypoint if self.entrypoint is not None else defaults.entrypoint,
+            cmd=self.cmd if self.cmd is not None else defaults.cmd,
+            env={**defaults.env, **self.env},
+            user=self.user if self.user is not None else defaults.user,
+            workdir=self.workdir if self.workdir is not None else defaults.workdir,
+            labels={**defaults.labels, **self.labels},
+            annotations={**defaults.annotations, **self.annotations},
+            on_path=self.on_path or defaults.on_path)
+
+
+@dataclass(frozen=True)
+class Derivation:
+    """Everything but the base and the layer that decides the new image."""
+    platform: Platform
+    created: int = 0               # SOURCE_DATE_EPOCH
+    changes: ConfigChanges = ConfigChanges()
     base_name: str | None = None   # an existing base's name ("" if unnamed); None: built-in
     history: str = "ocibuild"
-    on_path: str = ""              # a directory that must be on PATH (the binary's)
 
 
 # Same bytes, OCI name: one media-type family per manifest.
 _OCI_EQUIVALENT = {DOCKER_LAYER: OCI_LAYER, DOCKER_LAYER_GZIP: OCI_LAYER + "+gzip"}
 
 
-def assemble(base: Image, layer: Layer | None, ch: Changes) -> Image:
-    """A new image: `base` + `layer` (if any) with `ch` applied. Pure: reads the
+def derive(base: Image, layer: Layer | None, d: Derivation) -> Image:
+    """A new image: `base` + `layer` (if any) as `d` says. Pure: reads the
     base config, writes nothing, and depends on nothing but its arguments."""
     base_plat = base.platform
     if base.layers and base_plat.architecture and (
-            base_plat.os, base_plat.architecture) != (ch.platform.os, ch.platform.architecture):
-        raise InputError(f"the base image is {base_plat} but the image is {ch.platform}; "
+            base_plat.os, base_plat.architecture) != (d.platform.os, d.platform.architecture):
+        raise InputError(f"the base image is {base_plat} but the image is {d.platform}; "
                          "pick a base for the same platform or pass --platform")
-    created = rfc3339(ch.created)
+    created = rfc3339(d.created)
     cfg = copy.deepcopy(base.config_doc)
-    cfg.update(ch.platform.to_json())
-    if not ch.platform.variant:
+    cfg.update(d.platform.to_json())
+    if not d.platform.variant:
         cfg.pop("variant", None)
     cfg["created"] = created
-    run = cfg.setdefault("config", {}) or {}
-    cfg["config"] = run
+    cfg["config"] = _run_config(cfg.get("config") or {}, d.changes)
+    layers = (*base.layers, layer) if layer is not None else base.layers
+    cfg["rootfs"] = _rootfs(cfg.get("rootfs") or {}, layer)
+    cfg["history"] = _history(cfg.get("history") or [], layer, created, d.history)
+    config = bytes_blob(OCI_CONFIG, canonical_json(cfg), "config")
+    manifest = manifest_json(config.descriptor, [_oci_descriptor(lay) for lay in layers],
+                             _annotations(base, d, created))
+    return Image(manifest, config, tuple(layers))
+
+
+def _run_config(run: dict, ch: ConfigChanges) -> dict:
+    """The `config` object (how the container runs) with `ch` applied."""
+    run = dict(run)
     if ch.entrypoint is not None:
         run["Entrypoint"] = ch.entrypoint
         if ch.cmd is None:
@@ -111,36 +154,36 @@ def assemble(base: Image, layer: Layer | None, ch: Changes) -> Image:
         run["WorkingDir"] = ch.workdir
     if ch.labels:
         run["Labels"] = {**(run.get("Labels") or {}), **ch.labels}
-    for key in [k for k, v in run.items() if v in (None, [], {})]:
-        del run[key]
-    rootfs = cfg.setdefault("rootfs", {"type": "layers", "diff_ids": []})
-    rootfs["type"] = "layers"
-    diff_ids = list(rootfs.get("diff_ids") or [])
-    history = list(cfg.get("history") or [])
-    layers = list(base.layers)
-    if layer is not None:
-        layers.append(layer)
-        diff_ids.append(layer.diff_id)
-        history.append({"created": created, "created_by": ch.history})
-    else:
-        history.append({"created": created, "created_by": ch.history, "empty_layer": True})
-    rootfs["diff_ids"] = diff_ids
-    cfg["history"] = history
-    config = bytes_blob(OCI_CONFIG, canonical_json(cfg), "config")
+    return {k: v for k, v in run.items() if v not in (None, [], {})}
 
-    annotations = {ANN_CREATED: created}
-    if ch.base_name is not None:
-        if ch.base_name:
-            annotations[ANN_BASE_NAME] = ch.base_name
-        annotations[ANN_BASE_DIGEST] = base.digest
-    annotations.update(ch.annotations)
-    descs = []
-    for lay in layers:
-        d = lay.descriptor
-        mt = _OCI_EQUIVALENT.get(d.media_type, d.media_type)
-        descs.append(Descriptor(mt, d.digest, d.size, d.annotations))
-    manifest = manifest_json(config.descriptor, descs, annotations)
-    return Image(manifest, config, tuple(layers))
+
+def _rootfs(rootfs: dict, layer: Layer | None) -> dict:
+    diff_ids = list(rootfs.get("diff_ids") or [])
+    if layer is not None:
+        diff_ids.append(layer.diff_id)
+    return {**rootfs, "type": "layers", "diff_ids": diff_ids}
+
+
+def _history(history: list, layer: Layer | None, created: str, created_by: str) -> list:
+    entry = {"created": created, "created_by": created_by}
+    if layer is None:
+        entry["empty_layer"] = True
+    return [*history, entry]
+
+
+def _annotations(base: Image, d: Derivation, created: str) -> dict:
+    out = {ANN_CREATED: created}
+    if d.base_name is not None:
+        if d.base_name:
+            out[ANN_BASE_NAME] = d.base_name
+        out[ANN_BASE_DIGEST] = base.digest
+    out.update(d.changes.annotations)
+    return out
+
+
+def _oci_descriptor(layer: Layer) -> Descriptor:
+    d = layer.descriptor
+    return Descriptor(_OCI_EQUIVALENT.get(d.media_type, d.media_type), d.digest, d.size, d.annotations)
 
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

@@ -9,13 +9,14 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 import zstandard
 from isal import isal_zlib
 
-from .errors import InputError
+from ..errors import InputError
 from .model import OCI_LAYER
 
 GZIP_LEVEL = 2     # ISA-L's default: zlib -1's ratio at ~5x its speed here
@@ -28,7 +29,7 @@ class _GzipWriter:
         self._deflate = isal_zlib.compressobj(GZIP_LEVEL, isal_zlib.DEFLATED, -15)
         self._crc = 0
         self._size = 0
-        raw.write(b"\x1f\x8b\x08\x00" + b"\0\0\0\0" + b"\x00\xff")
+        raw.write(GZIP_MAGIC + b"\x08\x00" + b"\0\0\0\0" + b"\x00\xff")  # deflate, no flags/time, OS 255
 
     def write(self, data) -> int:
         self._crc = isal_zlib.crc32(data, self._crc)

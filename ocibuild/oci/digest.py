@@ -4,12 +4,31 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import BinaryIO
+from typing import Protocol
 
-from .errors import BlobError
+from ..errors import BlobError
 
 CHUNK = 1 << 20
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+# The one digest grammar ocibuild accepts (what it writes, and what it reads).
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}", re.ASCII)
+
+
+class Reader(Protocol):
+    """A byte stream to read from (a file, a verifying reader, a slice)."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+class Writer(Protocol):
+    """A byte stream to write to (a file, a hasher, a compressor)."""
+
+    def write(self, data: bytes, /) -> int: ...
+
+
+def is_digest(text: object) -> bool:
+    return isinstance(text, str) and DIGEST.fullmatch(text) is not None
 
 
 def sha256_digest(data: bytes) -> str:
@@ -18,7 +37,7 @@ def sha256_digest(data: bytes) -> str:
 
 def check_digest(digest: str) -> str:
     """Return `digest` if it is a lowercase sha256 digest, else raise."""
-    if not _DIGEST.match(digest):
+    if not is_digest(digest):
         raise BlobError(f"unsupported or malformed digest {digest!r}")
     return digest
 
@@ -30,7 +49,7 @@ def hex_of(digest: str) -> str:
 class HashingWriter:
     """A write-only stream that counts and hashes bytes before passing them on."""
 
-    def __init__(self, sink: BinaryIO | None = None):
+    def __init__(self, sink: Writer | None = None):
         self._sink = sink
         self._hash = hashlib.sha256()
         self.size = 0
@@ -43,8 +62,9 @@ class HashingWriter:
         return len(data)
 
     def flush(self) -> None:
-        if self._sink is not None:
-            self._sink.flush()
+        flush = getattr(self._sink, "flush", None)
+        if flush is not None:
+            flush()
 
     @property
     def digest(self) -> str:
@@ -56,7 +76,7 @@ class VerifyingReader:
     BlobError naming `what` on a mismatch. Reading past `size` never happens,
     so a blob with trailing garbage fails on digest, not on memory."""
 
-    def __init__(self, raw: BinaryIO, digest: str, size: int, what: str):
+    def __init__(self, raw: Reader, digest: str, size: int, what: str):
         self._raw = raw
         self._want = digest
         self._left = size

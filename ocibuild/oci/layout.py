@@ -7,14 +7,16 @@ import fcntl
 import io
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
-from .blobs import Blob, bytes_blob, unlink_quietly
+from ..errors import OutputError
+from ..fsutil import atomic_write, publish, unlink_quietly
+from .blobs import Blob, bytes_blob
 from .digest import CHUNK, copy_stream, hex_of
-from .errors import OutputError
 from .image import Image
-from .model import OCI_INDEX, REF_NAME, Descriptor, canonical_json, index_json, parse_json
+from .model import CONTAINERD_NAME, OCI_INDEX, REF_NAME, Descriptor, canonical_json, index_json, parse_json
 from .tarwriter import DIR, end_archive, write_member
 
 LAYOUT_FILE = "oci-layout"
@@ -26,7 +28,7 @@ def blob_name(digest: str) -> str:
 
 
 @dataclass(frozen=True)
-class Member:
+class LayoutFile:
     """A file of a layout or archive, read on demand (verified for blobs)."""
     name: str
     size: int
@@ -38,21 +40,44 @@ def image_blobs(image: Image) -> list[Blob]:
     return [manifest, *image.blobs()]
 
 
-def members(image: Image, index_annotations: dict) -> list[Member]:
+def layout_files(image: Image, index_annotations: dict) -> list[LayoutFile]:
     """Every file of a layout holding just this image, in archive order."""
     index = index_json([image.descriptor(index_annotations)])
-    out = [Member(LAYOUT_FILE, len(LAYOUT_VERSION), _const(LAYOUT_VERSION)),
-           Member("index.json", len(index), _const(index))]
+    out = [LayoutFile(LAYOUT_FILE, len(LAYOUT_VERSION), _const(LAYOUT_VERSION)),
+           LayoutFile("index.json", len(index), _const(index))]
     for b in image_blobs(image):
-        out.append(Member(blob_name(b.descriptor.digest), b.descriptor.size, b.open))
+        out.append(LayoutFile(blob_name(b.descriptor.digest), b.descriptor.size, b.open))
     return out
+
+
+def docker_archive_files(image: Image, name: str) -> list[LayoutFile]:
+    """The files of a docker-archive: the OCI layout (with the name as
+    `docker save` records it) plus the `manifest.json` that `docker load`
+    reads (docker 20.10, podman and skopeo all load it)."""
+    files = layout_files(image, index_annotations(name, docker=True))
+    doc = canonical_json([{
+        "Config": blob_name(image.config.descriptor.digest),
+        "RepoTags": [name] if name else [],
+        "Layers": [blob_name(lay.descriptor.digest) for lay in image.layers],
+    }])
+    files.append(LayoutFile("manifest.json", len(doc), _const(doc)))
+    return files
+
+
+def index_annotations(name: str, docker: bool) -> dict:
+    """How an image's name is recorded in index.json."""
+    if not name:
+        return {}
+    if docker:   # as `docker save` does: containerd's full name, the tag as ref.name
+        return {CONTAINERD_NAME: name, REF_NAME: name.rsplit(":", 1)[1]}
+    return {REF_NAME: name}
 
 
 def _const(data: bytes):
     return lambda: io.BytesIO(data)
 
 
-def write_archive(out: BinaryIO, files: list[Member], mtime: int) -> None:
+def write_archive(out: BinaryIO, files: list[LayoutFile], mtime: int) -> None:
     """A tar of `files` with the blobs/ directories; sorted, so deterministic."""
     write_member(out, "blobs", 0, None, mtime, DIR)
     write_member(out, "blobs/sha256", 0, None, mtime, DIR)
@@ -80,8 +105,7 @@ def put_blob(root: str, blob: Blob) -> bool:
     try:
         with os.fdopen(fd, "wb", buffering=CHUNK) as f, blob.open() as src:
             copy_stream(src, f)
-        os.chmod(tmp, 0o644 & ~umask())
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         unlink_quietly(tmp)
         raise
@@ -108,9 +132,9 @@ def add_to_index(root: str, desc: Descriptor) -> None:
             kept.append(d)
         kept.append(desc.to_json())
         doc["manifests"] = kept
-        write_atomic(path, canonical_json(doc))
+        atomic_write(path, canonical_json(doc))
         if not os.path.exists(os.path.join(root, LAYOUT_FILE)):
-            write_atomic(os.path.join(root, LAYOUT_FILE), LAYOUT_VERSION)
+            atomic_write(os.path.join(root, LAYOUT_FILE), LAYOUT_VERSION)
     finally:
         os.close(fd)
 
@@ -128,26 +152,8 @@ def read_index(root: str) -> dict:
     return doc
 
 
-def write_atomic(path: str, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644 & ~umask())
-        os.replace(tmp, path)
-    except BaseException:
-        unlink_quietly(tmp)
-        raise
-
-
 def is_layout(root: str) -> bool:
     return os.path.isfile(os.path.join(root, LAYOUT_FILE))
-
-
-def umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def check_layout_dir(root: str) -> None:

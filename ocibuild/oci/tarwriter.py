@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 import tarfile
-from typing import BinaryIO, Iterable
+from collections.abc import Iterable
+from typing import BinaryIO
 
+from ..errors import InputError
 from .entries import DIR, FILE, HARDLINK, SYMLINK, Entry
-from .errors import InputError
 
 BLOCK = 512
 _TYPES = {FILE: tarfile.REGTYPE, DIR: tarfile.DIRTYPE,

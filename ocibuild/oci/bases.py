@@ -6,14 +6,12 @@ from __future__ import annotations
 import json
 from importlib import resources
 
+from ..errors import InputError
 from .blobs import WorkStore, bytes_blob
 from .compression import Compression
-from .entries import (DIR, FILE, SYMLINK, Entry, Node, image_path, parse_mode, tree_of,
-                      with_parents)
-from .errors import InputError
+from .entries import DIR, FILE, SYMLINK, Entry, Node, image_path, parse_mode, tree_of, with_parents
 from .image import Image, empty_config
 from .model import OCI_CONFIG, canonical_json, manifest_json, rfc3339
-from .transports import FILE_TRANSPORTS
 
 _PACKAGE = "ocibuild.builtin_layers"
 
@@ -66,6 +64,3 @@ def builtin_base(name: str, store: WorkStore, comp: Compression) -> tuple[Image,
     manifest = manifest_json(config.descriptor, [l.descriptor for l in layers])
     return Image(manifest, config, layers), tree_of(entries)
 
-
-def is_reference(spec: str) -> bool:
-    return spec.split(":", 1)[0] in FILE_TRANSPORTS

@@ -13,10 +13,12 @@ import queue
 import shutil
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
-from .compression import Compression, decompressed, of_media_type, sniff
+from ..fsutil import unlink_quietly
+from .compression import Compression, decompressed, of_media_type
 from .digest import CHUNK, HashingWriter, VerifyingReader, hex_of
 from .entries import Entry
 from .model import Descriptor
@@ -141,15 +143,3 @@ class ThreadedWriter:
         if exc_type is None and self._error is not None:
             raise self._error
 
-
-def unlink_quietly(path: str) -> None:
-    """Remove a file that may already be gone."""
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
-def sniff_stream(opener: Callable[[], BinaryIO]) -> str:
-    with opener() as f:
-        return sniff(f.read(4))

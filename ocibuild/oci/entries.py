@@ -7,13 +7,20 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Mapping, NamedTuple
+from typing import NamedTuple
 
-from .errors import InputError
+from ..errors import InputError
 
 FILE, DIR, SYMLINK, HARDLINK = "file", "dir", "symlink", "hardlink"
+_KIND_NAMES = {DIR: "directory", HARDLINK: "hard link"}
+
+
+def kind_name(kind: str) -> str:
+    """A kind in words, for messages: "directory", "hard link", "file", ..."""
+    return _KIND_NAMES.get(kind, kind)
 
 
 @dataclass(frozen=True)
@@ -157,15 +164,15 @@ def with_parents(entries: list[Entry], existing: Mapping[str, Node] | None = Non
                 if base is None:
                     by_path[parent] = Entry(parent, DIR, 0o755)
                 elif base.kind not in (DIR, SYMLINK):
-                    raise InputError(f"/{parent} is a {base.kind} in the base image, so /{path} "
+                    raise InputError(f"/{parent} is a {kind_name(base.kind)} in the base image, so /{path} "
                                      "cannot be added under it")
             elif have.kind != DIR:
-                raise InputError(f"/{parent} is added as a {have.kind} but /{path} needs it to be a directory")
+                raise InputError(f"/{parent} is added as a {kind_name(have.kind)} but /{path} needs it to be a directory")
     for e in list(by_path.values()):
         base = existing.get(e.path)
         if base is not None and base.kind == DIR:
             if e.kind != DIR:
-                raise InputError(f"/{e.path} is a directory in the base image; adding a {e.kind} "
+                raise InputError(f"/{e.path} is a directory in the base image; adding a {kind_name(e.kind)} "
                                  "there would replace it: choose another destination")
             del by_path[e.path]   # keep the base's own owner and mode (e.g. /tmp's 1777)
         if e.kind == HARDLINK and by_path.get(e.link, Entry("", DIR, 0)).kind != FILE:

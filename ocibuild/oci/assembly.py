@@ -1,5 +1,7 @@
-"""From a request (base, files to add, config changes) to an Image: resolve
-the base, lay out the new layer, pick the platform, assemble. No engine."""
+"""From a request (files to add, config changes) and a base to an Image:
+lay out the new layer, pick the platform, derive the image. No engine, no
+network: the base comes from an opener the caller passes in (it may pull
+from a registry), asked once the platform is known."""
 
 from __future__ import annotations
 
@@ -7,22 +9,19 @@ import gzip
 import os
 import tarfile
 import zlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import zstandard
 
-from .bases import builtin_base, builtin_names
+from ..errors import BlobError, InputError
 from .blobs import Layer, WorkStore
-from .digest import CHUNK
 from .compression import COMPRESSIONS, Compression, decompressed, of_media_type
+from .digest import CHUNK
 from .elf import ElfInfo, read_elf
-from .entries import (DIR, FILE, SYMLINK, Entry, Node, host_entries, resolve, through_symlinks,
-                      tree_of, with_parents)
-from .errors import BlobError, InputError
-from .image import Changes, Image, assemble
+from .entries import DIR, FILE, SYMLINK, Entry, Node, host_entries, resolve, through_symlinks, tree_of, with_parents
+from .image import ConfigChanges, Derivation, Image, derive
 from .model import Platform
-from .sources import open_image
-from .transports import FILE_TRANSPORTS, parse_reference
 
 
 @dataclass(frozen=True)
@@ -34,16 +33,30 @@ class Add:
 @dataclass(frozen=True)
 class Request:
     adds: tuple[Add, ...]
-    base: str = "static"
+    base: str = "static"                   # a built-in base's name, or an image reference
     compression: Compression = COMPRESSIONS["gzip"]
     platform: Platform | None = None       # None: from the ELF of an added binary, else the host
     created: int = 0                       # SOURCE_DATE_EPOCH, or 0
     owner: tuple[int, int] = (0, 0)
-    changes: dict = field(default_factory=dict)   # Changes fields but platform/created/base_name
-    registry: object = None                # RegistryOptions, for a docker:// base
+    changes: ConfigChanges = field(default_factory=ConfigChanges)
 
 
-def build(req: Request, work: WorkStore) -> Image:
+@dataclass(frozen=True)
+class Base:
+    """A base image, opened: the image, what it holds at each path when
+    already known (built-in bases), and the name recorded in the
+    annotations (None: a built-in base, none recorded)."""
+    image: Image
+    paths: Mapping[str, Node] | None = None
+    name: str | None = None
+
+
+OpenBase = Callable[[Platform | None], Base]
+
+
+def assemble(req: Request, work: WorkStore, open_base: OpenBase) -> Image:
+    """The image `req` describes, on the base `open_base` gives for the
+    platform (None when neither --platform nor an added binary says)."""
     entries = []
     for add in req.adds:
         entries.extend(host_entries(add.source, add.dest, *req.owner))
@@ -51,38 +64,25 @@ def build(req: Request, work: WorkStore) -> Image:
     platforms: dict[Platform, str] = {}     # each platform with the first binary for it
     for path, info in elves.values():
         platforms.setdefault(info.platform, path)
-    platform = _platform(req.platform, platforms)
-    base, base_paths, base_name = _resolve_base(req, work, platform)
-    platform = platform or (base.platform if base.platform.architecture else Platform.host())
+    wanted = _platform(req.platform, platforms)
+    base = open_base(wanted)
+    image = base.image
+    platform = wanted or (image.platform if image.platform.architecture else Platform.host())
     layer = None
     if entries:
-        if base_paths is None:
-            base_paths = {}
-            for lay in base.layers:
-                base_paths.update(layer_paths(lay))
+        base_paths = dict(base.paths) if base.paths is not None else _image_paths(image)
         entries = through_symlinks(entries, base_paths)
         _check_loaders(entries, elves, base_paths)
         layer = work.write_layer(with_parents(entries, base_paths), req.compression, req.created)
-    ch = Changes(platform=platform, created=req.created, base_name=base_name, **req.changes)
-    return assemble(base, layer, ch)
+    return derive(image, layer, Derivation(platform=platform, created=req.created, changes=req.changes,
+                                           base_name=base.name))
 
 
-def _resolve_base(req: Request, work: WorkStore, platform: Platform | None):
-    if req.base in builtin_names():
-        image, paths = builtin_base(req.base, work, req.compression)
-        return image, paths, None
-    if req.base.startswith("docker://"):
-        from .registry import RegistryOptions, pull_image   # httpx: only when used
-        image = pull_image(req.base, platform, req.registry or RegistryOptions())
-        return image, None, req.base[len("docker://"):]
-    if req.base.split(":", 1)[0] not in FILE_TRANSPORTS:
-        raise InputError(f"unknown base {req.base!r}: use {', '.join(builtin_names())}, "
-                         "or oci:DIR[:ref], oci-archive:FILE[:ref], docker-archive:FILE[:name:tag], docker://REF")
-    ref = parse_reference(req.base, "--base")
-    image = open_image(ref, platform)
-    # The base's name, not its host path: the digest must not depend on where
-    # the base file sits. Unnamed, only its digest is recorded.
-    return image, None, ref.ref
+def _image_paths(image: Image) -> dict[str, Node]:
+    paths: dict[str, Node] = {}
+    for lay in image.layers:
+        paths.update(layer_paths(lay))
+    return paths
 
 
 def _elves(entries: list[Entry]) -> dict[str, tuple[str, ElfInfo]]:
@@ -112,7 +112,7 @@ def _platform(given: Platform | None, found: dict[Platform, str]) -> Platform | 
 
 
 def _check_loaders(entries: list[Entry], elves: dict[str, tuple[str, ElfInfo]],
-                   base_paths: dict[str, Node]) -> None:
+                   base_paths: Mapping[str, Node]) -> None:
     """Refuse a dynamically linked binary whose loader is in neither the base
     nor the new layer: it could never start."""
     tree = {**base_paths, **tree_of(entries)}

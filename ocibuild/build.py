@@ -1,0 +1,98 @@
+"""The product's use cases, below the CLI and free of click: write an image
+to its outputs, and the main pipeline — a chaincode source or package,
+compiled by a builder, assembled on a base, written to every output."""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from .builders import choose
+from .errors import BuildError
+from .fabric import Limits, go_source, open_package
+from .fabric.conventions import INDEXES_PATH, image_changes
+from .gosource import GoBuild, needs_network_hint
+from .oci.assembly import Add, Request
+from .oci.blobs import WorkStore
+from .oci.model import Platform
+from .outputs import Output, write_all
+from .progress import Progress
+from .registry.options import RegistryOptions
+from .transports import assemble_image
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    """What to assemble and where it goes, checked before any work is done."""
+    request: Request
+    outputs: Sequence[Output]
+    registry: RegistryOptions | None = None    # for docker:// bases (outputs hold their own)
+
+
+def write_image(job: ImageJob, work: WorkStore, progress: Progress) -> str:
+    """Assemble the job's image and write it to every output; its digest."""
+    with progress.phase("assembling"):
+        image = assemble_image(job.request, work, job.registry)
+    with progress.phase(f"writing {len(job.outputs)} output(s)"):
+        write_all(job.outputs, image, work, progress.say)
+    return image.digest
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """`ocibuild build`: the chaincode, how to compile it, and the image job
+    (whose request has no files yet: the binary is added here)."""
+    source: str                        # a Fabric package or a Go source directory
+    image: ImageJob
+    binary_path: str                   # absolute, in the image
+    env: Mapping[str, str]             # the caller's environment (builders pass on parts of it)
+    builder: str = "auto"
+    builder_image: str = ""
+    network: bool = False
+    ldflags: str = ""
+    tags: str = ""
+    cgo: bool = False
+    import_path: str | None = None
+    fabric_version: str = "2.5"
+    limits: Limits = Limits()
+
+
+def build_chaincode(req: BuildRequest, progress: Progress) -> str:
+    """Compile the chaincode and write its image; the image digest. The
+    package is read, checked and extracted before any container starts."""
+    with WorkStore() as work:
+        pkg = open_package(req.source, work.root, req.limits)
+        src = go_source(pkg, req.import_path)
+        platform = req.image.request.platform or Platform.host()
+        go = GoBuild(src, platform, ldflags=req.ldflags, tags=req.tags, cgo=req.cgo, network=req.network)
+        builder = choose(req.builder, req.builder_image, progress.say, req.env)
+        out_dir = os.path.join(work.root, "out")
+        os.mkdir(out_dir)
+        with progress.phase(f"compiling {pkg.source} ({src.mode} mode) with {builder.name}"):
+            shown: list[str] = []          # what the builder said: the compiler's messages
+            try:
+                binary = builder.compile(go, out_dir, lambda line: (shown.append(line), progress.say(line)))
+            except BuildError as e:
+                raise explained(e, go, shown, progress.quiet) from None
+        adds = [Add(binary, req.binary_path)]
+        if pkg.couchdb_indexes:
+            adds.append(Add(pkg.couchdb_indexes, INDEXES_PATH))
+        given = req.image.request
+        changes = replace(given.changes.over(image_changes(pkg, req.fabric_version)),
+                          on_path=posixpath.dirname(req.binary_path))
+        request = replace(given, adds=tuple(adds), platform=platform, changes=changes)
+        return write_image(replace(req.image, request=request), work, progress)
+
+
+_GO_POSITION = re.compile(r"\.go:\d+(:\d+)?: ")
+
+
+def explained(e: BuildError, go: GoBuild, shown: list[str], quiet: bool) -> BuildError:
+    """The compile failure in one line: where (the first file:line the
+    compiler named), or, when the cause is a missing network, what to do."""
+    hint = needs_network_hint(go, e.output)
+    position = "" if hint else next((line.strip() for line in shown if _GO_POSITION.search(line)), "")
+    return BuildError(e.builder, e.exit_code, e.output, position=position, hint=hint, shown=not quiet)

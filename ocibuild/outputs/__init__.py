@@ -1,0 +1,65 @@
+"""Where an image goes. Every output follows one small protocol — check
+before any work, stage aside, commit, or abort leaving nothing — so writing
+to several places is one loop, and a failure anywhere leaves every output
+as it was.
+
+This module is the protocol and the loop only; it imports nothing but the
+core, so every output (local files here, engines, the registry push) can
+implement it without import cycles. `ocibuild.transports.open_output`
+turns a reference into the right output."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from ..errors import OcibuildError, OutputError
+from ..oci.blobs import WorkStore
+from ..oci.image import Image
+from ..oci.reference import Reference
+from ..progress import Say, silent
+
+
+class Output(Protocol):
+    ref: Reference
+    # True for a registry or an engine: they are the likeliest to refuse at
+    # the last step, so they commit first, while local files are still only
+    # staged (and so still removable).
+    commit_first: bool
+
+    def check(self) -> None:
+        """Refuse early (before assembly) what would certainly fail."""
+
+    def stage(self, image: Image, work: WorkStore) -> None:
+        """Write everything aside; the destination is not touched."""
+
+    def commit(self) -> None:
+        """Make the staged image visible, as one atomic step where possible."""
+
+    def abort(self) -> None:
+        """Remove whatever stage() left; harmless after commit()."""
+
+
+def write_all(outputs: Sequence[Output], image: Image, work: WorkStore, say: Say = silent) -> None:
+    """Stage every output, then commit them (commit_first ones first); on any
+    failure or interrupt, abort all of them."""
+    try:
+        for out in outputs:
+            say(f"writing {out.ref}")
+            _os_errors(out, lambda: out.stage(image, work))
+        for out in sorted(outputs, key=lambda o: not o.commit_first):
+            _os_errors(out, out.commit)
+    except BaseException:
+        for out in outputs:
+            out.abort()
+        raise
+
+
+def _os_errors(out: Output, step: Callable[[], None]) -> None:
+    try:
+        step()
+    except OcibuildError:
+        raise
+    except OSError as e:
+        where = f" ({e.filename})" if e.filename else ""
+        raise OutputError(f"cannot write {out.ref}: {e.strerror}{where}; nothing was written") from None

@@ -1,0 +1,37 @@
+"""`docker-daemon:NAME:TAG` / `containers-storage:NAME:TAG`: the image
+loaded into a local engine as a docker-archive. Staged as that archive in
+the work directory; commit is the load."""
+
+from __future__ import annotations
+
+from ..engines import Engine
+from ..fsutil import unlink_quietly
+from ..oci.blobs import WorkStore
+from ..oci.image import Image
+from ..oci.reference import EngineRef
+
+
+class EngineOutput:
+    commit_first = True
+
+    def __init__(self, ref: EngineRef, engine: Engine):
+        self.ref, self.engine = ref, engine
+        self._archive: str | None = None
+
+    def check(self) -> None:
+        self.engine.require()
+
+    def stage(self, image: Image, work: WorkStore) -> None:
+        if any(lay.descriptor.media_type.endswith("+zstd") for lay in image.layers):
+            self.engine.require_zstd()
+        self._archive = self.engine.archive(image, self.ref.name, work)
+
+    def commit(self) -> None:
+        if self._archive:
+            self.engine.load(self._archive, self.ref.name)
+            self.abort()
+
+    def abort(self) -> None:
+        if self._archive:
+            unlink_quietly(self._archive)
+            self._archive = None

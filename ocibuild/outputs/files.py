@@ -1,0 +1,136 @@
+"""Outputs that are local files: `oci:` layouts and `oci-archive:` /
+`docker-archive:` tars. Each is staged beside its destination and renamed
+into place on commit."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+from ..errors import OutputError
+from ..fsutil import publish, umask, unlink_quietly
+from ..oci.blobs import Blob, WorkStore
+from ..oci.image import Image
+from ..oci.layout import (
+    add_to_index,
+    blob_name,
+    check_layout_dir,
+    docker_archive_files,
+    image_blobs,
+    index_annotations,
+    layout_files,
+    put_blob,
+    read_index,
+    write_archive,
+)
+from ..oci.model import Descriptor
+from ..oci.reference import FileRef
+
+
+class ArchiveOutput:
+    """`oci-archive:` or `docker-archive:`: one tar holding the OCI layout; the
+    docker flavour adds the `manifest.json` that `docker load` reads."""
+    commit_first = False
+
+    def __init__(self, ref: FileRef, created: int):
+        self.ref, self.created = ref, created
+        self.docker = ref.transport == "docker-archive"
+        self.path = os.path.abspath(ref.path)
+        self._tmp: str | None = None
+
+    def check(self) -> None:
+        parent = os.path.dirname(self.path)
+        if not os.path.isdir(parent):
+            raise OutputError(f"cannot write {self.ref}: directory {parent} does not exist")
+        if os.path.isdir(self.path):
+            raise OutputError(f"cannot write {self.ref}: {self.path} is a directory")
+
+    def stage(self, image: Image, work: WorkStore) -> None:
+        fd, self._tmp = tempfile.mkstemp(dir=os.path.dirname(self.path),
+                                         prefix=f".{os.path.basename(self.path)}.", suffix=".partial")
+        files = (docker_archive_files(image, self.ref.ref) if self.docker
+                 else layout_files(image, index_annotations(self.ref.ref, docker=False)))
+        with os.fdopen(fd, "wb", buffering=1 << 20) as f:
+            write_archive(f, files, self.created)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def commit(self) -> None:
+        if self._tmp:
+            publish(self._tmp, self.path)
+            self._tmp = None
+
+    def abort(self) -> None:
+        if self._tmp:
+            unlink_quietly(self._tmp)
+            self._tmp = None
+
+
+class LayoutOutput:
+    """`oci:DIR[:ref]`. A new layout is staged whole and renamed into place;
+    an existing one gets its missing blobs, then index.json is updated under
+    a lock, so other images and tags in it are kept."""
+    commit_first = False
+
+    def __init__(self, ref: FileRef):
+        self.ref = ref
+        self.root = os.path.abspath(ref.path)
+        self._tmp: str | None = None
+        self._desc: Descriptor | None = None
+
+    def check(self) -> None:
+        check_layout_dir(self.root)
+        if not os.path.isdir(os.path.dirname(self.root)):
+            raise OutputError(f"cannot write {self.ref}: directory {os.path.dirname(self.root)} does not exist")
+
+    def stage(self, image: Image, work: WorkStore) -> None:
+        # Stage on the layout's own file system: inside it when it exists (it
+        # may be a mount point), else beside it, to be renamed into place.
+        existing = os.path.isdir(self.root)
+        if existing:
+            read_index(self.root)     # a damaged index.json stops us before anything moves
+        self._tmp = tempfile.mkdtemp(dir=self.root if existing else os.path.dirname(self.root),
+                                     prefix=".ocibuild-", suffix=".partial")
+        publish_dir_mode(self._tmp)
+        for blob in image_blobs(image):
+            if existing and _has_blob(self.root, blob):
+                continue
+            put_blob(self._tmp, blob)
+        self._desc = image.descriptor(index_annotations(self.ref.ref, docker=False))
+
+    def commit(self) -> None:
+        if self._tmp is None or self._desc is None:
+            return
+        if os.path.dirname(self._tmp) != self.root:
+            add_to_index(self._tmp, self._desc)
+            try:
+                os.rename(self._tmp, self.root)     # a new layout: one step
+                self._tmp = None
+                return
+            except OSError:
+                check_layout_dir(self.root)         # created meanwhile: merge into it
+        sha = os.path.join(self._tmp, "blobs", "sha256")
+        if os.path.isdir(sha):
+            os.makedirs(os.path.join(self.root, "blobs", "sha256"), exist_ok=True)
+            for name in sorted(os.listdir(sha)):
+                os.replace(os.path.join(sha, name), os.path.join(self.root, "blobs", "sha256", name))
+        add_to_index(self.root, self._desc)
+        self.abort()
+
+    def abort(self) -> None:
+        if self._tmp:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+
+def publish_dir_mode(path: str) -> None:
+    """A staged directory gets the mode a new directory would have (mkdtemp makes it 0700)."""
+    os.chmod(path, 0o755 & ~umask())
+
+
+def _has_blob(root: str, blob: Blob) -> bool:
+    try:
+        return os.path.getsize(os.path.join(root, blob_name(blob.descriptor.digest))) == blob.descriptor.size
+    except OSError:
+        return False
