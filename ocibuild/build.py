@@ -73,8 +73,13 @@ def build_chaincode(req: BuildRequest, progress: Progress) -> str:
         os.mkdir(out_dir)
         with progress.phase(f"compiling {pkg.source} ({src.mode} mode) with {builder.name}"):
             shown: list[str] = []          # what the builder said: the compiler's messages
+
+            def say(line: str) -> None:
+                shown.append(line)
+                progress.say(line)
+
             try:
-                binary = builder.compile(go, out_dir, lambda line: (shown.append(line), progress.say(line)))
+                binary = builder.compile(go, out_dir, say)
             except BuildError as e:
                 raise explained(e, go, shown, progress.quiet) from None
         adds = [Add(binary, req.binary_path)]

@@ -187,7 +187,8 @@ def build_command(ctx: Ctx, source, builder_name, builder_image, network, ldflag
         binary_path += "chaincode"
     binary_dest = "/" + image_path(binary_path, "--binary-path")
     req = BuildRequest(
-        source=source, image=image_job(opts, env), binary_path=binary_dest, env=env, builder=builder_name, builder_image=builder_image, network=network == "default",
+        source=source, image=image_job(opts, env), binary_path=binary_dest, env=env, builder=builder_name,
+        builder_image=builder_image, network=network == "default",
         ldflags=ldflags, tags=tags, cgo=cgo, import_path=import_path, fabric_version=fabric_version,
         limits=Limits(max_bytes=max_inflated_size, max_entries=max_entries))
     click.echo(build_chaincode(req, ctx))

@@ -115,6 +115,7 @@ class DockerBuilder:
                                     stdin=subprocess.DEVNULL, env=env, text=True, errors="replace")
         except FileNotFoundError:
             raise not_installed("docker") from None
+        assert proc.stdout is not None       # stdout=PIPE
         try:
             for raw in proc.stdout:
                 line = raw.rstrip("\n")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 CDS_TYPE_CODES = {1: "golang", 2: "node", 3: "car", 4: "java"}
 VARINT, I64, LEN, I32 = 0, 1, 2, 5
@@ -40,6 +41,7 @@ class Source:
     def read(self, offset: int, n: int) -> bytes:
         if self.data is not None:
             return self.data[offset:offset + n]
+        assert self.fd is not None
         return os.pread(self.fd, n, offset)
 
 
@@ -59,7 +61,7 @@ def _varint(src: Source, pos: int, end: int) -> tuple[int, int]:
 MAX_FIELDS = 10_000      # real specs have a handful; bounds the work on hostile input
 
 
-def fields(src: Source, start: int, end: int) -> Iterator[tuple[int, int, object]]:
+def fields(src: Source, start: int, end: int) -> Iterator[tuple[int, int, Any]]:
     """(field number, wire type, value) of a message in [start, end): an int
     for varints, (offset, end) for length-delimited fields, None otherwise."""
     pos = start

@@ -73,7 +73,7 @@ class Inflater:
         self.limit = limit
         self.what = what
         self._max_members = max_members
-        self._d = None
+        self._d: zlib._Decompress | None = None
         self._pending = b""
         self._buf = bytearray()
         self._pos = 0
@@ -117,17 +117,19 @@ class Inflater:
                 if not self._pending:
                     raise PackageError(f"{self.what} is truncated: its gzip stream ends early (truncated)",
                                        rule="truncated")
+            d = self._d
+            assert d is not None
             try:
-                out = self._d.decompress(self._pending, _OUT_CHUNK)
+                out = d.decompress(self._pending, _OUT_CHUNK)
             except zlib.error as e:
                 why = str(e).rpartition(": ")[2] or "bad deflate data"
                 raise PackageError(f"{self.what} is corrupt: {why} (corrupt gzip data)",
                                    rule="corrupt gzip data") from None
-            if self._d.eof:
-                self._pending = self._d.unused_data
+            if d.eof:
+                self._pending = d.unused_data
                 self._d = None
             else:
-                self._pending = self._d.unconsumed_tail
+                self._pending = d.unconsumed_tail
             if out:
                 self.total += len(out)
                 if self.total > self.limit:

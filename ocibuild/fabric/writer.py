@@ -109,7 +109,7 @@ def write_ccaas(out: str, label: str, address: str, dial_timeout: str = "10s",
             conn[key] = value
     if client_auth_required and not (client_cert and client_key):
         raise InputError("client_auth_required needs client_cert and client_key")
-    files = {"connection.json": _json_bytes(conn, indent=2)}
+    files: dict[str, str | bytes] = {"connection.json": _json_bytes(conn, indent=2)}
     files.update(_meta_inf(meta_inf) if meta_inf else {})
     return _write_package(out, {"type": "ccaas", "label": label}, _code_entries(files), mtime)
 
@@ -126,7 +126,7 @@ def write_k8s(out: str, label: str, name: str, digest: str, meta_inf: str | None
                          "e.g. registry.example.com/asset-cc")
     if not is_digest(digest):
         raise InputError(f"image digest {digest!r} must be sha256:<64 hex digits>")
-    files = {"image.json": _json_bytes({"name": name, "digest": digest}, indent=2)}
+    files: dict[str, str | bytes] = {"image.json": _json_bytes({"name": name, "digest": digest}, indent=2)}
     files.update(_meta_inf(meta_inf) if meta_inf else {})
     return _write_package(out, {"type": "k8s", "label": label}, _code_entries(files), mtime)
 
@@ -220,7 +220,7 @@ def _meta_inf(root: str) -> dict[str, str | bytes]:
             continue
         if arc.startswith("META-INF/statedb/couchdb/") and arc.endswith(".json"):
             try:
-                ok = isinstance(json.loads(_read_text(host)), dict)
+                ok = isinstance(json.loads(host if isinstance(host, bytes) else _read_text(host)), dict)
             except (ValueError, RecursionError):
                 ok = False
             if not ok:

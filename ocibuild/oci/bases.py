@@ -7,7 +7,7 @@ import json
 from importlib import resources
 
 from ..errors import InputError
-from .blobs import WorkStore, bytes_blob
+from .blobs import Layer, WorkStore, bytes_blob
 from .compression import Compression
 from .entries import DIR, FILE, SYMLINK, Entry, Node, image_path, parse_mode, tree_of, with_parents
 from .image import Image, empty_config
@@ -54,13 +54,13 @@ def builtin_base(name: str, store: WorkStore, comp: Compression) -> tuple[Image,
     entries = builtin_entries(defn)
     cfg = empty_config()
     cfg["config"] = dict(defn.get("config") or {})
-    layers = ()
+    layers: tuple[Layer, ...] = ()
     if entries:
         layer = store.write_layer(entries, comp, mtime=0)
         layers = (layer,)
         cfg["rootfs"]["diff_ids"] = [layer.diff_id]
         cfg["history"] = [{"created": rfc3339(0), "created_by": f"ocibuild built-in base {name}"}]
     config = bytes_blob(OCI_CONFIG, canonical_json(cfg), "config")
-    manifest = manifest_json(config.descriptor, [l.descriptor for l in layers])
+    manifest = manifest_json(config.descriptor, [lay.descriptor for lay in layers])
     return Image(manifest, config, layers), tree_of(entries)
 

@@ -15,7 +15,7 @@ import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from ..fsutil import unlink_quietly
 from .compression import Compression, decompressed, of_media_type
@@ -36,7 +36,8 @@ class Blob:
         if self.trusted:
             return self.opener()
         d = self.descriptor
-        return VerifyingReader(self.opener(), d.digest, d.size, self.where)
+        # A VerifyingReader reads like the file it wraps (read, close, with).
+        return cast(BinaryIO, VerifyingReader(self.opener(), d.digest, d.size, self.where))
 
     def read(self) -> bytes:
         with self.open() as r:

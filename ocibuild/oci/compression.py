@@ -11,12 +11,13 @@ import os
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import zstandard
 from isal import isal_zlib
 
 from ..errors import InputError
+from .digest import ClosingWriter, Writer
 from .model import OCI_LAYER
 
 GZIP_LEVEL = 2     # ISA-L's default: zlib -1's ratio at ~5x its speed here
@@ -24,7 +25,7 @@ ZSTD_LEVEL = 3
 
 
 class _GzipWriter:
-    def __init__(self, raw: BinaryIO):
+    def __init__(self, raw: Writer):
         self._raw = raw
         self._deflate = isal_zlib.compressobj(GZIP_LEVEL, isal_zlib.DEFLATED, -15)
         self._crc = 0
@@ -43,14 +44,14 @@ class _GzipWriter:
 
 
 class _ZstdWriter:
-    def __init__(self, raw: BinaryIO):
+    def __init__(self, raw: Writer):
         # zstd's output is the same for any number of worker threads >= 1
         # (not for 0, its single-threaded mode): use them all.
         params = zstandard.ZstdCompressionParameters.from_level(
             ZSTD_LEVEL, write_checksum=True, write_content_size=False,
             threads=max(1, os.cpu_count() or 1))
         self._w = zstandard.ZstdCompressor(compression_params=params).stream_writer(
-            raw, closefd=False)
+            cast(BinaryIO, raw), closefd=False)
 
     def write(self, data) -> int:
         return self._w.write(data)
@@ -61,7 +62,7 @@ class _ZstdWriter:
 
 
 class _PlainWriter:
-    def __init__(self, raw: BinaryIO):
+    def __init__(self, raw: Writer):
         self._raw = raw
 
     def write(self, data) -> int:
@@ -77,7 +78,7 @@ class _FixedBlocks:
     so the split is made a function of the bytes alone, not of the writer."""
     BLOCK = 1 << 20
 
-    def __init__(self, inner):
+    def __init__(self, inner: ClosingWriter):
         self._inner = inner
         self._buf = bytearray()
 
@@ -103,7 +104,7 @@ class _FixedBlocks:
 class Compression:
     name: str
     media_type: str
-    writer: Callable[[BinaryIO], object]
+    writer: Callable[[Writer], ClosingWriter]
 
 
 COMPRESSIONS = {
@@ -144,7 +145,7 @@ def of_media_type(media_type: str) -> str:
 def decompressed(raw: BinaryIO, name: str) -> BinaryIO:
     """A read stream of the uncompressed bytes."""
     if name == "gzip":
-        return gzip.GzipFile(fileobj=raw, mode="rb")
+        return cast(BinaryIO, gzip.GzipFile(fileobj=raw, mode="rb"))
     if name == "zstd":
-        return zstandard.ZstdDecompressor().stream_reader(raw, closefd=False)
+        return cast(BinaryIO, zstandard.ZstdDecompressor().stream_reader(raw, closefd=False))
     return raw

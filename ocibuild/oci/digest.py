@@ -21,10 +21,19 @@ class Reader(Protocol):
     def close(self) -> None: ...
 
 
+Data = bytes | bytearray | memoryview
+
+
 class Writer(Protocol):
     """A byte stream to write to (a file, a hasher, a compressor)."""
 
-    def write(self, data: bytes, /) -> int: ...
+    def write(self, data: Data, /) -> int: ...
+
+
+class ClosingWriter(Writer, Protocol):
+    """A writer that must be closed to finish its output (a compressor)."""
+
+    def close(self) -> None: ...
 
 
 def is_digest(text: object) -> bool:
@@ -54,7 +63,7 @@ class HashingWriter:
         self._hash = hashlib.sha256()
         self.size = 0
 
-    def write(self, data) -> int:
+    def write(self, data: Data) -> int:
         self._hash.update(data)
         self.size += len(data)
         if self._sink is not None:

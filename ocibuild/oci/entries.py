@@ -154,7 +154,7 @@ def with_parents(entries: list[Entry], existing: Mapping[str, Node] | None = Non
             raise InputError(f"two sources are added at /{e.path}; give each a distinct destination")
         elif prev != e:
             raise InputError(f"directory /{e.path} is added twice with different owners")
-    for path, e in list(by_path.items()):
+    for path in list(by_path):
         parts = path.split("/")
         for i in range(1, len(parts)):
             parent = "/".join(parts[:i])
@@ -167,7 +167,8 @@ def with_parents(entries: list[Entry], existing: Mapping[str, Node] | None = Non
                     raise InputError(f"/{parent} is a {kind_name(base.kind)} in the base image, so /{path} "
                                      "cannot be added under it")
             elif have.kind != DIR:
-                raise InputError(f"/{parent} is added as a {kind_name(have.kind)} but /{path} needs it to be a directory")
+                raise InputError(f"/{parent} is added as a {kind_name(have.kind)} but /{path} "
+                                 "needs it to be a directory")
     for e in list(by_path.values()):
         base = existing.get(e.path)
         if base is not None and base.kind == DIR:

@@ -165,7 +165,7 @@ def _rootfs(rootfs: dict, layer: Layer | None) -> dict:
 
 
 def _history(history: list, layer: Layer | None, created: str, created_by: str) -> list:
-    entry = {"created": created, "created_by": created_by}
+    entry: dict[str, str | bool] = {"created": created, "created_by": created_by}
     if layer is None:
         entry["empty_layer"] = True
     return [*history, entry]

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import tarfile
+from collections.abc import Callable
 from typing import BinaryIO, Protocol
 
 from ..errors import BlobError, InputError
@@ -38,7 +39,7 @@ class _Slice(io.RawIOBase):
     """Bytes [offset, offset+size) of a file, as a stream of their own."""
 
     def __init__(self, path: str, offset: int, size: int):
-        self._f = open(path, "rb")
+        self._f = open(path, "rb")  # noqa: SIM115 -- the stream owns it; close() closes it
         self._f.seek(offset)
         self._left = size
 
@@ -183,7 +184,7 @@ def _layout(files, ref: str, what: str, platform: Platform | None) -> Image:
     if ref:
         picked = [d for d in descs if d.annotations.get(REF_NAME) == ref]
         if not picked:
-            names = sorted({d.annotations.get(REF_NAME) for d in descs} - {None})
+            names = sorted({str(d.annotations[REF_NAME]) for d in descs if REF_NAME in d.annotations})
             raise InputError(f"{what} has no image named {ref!r}"
                              + (f"; it has {', '.join(names)}" if names else "; it has no named images"))
         desc = picked[-1]
@@ -211,7 +212,7 @@ def _manifest(files, desc: Descriptor, what: str, platform: Platform | None) -> 
         raise InputError(f"image {desc.digest} in {what} has {len(layer_descs)} layers "
                          f"but {len(diff_ids)} diff_ids in its config")
     layers = tuple(Layer(d, _blob(files, d, "layer", what).opener, f"layer {d.digest} in {what}",
-                         diff_id=diff_id) for d, diff_id in zip(layer_descs, diff_ids))
+                         diff_id=diff_id) for d, diff_id in zip(layer_descs, diff_ids, strict=True))
     return Image(data, config, layers, desc.media_type)
 
 
@@ -249,7 +250,7 @@ def _docker_archive(files: _Files, ref: str, what: str) -> Image:
     if len(diff_ids) != len(paths):
         raise InputError(f"{what} lists {len(paths)} layers but its config has {len(diff_ids)} diff_ids")
     layers = []
-    for path, diff_id in zip(paths, diff_ids):
+    for path, diff_id in zip(paths, diff_ids, strict=True):
         digest = _digest_of_member(files, path, what)
         with files.open(path) as f:
             comp = sniff(f.read(4))
@@ -258,10 +259,13 @@ def _docker_archive(files: _Files, ref: str, what: str) -> Image:
             raise BlobError(f"layer {path} in {what} is corrupt: it hashes to {digest}, "
                             f"but the config says {diff_id}")
         d = Descriptor(mt, digest, files.size(path))
-        layers.append(Layer(d, (lambda p=path: files.open(p)), f"layer {path} in {what}",
-                            diff_id=diff_id))
-    manifest = manifest_json(config.descriptor, [l.descriptor for l in layers])
+        layers.append(Layer(d, _opener(files, path), f"layer {path} in {what}", diff_id=diff_id))
+    manifest = manifest_json(config.descriptor, [lay.descriptor for lay in layers])
     return Image(manifest, config, tuple(layers))
+
+
+def _opener(files: _Files, name: str) -> Callable[[], BinaryIO]:
+    return lambda: files.open(name)
 
 
 def _check_named(path: str, digest: str, what: str) -> None:

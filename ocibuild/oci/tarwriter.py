@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 import tarfile
 from collections.abc import Iterable
-from typing import BinaryIO
+from typing import Any
 
 from ..errors import InputError
+from .digest import Reader, Writer
 from .entries import DIR, FILE, HARDLINK, SYMLINK, Entry
 
 BLOCK = 512
@@ -33,7 +34,7 @@ def header(e: Entry, mtime: int) -> bytes:
     return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
 
 
-def write_tar(entries: Iterable[Entry], out: BinaryIO, mtime: int = 0) -> None:
+def write_tar(entries: Iterable[Entry], out: Writer, mtime: int = 0) -> None:
     for e in entries:
         out.write(header(e, mtime))
         if e.kind == FILE and (e.size or e.source):   # a source may have grown: check
@@ -41,10 +42,10 @@ def write_tar(entries: Iterable[Entry], out: BinaryIO, mtime: int = 0) -> None:
     end_archive(out)
 
 
-def _write_content(e: Entry, out: BinaryIO) -> None:
+def _write_content(e: Entry, out: Writer) -> None:
     if e.data is not None:
         out.write(e.data)
-    else:
+    elif e.source is not None:
         left = e.size
         try:
             with open(e.source, "rb") as f:
@@ -64,7 +65,7 @@ def _write_content(e: Entry, out: BinaryIO) -> None:
         out.write(b"\0" * pad)
 
 
-def write_member(out: BinaryIO, name: str, size: int, stream: BinaryIO | None,
+def write_member(out: Writer, name: str, size: int, stream: Reader | None,
                  mtime: int = 0, kind: str = FILE) -> None:
     """One archive member whose content is streamed from `stream` (exactly
     `size` bytes; a verifying reader raises on any mismatch)."""
@@ -82,7 +83,7 @@ def write_member(out: BinaryIO, name: str, size: int, stream: BinaryIO | None,
             out.write(b"\0" * pad)
 
 
-def _copy_in_kernel(stream, out, size: int) -> int:
+def _copy_in_kernel(stream: Any, out: Any, size: int) -> int:
     """Copy file to file with copy_file_range when both are plain files (our
     own, already hashed blobs): no trip through user space. Returns the
     bytes copied; 0 means "use the ordinary loop"."""
@@ -107,5 +108,5 @@ def _copy_in_kernel(stream, out, size: int) -> int:
     return done
 
 
-def end_archive(out: BinaryIO) -> None:
+def end_archive(out: Writer) -> None:
     out.write(b"\0" * (2 * BLOCK))

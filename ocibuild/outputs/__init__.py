@@ -11,6 +11,7 @@ turns a reference into the right output."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Protocol
 
 from ..errors import OcibuildError, OutputError
@@ -21,11 +22,15 @@ from ..progress import Say, silent
 
 
 class Output(Protocol):
-    ref: Reference
-    # True for a registry or an engine: they are the likeliest to refuse at
-    # the last step, so they commit first, while local files are still only
-    # staged (and so still removable).
-    commit_first: bool
+    @property
+    def ref(self) -> Reference:
+        """Where the image goes, as the user named it."""
+
+    @property
+    def commit_first(self) -> bool:
+        """True for a registry or an engine: they are the likeliest to refuse
+        at the last step, so they commit first, while local files are still
+        only staged (and so still removable)."""
 
     def check(self) -> None:
         """Refuse early (before assembly) what would certainly fail."""
@@ -46,7 +51,7 @@ def write_all(outputs: Sequence[Output], image: Image, work: WorkStore, say: Say
     try:
         for out in outputs:
             say(f"writing {out.ref}")
-            _os_errors(out, lambda: out.stage(image, work))
+            _os_errors(out, partial(out.stage, image, work))
         for out in sorted(outputs, key=lambda o: not o.commit_first):
             _os_errors(out, out.commit)
     except BaseException:

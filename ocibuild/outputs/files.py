@@ -100,22 +100,23 @@ class LayoutOutput:
         self._desc = image.descriptor(index_annotations(self.ref.ref, docker=False))
 
     def commit(self) -> None:
-        if self._tmp is None or self._desc is None:
+        tmp, desc = self._tmp, self._desc
+        if tmp is None or desc is None:
             return
-        if os.path.dirname(self._tmp) != self.root:
-            add_to_index(self._tmp, self._desc)
+        if os.path.dirname(tmp) != self.root:
+            add_to_index(tmp, desc)
             try:
-                os.rename(self._tmp, self.root)     # a new layout: one step
+                os.rename(tmp, self.root)     # a new layout: one step
                 self._tmp = None
                 return
             except OSError:
                 check_layout_dir(self.root)         # created meanwhile: merge into it
-        sha = os.path.join(self._tmp, "blobs", "sha256")
+        sha = os.path.join(tmp, "blobs", "sha256")
         if os.path.isdir(sha):
             os.makedirs(os.path.join(self.root, "blobs", "sha256"), exist_ok=True)
             for name in sorted(os.listdir(sha)):
                 os.replace(os.path.join(sha, name), os.path.join(self.root, "blobs", "sha256", name))
-        add_to_index(self.root, self._desc)
+        add_to_index(self.root, desc)
         self.abort()
 
     def abort(self) -> None:

@@ -43,7 +43,7 @@ def find_credentials(host: str, options: RegistryOptions,
     auth.json (the same format). None: go anonymous."""
     for path in (options.docker_config, options.auth_file):
         doc = _read_config(path, options.home) if path else None
-        if doc is None:
+        if doc is None or path is None:
             continue
         found = _from_config(doc, host, display_path(path, options.home), run)
         if found is not None:
@@ -134,7 +134,7 @@ def _from_entry(entry: dict, host: str, source: str) -> Credentials | None:
     if not sep:
         raise RegistryError(f"the login for {host} in {source} is not base64 of user:password; "
                             "log in again")
-    return Credentials(user, password, source, token)
+    return Credentials(str(user), str(password), source, token)
 
 
 def _helper(name: str, host: str, source: str, run) -> Credentials | None:

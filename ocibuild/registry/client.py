@@ -10,14 +10,15 @@ import json
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import httpx
 
 from .. import __version__
 from ..errors import RegistryError, TransientError
 from ..oci.reference import DOCKER_HUB, HUB_API
-from .auth import AuthState, Challenge, parse_challenges
+from .auth import AuthState, parse_challenges
 from .options import RegistryOptions
 from .tls import ca_hint, ssl_context
 
@@ -90,7 +91,8 @@ class RegistryClient:
         auth the registry asks for. Done once, on first use."""
         if self._base is not None:
             return self._base
-        ping = lambda base: self._send("GET", base + "/v2/", {}, None, False, None, base)
+        def ping(base):
+            return self._send("GET", base + "/v2/", {}, None, False, None, base)
         base, resp = f"https://{self.api_host}", None
         if self.insecure:
             # As docker does for an insecure registry: HTTPS (unverified)
@@ -136,7 +138,7 @@ class RegistryClient:
         retries = self.options.retries if retries is None else retries
         extra = ""
         for round_ in (0, 1):
-            def send():
+            def send(extra: str = extra) -> httpx.Response:      # this round's challenge
                 hdrs = {**(headers or {}), **self._authorization(scopes, extra)}
                 return self._send(method, url, hdrs, body, stream, timeout, self._base)
             resp = self._with_retries(send, retries)
@@ -210,7 +212,8 @@ class RegistryClient:
     def _fetch_token(self, scopes: frozenset, extra: str = "") -> str:
         """GET the realm (Basic credentials if any; an identity token is
         exchanged by POST, OAuth2 style) for a token covering `scopes`."""
-        ch: Challenge = self.auth.bearer
+        ch = self.auth.bearer
+        assert ch is not None              # asked for only after a Bearer challenge
         realm = httpx.URL(ch.params["realm"])
         realm_host = realm.netloc.decode()
         if realm.scheme not in ("https", "http"):
@@ -226,13 +229,15 @@ class RegistryClient:
         if creds is not None and creds.identity_token:
             form = {"grant_type": "refresh_token", "refresh_token": creds.identity_token,
                     "client_id": "ocibuild", "service": service, "scope": " ".join(want)}
-            send = lambda: self._send_form(str(realm), form)
+            def send():
+                return self._send_form(str(realm), form)
         else:
             params = ([("service", service)] if service else []) + [("scope", s) for s in want]
             url = str(realm.copy_merge_params(params)) if params else str(realm)
             basic = self.auth.basic_header()
             hdrs = {"Authorization": basic} if basic else {}
-            send = lambda: self._send("GET", url, hdrs, None, False, None, origin)
+            def send():
+                return self._send("GET", url, hdrs, None, False, None, origin)
         resp = self._with_retries(send, self.options.retries)
         if resp.status_code in (401, 403):
             raise RegistryError(f"the token server {realm_host} of {self.host} refused "
@@ -321,7 +326,7 @@ def _port(u: httpx.URL) -> int | None:
     return u.port or {"https": 443, "http": 80}.get(u.scheme)
 
 
-def _chain(e: BaseException):
+def _chain(e: BaseException | None) -> Iterator[BaseException]:
     seen = set()
     while e is not None and id(e) not in seen:
         seen.add(id(e))
@@ -329,7 +334,7 @@ def _chain(e: BaseException):
         e = e.__cause__ or e.__context__
 
 
-def _classify(e: httpx.TransportError) -> tuple[str, BaseException | None]:
+def _classify(e: httpx.TransportError) -> tuple[str, Any]:
     """What went wrong under httpx's wrapping, and the exception that says so."""
     for c in _chain(e):
         if isinstance(c, ssl.SSLCertVerificationError):

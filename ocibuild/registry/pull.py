@@ -104,7 +104,7 @@ class Puller:
             raise InputError(f"image {digest} of {self.name} has {len(layer_descs)} layers "
                              f"but {len(diff_ids)} diff_ids in its config")
         layers = []
-        for d, diff_id in zip(layer_descs, diff_ids):
+        for d, diff_id in zip(layer_descs, diff_ids, strict=True):
             b = self.blob(d, "layer")
             layers.append(Layer(d, b.opener, b.where, diff_id=diff_id))
         return Image(data, config, tuple(layers), media_type)

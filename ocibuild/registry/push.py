@@ -9,8 +9,9 @@ failed push never leaves a tag on a partial image."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import BinaryIO
 from urllib.parse import quote
 
 import httpx
@@ -142,6 +143,10 @@ def push_blob(client: RegistryClient, repo: str, blob: Blob, options: RegistryOp
     return "uploaded"
 
 
+def _chunk_body(src: _Source, offset: int, n: int) -> Callable[[], Iterator[bytes]]:
+    return lambda: src.chunks(offset, n)
+
+
 def _monolithic(client: RegistryClient, repo: str, blob: Blob, scopes: frozenset,
                 options: RegistryOptions, location: str | None) -> None:
     """POST, then PUT ?digest= with the whole blob. A failed PUT may have
@@ -201,7 +206,7 @@ def _chunked(client: RegistryClient, repo: str, blob: Blob, scopes: frozenset,
                         headers={"Content-Type": "application/octet-stream",
                                  "Content-Range": f"{offset}-{offset + n - 1}",
                                  "Content-Length": str(n)},
-                        body=lambda o=offset, k=n: src.chunks(o, k))
+                        body=_chunk_body(src, offset, n))
                     if resp.status_code == 416:      # out of step with the session: a new one
                         _cancel(client, location, scopes)
                         location = None
@@ -298,7 +303,7 @@ class _Source:
 
     def __init__(self, blob: Blob):
         self.blob = blob
-        self._f = None
+        self._f: BinaryIO | None = None
         self._pos = 0
 
     def chunks(self, offset: int, n: int) -> Iterator[bytes]:
@@ -318,6 +323,7 @@ class _Source:
 
     def _skip(self, offset: int) -> None:
         f = self._f
+        assert f is not None
         if offset and getattr(f, "seekable", lambda: False)():
             f.seek(offset)
             self._pos = offset
