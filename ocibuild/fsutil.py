@@ -1,11 +1,16 @@
-"""File-system steps every writer shares: the process umask read without
-changing it, a quiet unlink, and the write-aside-then-rename that makes a
-file appear whole or not at all."""
+"""File-system steps every reader and writer shares: the process umask read
+without changing it, a quiet unlink, the write-aside-then-rename that makes
+a file appear whole or not at all, and a walk of a host tree in an order
+that does not depend on readdir."""
 
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
+from collections.abc import Callable, Iterator
+
+from .errors import InputError
 
 
 def umask() -> int:
@@ -49,3 +54,27 @@ def atomic_write(path: str, data: bytes, mode: int = 0o644) -> None:
     except BaseException:
         unlink_quietly(tmp)
         raise
+
+
+def walk(top: str, prefix: str = "",
+         descend: Callable[[str, str], bool] = lambda full, name: True) -> Iterator[tuple[str, str, os.stat_result]]:
+    """(host path, name relative to `top` under `prefix`, lstat) of every
+    entry below `top`, each directory's names in sorted order; symlinks are
+    never followed. A directory is entered when `descend(path, name)`."""
+    stack = [(top, prefix)]
+    while stack:
+        d, rel = stack.pop()
+        try:
+            names = sorted(os.listdir(d))
+        except OSError as e:
+            raise InputError(f"cannot read directory {d!r}: {e.strerror}") from None
+        for name in names:
+            full = os.path.join(d, name)
+            arc = f"{rel}/{name}" if rel else name
+            try:
+                lst = os.lstat(full)
+            except OSError as e:
+                raise InputError(f"cannot read {full!r}: {e.strerror}") from None
+            yield full, arc, lst
+            if stat.S_ISDIR(lst.st_mode) and descend(full, name):
+                stack.append((full, arc))

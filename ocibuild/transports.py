@@ -8,6 +8,8 @@ them: python-on-whales and httpx cost a tenth of a second to import."""
 
 from __future__ import annotations
 
+import os
+
 from .errors import InputError
 from .oci.assembly import Base, OpenBase, Request, assemble
 from .oci.bases import builtin_base, builtin_names
@@ -40,15 +42,14 @@ def open_image(ref: Reference | str, platform: Platform | None = None, *,
 
 def _engine_image(ref: EngineRef, work: WorkStore) -> Image:
     """An engine's image, saved as a docker-archive into `work` and read from there."""
-    import os
-
     from .engines import Engine
     engine = Engine(ref.engine)
     if not engine.has(ref.name):
         raise InputError(f"{ref}: {engine.name} has no image {ref.name}")
     path = os.path.join(work.root, f"save-{engine.name}.tar")
     engine.call(f"save of {ref.name}", engine.client.image.save, ref.name, output=path)
-    return open_file_image(FileRef("docker-archive", path, ref.name))
+    # The archive holds that one image (podman names it localhost/..., docker does not).
+    return open_file_image(FileRef("docker-archive", path))
 
 
 def open_output(text: str, created: int, registry: RegistryOptions | None = None) -> Output:

@@ -20,7 +20,7 @@ VENV_BIN = Path(sys.executable).parent
 BOTTOM = {"errors", "fsutil", "progress"}
 ALLOWED = {
     "errors": set(),
-    "fsutil": set(),
+    "fsutil": {"errors"},
     "progress": set(),
     "oci": {"errors", "fsutil"},
     "gosource": {"errors", "oci"},

@@ -18,7 +18,7 @@ import stat
 import tempfile
 
 from ..errors import InputError, OutputError
-from ..fsutil import publish
+from ..fsutil import publish, walk
 from ..oci.compression import compression
 from ..oci.digest import HashingWriter, hex_of, is_digest
 from ..oci.entries import DIR, FILE, Entry
@@ -168,25 +168,12 @@ def _walk(top: str, prefix: str, skip: str | None) -> dict[str, str | bytes]:
     manner: hidden directories left out, symlinks to files read as the
     files they point to; `skip` (META-INF) left out."""
     out: dict[str, str | bytes] = {}
-    stack = [(top, prefix)]
-    while stack:
-        d, rel = stack.pop()
-        try:
-            names = sorted(os.listdir(d))
-        except OSError as e:
-            raise InputError(f"cannot read directory {d!r}: {e.strerror}") from None
-        for name in names:
-            full = os.path.join(d, name)
-            arc = f"{rel}/{name}"
-            try:
-                lst = os.lstat(full)
-            except OSError as e:
-                raise InputError(f"cannot read {full!r}: {e.strerror}") from None
-            if stat.S_ISDIR(lst.st_mode):
-                if name.startswith(".") or (skip and os.path.abspath(full) == os.path.abspath(skip)):
-                    continue
-                stack.append((full, arc))
-                continue
+
+    def descend(full: str, name: str) -> bool:
+        return not (name.startswith(".") or (skip and os.path.abspath(full) == os.path.abspath(skip)))
+
+    for full, arc, lst in walk(top, prefix, descend):
+        if not stat.S_ISDIR(lst.st_mode):
             out[arc] = _regular(full, lst)
     return out
 

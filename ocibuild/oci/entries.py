@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ..errors import InputError
+from ..fsutil import walk
 
 FILE, DIR, SYMLINK, HARDLINK = "file", "dir", "symlink", "hardlink"
 _KIND_NAMES = {DIR: "directory", HARDLINK: "hard link"}
@@ -87,27 +88,13 @@ def host_entries(src: str, dest: str, uid: int = 0, gid: int = 0) -> list[Entry]
 def _walk(top: Path, root: str, uid: int, gid: int) -> list[Entry]:
     out: list[Entry] = []
     inode_of: dict[str, tuple[int, int]] = {}   # multiply-linked files only
-    stack = [(top, root)]
-    while stack:
-        d, rel = stack.pop()
-        try:
-            names = sorted(os.listdir(d))
-        except OSError as e:
-            raise InputError(f"cannot read directory {str(d)!r}: {e.strerror}") from None
-        for name in names:
-            child = d / name
-            crel = f"{rel}/{name}" if rel else name
-            try:
-                st = child.lstat()
-            except OSError as e:
-                raise InputError(f"cannot read {str(child)!r}: {e.strerror}") from None
-            if stat.S_ISDIR(st.st_mode):
-                out.append(Entry(crel, DIR, 0o755, uid, gid))
-                stack.append((child, crel))
-                continue
-            out.append(_one(child, st, crel, uid, gid))
-            if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
-                inode_of[crel] = (st.st_dev, st.st_ino)
+    for full, rel, st in walk(str(top), root):
+        if stat.S_ISDIR(st.st_mode):
+            out.append(Entry(rel, DIR, 0o755, uid, gid))
+            continue
+        out.append(_one(Path(full), st, rel, uid, gid))
+        if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+            inode_of[rel] = (st.st_dev, st.st_ino)
     return _hardlinks(out, inode_of)
 
 

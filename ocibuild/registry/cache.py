@@ -6,7 +6,6 @@ aside and renamed into place; a blob is verified before it is renamed."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -14,7 +13,7 @@ from typing import BinaryIO
 
 from ..errors import BlobError
 from ..fsutil import atomic_write, publish, unlink_quietly
-from ..oci.digest import CHUNK, hex_of
+from ..oci.digest import CHUNK, HashingWriter, hex_of, sha256_digest
 from ..oci.model import Descriptor
 
 MAX_LOCATIONS = 16     # a hint, not a history
@@ -43,7 +42,7 @@ class BlobCache:
                 data = f.read(limit + 1)
         except OSError:
             return None
-        if len(data) > limit or "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+        if len(data) > limit or sha256_digest(data) != digest:
             return None
         return data
 
@@ -92,26 +91,26 @@ class CacheWriter:
         self.path, self.desc, self.what = path, desc, what
         fd, self._tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".partial-")
         self._f: BinaryIO = os.fdopen(fd, "wb", buffering=CHUNK)
-        self._hash = hashlib.sha256()
-        self.size = 0
+        self._w = HashingWriter(self._f)
+
+    @property
+    def size(self) -> int:
+        return self._w.size
 
     def write(self, data: bytes) -> None:
         if self.size + len(data) > self.desc.size:
             raise BlobError(f"{self.what} is corrupt: more than the {self.desc.size} bytes "
                             "its descriptor says")
-        self._f.write(data)
-        self._hash.update(data)
-        self.size += len(data)
+        self._w.write(data)
 
     def restart(self) -> None:
         self._f.seek(0)
         self._f.truncate()
-        self._hash = hashlib.sha256()
-        self.size = 0
+        self._w = HashingWriter(self._f)
 
     def finish(self) -> str:
         self._f.close()
-        got = "sha256:" + self._hash.hexdigest()
+        got = self._w.digest
         if self.size != self.desc.size:
             raise BlobError(f"{self.what} is truncated: {self.size} of {self.desc.size} bytes")
         if got != self.desc.digest:

@@ -5,13 +5,13 @@ pinned by digest whose blobs are all cached needs no network at all."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 import httpx
 
 from ..errors import BlobError, InputError, RegistryError, TransientError
 from ..oci.blobs import Blob, Layer
+from ..oci.digest import sha256_digest
 from ..oci.image import Image
 from ..oci.model import (
     DOCKER_LIST,
@@ -136,7 +136,7 @@ class Puller:
         finally:
             resp.close()
         data = bytes(body)
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        digest = sha256_digest(data)
         said = resp.headers.get("docker-content-digest", "")
         if (pinned and digest != reference) or (said.startswith("sha256:") and said != digest):
             raise BlobError(f"the manifest of {self.name} from {self.ref.host} is corrupt: it hashes "
