@@ -26,6 +26,7 @@ from ..errors import InputError, PackageError
 from ..gosource import GOPATH, READONLY, VENDOR, GoSource, detect
 from ..oci.compression import GZIP_MAGIC
 from ..oci.digest import is_digest
+from ..oci.entries import kind_name
 from ..progress import human_size
 from . import cds
 from .common import LABEL_RULE, Limits, show, valid_label
@@ -151,7 +152,7 @@ def _read_outer(fd: int, length: int, limits: Limits, on_code: Callable[[TarRead
                                entry=m.name, rule="duplicate entry")
         seen.add(clean)
         if m.kind != FILE:
-            raise PackageError(f"package entry {show(m.name)} is a {m.kind}; a lifecycle package holds only "
+            raise PackageError(f"package entry {show(m.name)} is a {kind_name(m.kind)}; a lifecycle package holds only "
                                "regular files (not a regular file)", entry=m.name, rule="not a regular file")
         if clean in (METADATA, CODE) and m.name != clean:
             raise PackageError(f"package entry {show(m.name)} must be named exactly '{clean}', as the peer "
