@@ -1,0 +1,225 @@
+"""scripts/bench, smoke-run so it cannot rot: every section once with tiny
+inputs (one measured round, no warm-up, no cold rows — they would empty
+BuildKit's cache for the whole machine —, a 35 kB binary, the stdlib
+sample chaincode, scratch for the size section's Debian-slim row, one
+GOCACHE shared by the sections' host builds). Not a benchmark: timings and
+acceptance ratios mean nothing here (--ignore-ratios), but every table must
+be there with a row per tool, numbers where numbers belong, the checks the
+section prints must say the work was the same, and nothing may be left
+behind (temp dirs, registries, images, containers)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "scripts" / "bench"
+SAMPLE = ROOT / "tests" / "fixtures" / "chaincode"
+TINY = ["--runs", "1", "--warmup", "0", "--cold-runs", "0", "--ignore-ratios"]
+EXTRA = {
+    "assemble": ["--binary", "/bin/true"],          # small, and dynamic: the ELF loader check too
+    "build": ["--source", str(SAMPLE)],
+    "size": ["--slim-base", "scratch"],
+    "registry": [],
+}
+TIMEOUT = 600
+NUMBER = re.compile(r"^\d+(\.\d+)?$")
+SHA = r"sha256:[0-9a-f]{64}"
+
+pytestmark = [pytest.mark.slow, pytest.mark.engine]
+
+
+@pytest.fixture(scope="module")
+def gocache(tmp_path_factory) -> Path:
+    """One GOCACHE for every section's `ocibuild build --builder host`: the
+    stdlib is compiled once, not once per section."""
+    return tmp_path_factory.mktemp("bench-gocache")
+
+
+def run_bench(section: str, tmpdir: Path, gocache: Path) -> tuple[subprocess.CompletedProcess, int]:
+    """Run `scripts/bench --only SECTION` with the tiny inputs; (its result, its pid)."""
+    env = {k: v for k, v in os.environ.items() if k != "OCIBUILD_BENCH_REEXEC"}
+    argv = [str(BENCH), "--only", section, *TINY, *EXTRA[section], "--gocache", str(gocache),
+            "--tmpdir", str(tmpdir)]
+    # From elsewhere than the checkout: the script finds its package and the venv itself.
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            cwd=tmpdir.parent)
+    try:
+        stdout, stderr = proc.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGTERM)           # the bench cleans up on SIGTERM
+        try:
+            stdout, stderr = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            stdout, stderr = proc.communicate()
+        pytest.fail(f"scripts/bench --only {section} took over {TIMEOUT} s\n{stdout}\n{stderr[-3000:]}")
+    return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr), proc.pid
+
+
+def table(stdout: str, header: str) -> list[list[str]]:
+    """The rows (cells, stripped) of the Markdown table whose header line starts with `header`."""
+    lines = stdout.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith(header)), None)
+    assert start is not None, f"no table starting {header!r} in:\n{stdout}"
+    assert lines[start + 1].startswith("|---"), lines[start + 1]
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip().strip("|").split("|")])
+    return rows
+
+
+def by_label(rows: list[list[str]], labels: list[str]) -> dict[str, list[str]]:
+    """The rows keyed by their first cell, which must be exactly `labels`, in order."""
+    assert [r[0] for r in rows] == labels, rows
+    return {r[0]: r for r in rows}
+
+
+def assert_timed(row: list[str]) -> None:
+    """| label | median s | min s | ratio | ... |: measured, every number a number."""
+    assert len(row) == 5, row
+    for cell in row[1:4]:
+        assert NUMBER.match(cell), f"not a number: {cell!r} in {row}"
+    assert float(row[2]) <= float(row[1]), row
+
+
+def check_assemble(stdout: str) -> None:
+    assert re.search(r"^binary: /bin/true — \d+ bytes", stdout, re.M), stdout
+    assert "note: the binary is dynamically linked (/lib" in stdout, stdout
+    labels = ["ocibuild --compression gzip", "ocibuild --compression none", "ocibuild --compression zstd",
+              "docker buildx build --load + docker save (uncompressed)",
+              "buildah from+copy+commit oci-archive+rm (uncompressed)",
+              "floor: in-process sha256+isal gzip+sha256"]
+    rows = by_label(table(stdout, "| tool | median s |"), labels)
+    size = Path("/bin/true").stat().st_size
+    for row in rows.values():
+        assert_timed(row)
+        assert row[4].isdigit() and int(row[4]) > 0, row
+    assert rows[labels[0]][3] == "1.00"
+    for uncompressed in (labels[1], labels[3], labels[4]):      # a tar holding the whole file
+        assert int(rows[uncompressed][4]) > size, rows[uncompressed]
+    for text in (r"ocibuild gzip / \(docker buildx build \+ docker save\)", r"ocibuild none / buildah"):
+        assert re.search(rf"^  {text} = \d+\.\d{{3}} \(must be <= [\d.]+\): (PASS|FAIL)", stdout, re.M), stdout
+
+
+def check_build(stdout: str) -> None:
+    assert f"source: {SAMPLE} (module, not vendored)" in stdout, stdout
+    labels = ["ocibuild build --builder docker, COLD",
+              "docker buildx build --load + docker save, COLD (uncompressed)",
+              "ocibuild build --builder docker, WARM (one-line change)",
+              "docker buildx build --load + docker save, WARM (uncompressed)",
+              "ocibuild build --builder host, WARM (context)",
+              "ocibuild build --builder podman, WARM (context)"]
+    rows = by_label(table(stdout, "| tool | median s |"), labels)
+    for cold in labels[:2]:                     # --cold-runs 0
+        assert rows[cold][1:] == ["NOT RUN", "—", "—", "--cold-runs 0"], rows[cold]
+    for warm in labels[2:]:
+        assert_timed(rows[warm])
+        assert rows[warm][4].isdigit() and int(rows[warm][4]) > 0, rows[warm]
+    assert rows[labels[2]][3] == "1.00"
+    m = re.search(rf"^chaincode binary, last round: ocibuild ({SHA}), buildx ({SHA}): same bytes$", stdout, re.M)
+    assert m and m.group(1) == m.group(2), stdout
+    assert "image digest from ocibuild --builder docker/host/podman: identical in 1 of 1 measured round(s)" \
+        in stdout, stdout
+    assert re.search(r"^  warm: ocibuild --builder docker / \(docker buildx build \+ docker save\) = "
+                     r"\d+\.\d{3} \(must be <= 1\.0", stdout, re.M), stdout
+
+
+def check_size(stdout: str) -> None:
+    labels = ["ocibuild build --builder host (its base: static)",
+              "(a) the same binary on --slim-base scratch (ocibuild assemble)",
+              "(b) single-stage docker build FROM the Go builder image (pre-2017 Fabric)"]
+    rows = by_label(table(stdout, "| image | layers |"), labels)
+    for row in rows.values():
+        assert len(row) == 9, row
+        layers, size, _, ratio, gz, _, gz_ratio, started = row[1:]
+        assert layers.isdigit() and size.isdigit() and NUMBER.match(ratio) and NUMBER.match(gz_ratio), row
+        assert re.fullmatch(r"\d+( \(recompressed\))?", gz), row
+        assert started == "ok, uid 500", row
+    assert rows[labels[0]][4] == rows[labels[0]][7] == "1.00"
+    assert rows[labels[2]][5].endswith("(recompressed)")        # docker save's layers are plain tar
+    assert float(rows[labels[2]][4]) > 10, "the Go toolchain image is not much bigger than ocibuild's?"
+    assert "(a) base: scratch (--slim-base), not the Debian-slim-like base" in stdout, stdout
+    assert re.search(rf"^chaincode binary /usr/local/bin/chaincode: {SHA} in 3 image\(s\), same bytes$",
+                     stdout, re.M), stdout
+    for key in ("ocibuild", "slim", "single"):
+        assert f"docker run {key}: chaincode x:1 starting, peer 127.0.0.1:7052, tls false, uid 500" in stdout
+
+
+def check_registry(stdout: str) -> None:
+    m = re.search(r"^IMG\.tar: \d+ bytes; (\d+) layer\(s\), config \+ layers (\d+) bytes; manifest " + SHA,
+                  stdout, re.M)
+    assert m, stdout
+    layers = int(m.group(1))
+    labels = ["COLD ocibuild -q assemble --base oci-archive:IMG.tar:v1 --output docker://…",
+              "COLD skopeo copy oci-archive:IMG.tar:v1 docker://…",
+              "WARM ocibuild (all blobs present)",
+              "WARM skopeo copy (all blobs present)"]
+    rows = by_label(table(stdout, "| push | median s |"), labels)
+    for label, row in rows.items():
+        assert_timed(row)
+        blobs = re.fullmatch(r"(\d+) \((\d+) bytes\)", row[4])
+        assert blobs, row
+        n, size = int(blobs.group(1)), int(blobs.group(2))
+        if label.startswith("COLD"):            # config and layers, into an empty registry
+            assert n == layers + 1 and size > 0, row
+        else:                                   # all there already
+            assert (n, size) == (0, 0), row
+    assert rows[labels[0]][3] == rows[labels[2]][3] == "1.00"
+    for key in ("oci", "sk"):
+        assert f"{key}: layers in the registry = IMG.tar's layers (same digests)" in stdout, stdout
+
+
+CHECKS = {"assemble": check_assemble, "build": check_build, "size": check_size, "registry": check_registry}
+
+
+def processes_mentioning(text: str) -> list[str]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(f"{proc.name}: {cmdline}")
+    return found
+
+
+def leftovers(tag: str) -> list[str]:
+    """Docker images and containers, buildah containers named after the bench's TAG."""
+    queries = (["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"],
+               ["docker", "ps", "-a", "--format", "{{.Names}}"],
+               ["buildah", "containers", "--format", "{{.ContainerName}}"])
+    left = []
+    for q in queries:
+        p = subprocess.run(q, capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, f"{' '.join(q)}: {p.stderr}"
+        left += [f"{q[0]}: {n}" for n in p.stdout.split() if n.startswith(tag)]
+    return left
+
+
+@pytest.mark.parametrize("section", ["assemble", "build", "size",
+                                     pytest.param("registry", marks=pytest.mark.registry)])
+def test_bench_section(section, tmp_path, gocache):
+    work = tmp_path / "work"
+    work.mkdir()
+    result, pid = run_bench(section, work, gocache)
+    output = f"stdout:\n{result.stdout}\nstderr:\n{result.stderr[-3000:]}"
+    assert result.returncode == 0, output
+    assert result.stdout.startswith("machine: nproc "), output
+    assert f"\n## {section}: " in result.stdout, output
+    CHECKS[section](result.stdout)
+    # Everything the bench made is gone: its temp dir, registries, images, containers.
+    assert list(work.iterdir()) == [], output
+    assert processes_mentioning(str(work)) == []
+    assert leftovers(f"ocibuild-bench-{pid}") == []
