@@ -10,7 +10,8 @@ from ..errors import BlobError
 
 CHUNK = 1 << 20
 # The one digest grammar ocibuild accepts (what it writes, and what it reads).
-DIGEST = re.compile(r"sha256:[0-9a-f]{64}", re.ASCII)
+HEX = r"[0-9a-f]{64}"
+DIGEST = re.compile(rf"sha256:{HEX}", re.ASCII)
 
 
 class Reader(Protocol):

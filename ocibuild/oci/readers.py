@@ -15,7 +15,7 @@ from typing import BinaryIO, Protocol
 from ..errors import BlobError, InputError
 from .blobs import Blob, Layer, bytes_blob
 from .compression import sniff
-from .digest import CHUNK, HashingWriter, copy_stream, hex_of
+from .digest import CHUNK, HEX, HashingWriter, copy_stream, hex_of
 from .image import Image
 from .model import (
     CONTAINERD_NAME,
@@ -32,7 +32,8 @@ from .model import (
 )
 from .reference import FileRef, check_image_name, familiar
 
-_BLOB_PATH = re.compile(r"^blobs/sha256/([0-9a-f]{64})$")
+_BLOB_PATH = re.compile(rf"^blobs/sha256/({HEX})$")
+_OLD_CONFIG = re.compile(rf"^({HEX})\.json$")         # old `docker save`: <hex>.json
 
 
 class _Slice(io.RawIOBase):
@@ -269,7 +270,7 @@ def _opener(files: _Files, name: str) -> Callable[[], BinaryIO]:
 
 
 def _check_named(path: str, digest: str, what: str) -> None:
-    m = _BLOB_PATH.match(path) or re.match(r"^([0-9a-f]{64})\.json$", path)
+    m = _BLOB_PATH.match(path) or _OLD_CONFIG.match(path)
     if m and "sha256:" + m.group(1) != digest:
         raise BlobError(f"{path} in {what} is corrupt: its content hashes to {digest}")
 
