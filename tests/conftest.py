@@ -284,7 +284,7 @@ def _probe(name: str) -> tuple[Engine | None, str]:
     except subprocess.TimeoutExpired:
         return None, f"`{name} {' '.join(probe)}` hung; {how}"
     if r.returncode != 0 or not r.stdout.strip():
-        lines = [l for l in (r.stderr or r.stdout).splitlines() if l.strip()]
+        lines = [line for line in (r.stderr or r.stdout).splitlines() if line.strip()]
         return None, (f"`{' '.join(probe[:1])}` failed for {name} (exit {r.returncode}): "
                       f"{lines[-1] if lines else 'no output'}; {how}")
     return engine, ""

@@ -908,33 +908,36 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
                 sent += len(data)
             if chunked:
                 up.send(b"0\r\n\r\n")
-            resp = up.getresponse()
-            rec.status = resp.status
-            out_headers = [(k, v) for k, v in resp.getheaders() if k.lower() not in _HOP]
-            redirect = self._redirect(proxy, rec, resp.status)
-            if redirect:
-                rec.status = 307
-                self._send(307, [("Location", redirect), ("Docker-Distribution-Api-Version", "registry/2.0")], b"")
-                return
-            length = resp.getheader("Content-Length")
-            if self.command == "HEAD" or resp.status in (204, 304) or length is None:
-                data = resp.read()
-                if self.command == "HEAD" or resp.status in (204, 304):
-                    self._send(resp.status, out_headers, None)
-                else:
-                    self._send(resp.status, out_headers, data)
-                return
-            self.send_response_only(resp.status)
-            for k, v in out_headers:
-                self.send_header(k, v)
-            self.end_headers()
-            while True:
-                data = resp.read(1 << 20)
-                if not data:
-                    break
-                self.wfile.write(data)
+            self._relay(proxy, rec, up.getresponse())
         finally:
             up.close()
+
+    def _relay(self, proxy: Proxy, rec: ProxyRecord, resp: http.client.HTTPResponse) -> None:
+        """The upstream's response to the client (or a redirect instead of it)."""
+        rec.status = resp.status
+        out_headers = [(k, v) for k, v in resp.getheaders() if k.lower() not in _HOP]
+        redirect = self._redirect(proxy, rec, resp.status)
+        if redirect:
+            rec.status = 307
+            self._send(307, [("Location", redirect), ("Docker-Distribution-Api-Version", "registry/2.0")], b"")
+            return
+        length = resp.getheader("Content-Length")
+        if self.command == "HEAD" or resp.status in (204, 304) or length is None:
+            data = resp.read()
+            if self.command == "HEAD" or resp.status in (204, 304):
+                self._send(resp.status, out_headers, None)
+            else:
+                self._send(resp.status, out_headers, data)
+            return
+        self.send_response_only(resp.status)
+        for k, v in out_headers:
+            self.send_header(k, v)
+        self.end_headers()
+        while True:
+            data = resp.read(1 << 20)
+            if not data:
+                break
+            self.wfile.write(data)
 
     def _redirect(self, proxy: Proxy, rec: ProxyRecord, status: int) -> str | None:
         if self.command != "GET" or status != 200:
@@ -1091,7 +1094,7 @@ def write_cred_helper(bin_dir: Path, name: str, creds: dict[str, tuple[str, str]
 def helper_calls(log: Path) -> list[tuple[str, str]]:
     if not log.exists():
         return []
-    return [tuple(json.loads(l)) for l in log.read_text().splitlines() if l.strip()]
+    return [tuple(json.loads(line)) for line in log.read_text().splitlines() if line.strip()]
 
 
 # --- skopeo, as the independent reader ----------------------------------------------------------

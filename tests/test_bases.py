@@ -49,8 +49,10 @@ def static_members():
         _, _, layer = static_layer(store, "none")
         with layer.open_tar() as f:
             data = f.read()
-    tf = tarfile.open(fileobj=io.BytesIO(data))
-    return tf, {m.name: m for m in tf.getmembers()}
+    with tarfile.open(fileobj=io.BytesIO(data)) as tf:
+        members = {m.name: m for m in tf.getmembers()}
+        contents = {m.name: tf.extractfile(m).read() for m in members.values() if m.isfile()}
+    return contents, members
 
 
 def test_builtin_names():
@@ -106,18 +108,18 @@ def test_static_layer_ignores_source_date_epoch(tmp_path):
 
 
 def test_static_passwd_group_and_nsswitch():
-    tf, members = static_members()
-    passwd = tf.extractfile("etc/passwd").read().decode().splitlines()
+    contents, members = static_members()
+    passwd = contents["etc/passwd"].decode().splitlines()
     assert "root:x:0:0:root:/root:/sbin/nologin" in passwd
     assert "chaincode:x:500:500:chaincode:/home/chaincode:/sbin/nologin" in passwd
     assert "nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin" in passwd
     users = {line.split(":")[0]: line.split(":")[2:4] for line in passwd}
     assert users["root"] == ["0", "0"] and users["chaincode"] == ["500", "500"]
     assert users["nonroot"] == ["65532", "65532"]
-    group = tf.extractfile("etc/group").read().decode().splitlines()
+    group = contents["etc/group"].decode().splitlines()
     gids = {line.split(":")[0]: line.split(":")[2] for line in group}
     assert gids["root"] == "0" and gids["chaincode"] == "500" and gids["nonroot"] == "65532"
-    assert "passwd: files" in tf.extractfile("etc/nsswitch.conf").read().decode().splitlines()
+    assert "passwd: files" in contents["etc/nsswitch.conf"].decode().splitlines()
     for name in ("etc/passwd", "etc/group", "etc/nsswitch.conf"):
         m = members[name]
         assert (m.type, m.mode, m.uid, m.gid) == (tarfile.REGTYPE, 0o644, 0, 0), name
@@ -170,7 +172,7 @@ def test_static_config_defaults():
         # and an image built on it keeps them
         built = assemble_image(Request(adds=(), base="static", platform=AMD64), store)
         assert built.config_doc["config"]["User"] == "65532:65532"
-        assert [l.diff_id for l in built.layers] == [STATIC_DIFF_ID]
+        assert [layer.diff_id for layer in built.layers] == [STATIC_DIFF_ID]
 
 
 def test_scratch_has_no_layers(tmp_path):

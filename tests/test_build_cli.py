@@ -61,6 +61,22 @@ GRPC_IMPORT_PATH = "example.org/chaincode/grpchealth"
 BINARY = "usr/local/bin/chaincode"
 PODMAN_NAME = re.compile(r"podman container (ocibuild-build-[0-9a-f]+)")
 
+ENGINE, ROOT, SLOW = pytest.mark.engine, pytest.mark.root, pytest.mark.slow
+
+
+def needs(builder: str | None) -> tuple:
+    """The marks of a test that builds with (or inspects) `builder`: an
+    engine is `engine`; the rootless one is also `root` (runuser to the user
+    `ocibuild`); the host's Go (and no builder at all) needs neither."""
+    if builder in RUN_ENGINES:
+        return (ENGINE, ROOT) if builder == "podman-rootless" else (ENGINE,)
+    return ()
+
+
+def by_builder(builders, *marks) -> list:
+    """`builders` as parameters, each marked with what it needs (and `marks`)."""
+    return [pytest.param(b, marks=(*needs(b), *marks)) for b in builders]
+
 
 @dataclass(frozen=True)
 class Fixture:
@@ -139,7 +155,7 @@ def one_error_line(r: subprocess.CompletedProcess) -> str:
     assert r.returncode != 0, f"expected a failure, got 0:\n{r.stdout}\n{r.stderr}"
     assert r.stdout == "", f"stdout on failure: {r.stdout!r}"
     lines = r.stderr.splitlines()
-    errors = [l for l in lines if l.startswith("error:")]
+    errors = [line for line in lines if line.startswith("error:")]
     assert len(errors) == 1, f"expected one `error:` line:\n{r.stderr}"
     assert lines[-1] == errors[0], f"the `error:` line is not the last:\n{r.stderr}"
     assert "Traceback" not in r.stderr, r.stderr
@@ -171,7 +187,7 @@ def assert_no_new_container(engine, before: set[str], name: str | None = None) -
         new &= container_ids(engine)
     if new:
         shown = engine("ps", "-a", "--no-trunc", "--format", "{{.ID}} {{.Image}} {{.Names}} {{.Status}}").stdout
-        leaked = [l for l in shown.splitlines() if l.split(" ")[0] in new]
+        leaked = [line for line in shown.splitlines() if line.split(" ")[0] in new]
         raise AssertionError(f"{engine.name}: containers left behind: {leaked}")
 
 
@@ -229,12 +245,16 @@ class Matrix:
         self.root, self.require_engine = root, require_engine
         self.repo = {f: unique_name(f"cli-{f}") for f in SOURCES}
         self.cache: dict[tuple[str, str], Build] = {}
+        self.images_checked = False
 
     def get(self, fixture: str, builder: str) -> Build:
         key = (fixture, builder)
         if key not in self.cache:
             if engine_for(builder):
                 self.require_engine(builder)
+                if not self.images_checked:      # only engine builds need the builder image
+                    check_builder_images(self.require_engine)
+                    self.images_checked = True
             fx = SOURCES[fixture]
             d = out_dir(self.root, fixture, builder)
             name = f"{self.repo[fixture]}:{builder}"
@@ -256,8 +276,8 @@ def work_root():
     shutil.rmtree(d, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def builder_image(require_engine):
+def check_builder_images(require_engine) -> None:
+    """Every engine is reachable and has the Go builder image, and the host has Go."""
     for name in RUN_ENGINES:
         engine = require_engine(name)
         if not engine.has_image(BUILDER_IMAGE):
@@ -267,7 +287,14 @@ def builder_image(require_engine):
 
 
 @pytest.fixture(scope="module")
-def matrix(work_root, require_engine, builder_image) -> Matrix:
+def builder_image(require_engine):
+    check_builder_images(require_engine)
+
+
+@pytest.fixture(scope="module")
+def matrix(work_root, require_engine) -> Matrix:
+    """Builds made on demand; the engines (and their builder image) are
+    required only by the tests that build with them."""
     return Matrix(work_root, require_engine)
 
 
@@ -280,7 +307,9 @@ def work(work_root) -> Path:
 
 # --- every fixture, every builder, one image ----------------------------------------------
 
-@pytest.mark.parametrize("builder", BUILDERS)
+# The builds themselves: in an engine, seconds to tens of seconds each.
+@pytest.mark.parametrize("builder", [pytest.param(b, marks=(*needs(b), SLOW)) if needs(b) else b
+                                     for b in BUILDERS])
 @pytest.mark.parametrize("fixture", list(SOURCES))
 def test_build(fixture, builder, matrix):
     """The build succeeds, prints only the digest of what it wrote, reads
@@ -302,12 +331,15 @@ def test_build(fixture, builder, matrix):
             f"container {name} is left after a successful build"
 
 
+@ENGINE
+@ROOT
 @pytest.mark.parametrize("fixture", list(SOURCES))
 def test_digest_is_the_same_with_every_builder(fixture, matrix):
     digests = {builder: matrix.get(fixture, builder).digest for builder in BUILDERS}
     assert len(set(digests.values())) == 1, f"{fixture}: digests differ by builder: {digests}"
 
 
+@ENGINE
 @pytest.mark.parametrize("fixture", list(SOURCES))
 def test_image_holds_a_static_binary_on_path(fixture, matrix):
     image = matrix.get(fixture, "docker").layout
@@ -333,7 +365,8 @@ def test_image_holds_a_static_binary_on_path(fixture, matrix):
 RUN_FROM = {"docker": "podman-rootless", "podman": "docker", "podman-rootless": "host"}
 
 
-@pytest.mark.parametrize("engine_name", RUN_ENGINES)
+@pytest.mark.parametrize("engine_name", [pytest.param(e, marks=(*needs(e), *needs(RUN_FROM[e])))
+                                         for e in RUN_ENGINES])
 @pytest.mark.parametrize("fixture", list(SOURCES))
 def test_image_runs(fixture, engine_name, matrix, require_engine, engine_cleanup):
     """`ENGINE run IMAGE chaincode ...`: found on PATH, runs as the image's
@@ -356,6 +389,7 @@ def test_image_runs(fixture, engine_name, matrix, require_engine, engine_cleanup
         assert uid == int(user), f"ran as uid {uid}, the image's user is {user}"
 
 
+@ENGINE
 def test_binary_path_puts_the_binary_there_and_on_path(matrix, work, require_engine, engine_cleanup):
     name = unique_name("cli-binary-path") + ":v1"
     r = run_build("host", SOURCES["chaincode"].path, "--binary-path", "/opt/cc/bin/app", *outputs(work, name))
@@ -410,7 +444,7 @@ AUTO_CASES = {
 }
 
 
-@pytest.mark.parametrize("expected", list(AUTO_CASES))
+@pytest.mark.parametrize("expected", by_builder(AUTO_CASES))
 def test_auto_says_which_builder_it_chose(expected, matrix, work, require_engine):
     env = AUTO_CASES[expected]
     if expected == "host":
@@ -426,6 +460,7 @@ def test_auto_says_which_builder_it_chose(expected, matrix, work, require_engine
 
 # --- options that change the binary or the image ----------------------------------------
 
+@ENGINE
 def test_source_date_epoch_changes_the_digest_and_is_honoured(matrix, work):
     epoch = 1700000000
     digests = {}
@@ -442,6 +477,7 @@ def test_source_date_epoch_changes_the_digest_and_is_honoured(matrix, work):
     assert digests["host"] != matrix.digest("chaincode")
 
 
+@ENGINE
 def test_ldflags_reach_every_builder(matrix, work):
     """--ldflags '-s -w': a smaller (stripped) binary, the same from host and podman."""
     digests, sizes = {}, {}
@@ -468,6 +504,7 @@ def test_same_source_elsewhere_gives_the_same_digest(fixture, matrix, work):
     assert printed_digest(r) == matrix.digest(fixture)
 
 
+@ENGINE
 def test_tags_reach_every_builder(matrix, work):
     """--tags: a file behind a build tag is compiled in, the same by every builder."""
     src = work / "vendored"
@@ -546,11 +583,19 @@ def bad_source(case: Bad, work: Path) -> Path:
     return p
 
 
-@pytest.mark.parametrize("case_id", list(BAD))
-def test_bad_input(case_id, work, require_engine, builder_image):
+def bad_engine(case: Bad) -> str | None:
+    """The engine whose containers the case compares."""
+    return case.builder if case.engine == "same" else case.engine
+
+
+@pytest.mark.parametrize("case_id", [pytest.param(k, marks=(*needs(c.builder), *needs(bad_engine(c))))
+                                     for k, c in BAD.items()])
+def test_bad_input(case_id, work, require_engine, request):
     case = BAD[case_id]
+    if case.builder in RUN_ENGINES or bad_engine(case) in RUN_ENGINES:
+        request.getfixturevalue("builder_image")
     src = bad_source(case, work)
-    engine_name = case.builder if case.engine == "same" else case.engine
+    engine_name = bad_engine(case)
     engine = require_engine(engine_name) if engine_name in RUN_ENGINES else None
     before = container_ids(engine) if engine else set()
     source_before = tree_state(src) if src.is_dir() else None
@@ -561,7 +606,7 @@ def test_bad_input(case_id, work, require_engine, builder_image):
         assert re.search(pattern, error), f"{pattern!r} not in {error!r}"
     if case.before_error:
         lines = r.stderr.splitlines()
-        hits = [i for i, l in enumerate(lines) if re.search(case.before_error, l)]
+        hits = [i for i, line in enumerate(lines) if re.search(case.before_error, line)]
         assert hits and hits[0] < len(lines) - 1, f"no {case.before_error!r} before the error:\n{r.stderr}"
     assert sorted(os.listdir(out)) == [], f"output written: {os.listdir(out)}"
     if source_before is not None:
@@ -570,7 +615,7 @@ def test_bad_input(case_id, work, require_engine, builder_image):
         assert_no_new_container(engine, before, podman_name(r.stderr) if engine.is_podman else None)
 
 
-@pytest.mark.parametrize("builder", ["host", "podman"])
+@pytest.mark.parametrize("builder", by_builder(["host", "podman"]))
 def test_quiet_compile_error_still_shows_the_compiler(builder, work, require_engine):
     """--quiet silences progress, not the diagnosis: the error line points at
     the compiler's messages, so they must be there."""
@@ -624,13 +669,14 @@ def ocibuild_pid(proc: subprocess.Popen) -> int:
     return wait_for(find, "the rootless ocibuild process", timeout=180)
 
 
-@pytest.mark.parametrize("builder,how", [
+@SLOW          # a compile that takes seconds, interrupted, then a build again
+@pytest.mark.parametrize("builder,how", [pytest.param(b, how, marks=needs(b)) for b, how in [
     ("podman", "SIGTERM"),            # to the ocibuild process only
     ("podman-rootless", "SIGTERM"),
     ("docker", "SIGTERM"),
     ("podman", "SIGINT-group"),       # Ctrl-C: the whole process group, the engine client included
     ("docker", "SIGINT-group"),
-])
+]])
 def test_interrupt_during_the_compile_leaves_nothing(builder, how, matrix, work, require_engine):
     engine = require_engine(builder)
     src, slow = slow_grpc_copy(work)

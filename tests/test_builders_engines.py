@@ -48,6 +48,17 @@ NEEDS_NETWORK = FIXTURES / "needs-network"
 BUILDERS = ["docker", "podman", "podman-rootless"]
 SYSTEM_GOPATH = "/usr/share/gocode"
 HANG_GUARD = 900
+ENGINE, ROOT, SLOW = pytest.mark.engine, pytest.mark.root, pytest.mark.slow
+
+
+def needs(kind: str) -> tuple:
+    """An engine builder needs `engine`; the rootless one runs as the user
+    `ocibuild` (runuser): `root` too."""
+    return (ENGINE, ROOT) if kind == "podman-rootless" else (ENGINE,)
+
+
+def by_kind(kinds, *marks) -> list:
+    return [pytest.param(k, marks=(*needs(k), *marks)) for k in kinds]
 
 # A GOPATH-mode package using one of Debian's Go library packages (in the
 # builder image and on the host under /usr/share/gocode).
@@ -197,7 +208,7 @@ def rootless(require_engine) -> Rootless:
                     f"user {ROOTLESS_USER} cannot run {venv_python} ({tried[0]}); the rootless "
                     f"tests use {system_python} with the venv's site-packages instead. "
                     "scripts/setup should create .venv from an interpreter every user can run "
-                    "(e.g. /usr/bin/python3), or make it readable.")
+                    "(e.g. /usr/bin/python3), or make it readable.", stacklevel=2)
             return Rootless(python, sitedirs, pw.pw_uid, env)
         tried.append(f"{' '.join(python)}: " + (r.stderr.strip().splitlines() or ["?"])[-1])
     pytest.fail(f"user {ROOTLESS_USER} cannot run ocibuild's code ({'; '.join(tried)}): "
@@ -266,16 +277,24 @@ def host_build(source: Path, out_dir: Path, import_path: str | None = None) -> s
 
 
 @pytest.fixture(scope="session")
-def builder_image_everywhere(require_engine):
-    """The Go builder image, in every engine (scripts/setup loads it)."""
-    for name in BUILDERS:
+def require_engine(require_engine):
+    """conftest's `require_engine(name)`, also FAILING when that engine lacks
+    the Go builder image (scripts/setup loads it): an engine is required,
+    and checked, only by the tests that use it."""
+    checked: set[str] = set()
+
+    def require(name: str):
         engine = require_engine(name)
-        if not engine.has_image(IMAGE):
-            pytest.fail(f"{name} has no {IMAGE}; scripts/setup builds and loads it", pytrace=False)
+        if name not in checked:
+            if not engine.has_image(IMAGE):
+                pytest.fail(f"{name} has no {IMAGE}; scripts/setup builds and loads it", pytrace=False)
+            checked.add(name)
+        return engine
+    return require
 
 
 @pytest.fixture
-def work(shared_tmp, builder_image_everywhere) -> Path:
+def work(shared_tmp) -> Path:
     """A scratch directory every user can read (sources, output dirs)."""
     return shared_tmp
 
@@ -323,6 +342,9 @@ def copy_source(src: Path, dest: Path) -> Path:
 
 # --- one source, one binary -------------------------------------------------------
 
+@ENGINE
+@ROOT
+@SLOW
 def test_every_builder_gives_the_host_go_binary(work, request):
     """The stdlib-only chaincode module: docker, podman, rootless podman and
     the host's Go give the same bytes; the source is untouched."""
@@ -336,6 +358,9 @@ def test_every_builder_gives_the_host_go_binary(work, request):
     assert tree_state(CHAINCODE) == before, "a build changed the source directory"
 
 
+@ENGINE
+@ROOT
+@SLOW
 def test_gopath_mode_with_debian_go_libraries(work, request):
     """No go.mod: GOPATH mode, importing a package from Debian's
     /usr/share/gocode — the same binary from every builder and the host."""
@@ -351,6 +376,7 @@ def test_gopath_mode_with_debian_go_libraries(work, request):
     assert tree_state(src) == before
 
 
+@ENGINE
 def test_gopath_tree_with_its_own_dependencies(work, require_engine):
     """A Fabric GOPATH-mode package packs its dependencies beside it under
     src/: the whole tree is the GOPATH entry /chaincode/input."""
@@ -380,12 +406,15 @@ def test_gopath_tree_with_its_own_dependencies(work, require_engine):
     assert tree_state(tree) == before
 
 
+@ENGINE
+@ROOT
 def test_rootless_binary_belongs_to_the_user(work, request, rootless):
     res = compile_with("podman-rootless", CHAINCODE, work, request)
     res.ok()
     assert res.owner == rootless.uid
 
 
+@ENGINE
 def test_dockerignore_in_the_source_is_not_applied(work, request):
     """BuildKit would drop what a .dockerignore names; the other builders see
     every file, so the docker builder must too (and the source keeps it)."""
@@ -399,7 +428,7 @@ def test_dockerignore_in_the_source_is_not_applied(work, request):
 
 # --- failures ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("kind", BUILDERS)
+@pytest.mark.parametrize("kind", by_kind(BUILDERS))
 def test_compile_error_shows_the_compiler_and_leaves_nothing(kind, work, request, require_engine):
     engine = require_engine(kind)
     before_tree = tree_state(BROKEN)
@@ -414,6 +443,7 @@ def test_compile_error_shows_the_compiler_and_leaves_nothing(kind, work, request
     assert tree_state(BROKEN) == before_tree
 
 
+@ENGINE
 @pytest.mark.parametrize("kind", ["docker", "podman"])
 def test_unvendored_module_fails_without_network(kind, work, request, require_engine):
     engine = require_engine(kind)
@@ -428,6 +458,7 @@ def test_unvendored_module_fails_without_network(kind, work, request, require_en
     assert_no_container_left(engine, before, res.says)
 
 
+@ENGINE
 @pytest.mark.parametrize("kind", ["docker", "podman"])
 def test_builder_image_missing_from_the_engine(kind, work, request, require_engine):
     require_engine(kind)
@@ -480,6 +511,7 @@ def tiny_image(build_image, work, require_engine, engine_cleanup):
             "docker-archive": da, "oci-archive": oa, "oci": ol}
 
 
+@ENGINE
 @pytest.mark.parametrize("kind", ["docker", "podman"])
 @pytest.mark.parametrize("transport", ["docker-archive", "oci-archive", "oci"])
 def test_archive_builder_image_is_loaded_once(kind, transport, tiny_image):
@@ -495,6 +527,7 @@ def test_archive_builder_image_is_loaded_once(kind, transport, tiny_image):
     assert said == [], f"loaded again although present: {said}"
 
 
+@ENGINE
 @pytest.mark.parametrize("kind", ["docker", "podman"])
 def test_archive_replaces_a_different_image_of_the_same_name(kind, tiny_image, build_image, work,
                                                             require_engine):
@@ -515,6 +548,7 @@ def test_archive_replaces_a_different_image_of_the_same_name(kind, tiny_image, b
         engine("image", "rm", tiny_image["config"].partition(":")[2])
 
 
+@ENGINE
 @pytest.mark.parametrize("kind", ["docker", "podman"])
 def test_builder_image_without_go(kind, tiny_image, work):
     res = compile_here(kind, CHAINCODE, fresh_dir(work), image=f"docker-archive:{tiny_image['docker-archive']}")
@@ -526,12 +560,13 @@ def test_builder_image_without_go(kind, tiny_image, work):
 def test_bad_archive_is_refused(work):
     junk = work / "junk.tar"
     junk.write_text("not a tar\n")
-    for ref, want in ((f"docker-archive:{junk}", "is not a tar archive"),
+    for ref, want in ((f"docker-archive:{junk}", "is not a readable tar archive"),
                       (f"docker-archive:{work}/absent.tar", "does not exist")):
         with pytest.raises(InputError, match=want):
             ensure_image(Engine("docker"), ref, lambda s: None)
 
 
+@ENGINE
 @pytest.mark.parametrize("kind", ["docker", "podman"])
 def test_go_builder_archive_already_loaded(kind, work, request):
     """The air-gapped way: --builder-image docker-archive:FILE of the Go
@@ -550,7 +585,7 @@ def test_go_builder_archive_already_loaded(kind, work, request):
 
 # --- warm rebuilds --------------------------------------------------------------------
 
-@pytest.mark.parametrize("kind", BUILDERS)
+@pytest.mark.parametrize("kind", by_kind(BUILDERS, SLOW))
 def test_warm_rebuild_after_a_one_line_change(kind, work, request):
     src = copy_source(CHAINCODE, work / "edited")
     first = compile_with(kind, src, work, request).ok()
@@ -582,13 +617,14 @@ def slow_module(root: Path, functions: int = 12000) -> Path:
     return root
 
 
-@pytest.mark.parametrize("kind,how", [
+@SLOW          # a compile that takes seconds, interrupted, then a build again
+@pytest.mark.parametrize("kind,how", [pytest.param(k, how, marks=needs(k)) for k, how in [
     ("podman", "SIGTERM"),          # to the process only: the CLI turns it into KeyboardInterrupt
     ("podman", "SIGINT-group"),     # Ctrl-C: the whole process group, podman included
     ("podman-rootless", "SIGTERM"),
     ("docker", "SIGTERM"),
     ("docker", "SIGINT-group"),
-])
+]])
 def test_interrupt_leaves_no_container_and_no_output(kind, how, work, request, require_engine):
     engine = require_engine(kind)
     src = slow_module(work / "slow")
@@ -620,7 +656,7 @@ def test_interrupt_leaves_no_container_and_no_output(kind, how, work, request, r
             time.sleep(2)                   # into the RUN step: the compile takes much longer
             marker = str(out)
         else:
-            name = podman_container_name([l[4:] for l in lines if l.startswith("say ")])
+            name = podman_container_name([line[4:] for line in lines if line.startswith("say ")])
             wait_for(lambda: engine("ps", "--filter", f"name={name}", "--format",
                                     "{{.Names}}").stdout.strip(), f"container {name} to run")
             marker = name

@@ -25,6 +25,8 @@ import pytest
 from conftest import DIGEST_LINE, blob_path, read_layout, tree_state
 
 DROP_DAC = ("setpriv", "--bounding-set=-dac_override,-dac_read_search", "--")
+ROOT = pytest.mark.root          # setpriv dropping root's capabilities; tmpfs mounts
+SLOW = pytest.mark.slow
 
 
 # --- the work directory every case runs in ----------------------------------------------
@@ -117,7 +119,7 @@ def check_error(r: subprocess.CompletedProcess, code: int, quiet: bool) -> str:
     lines = r.stderr.splitlines()
     assert r.stderr.endswith("\n"), repr(r.stderr)
     if not quiet:
-        assert all(l.startswith("ocibuild: ") for l in lines[:-1]), r.stderr
+        assert all(line.startswith("ocibuild: ") for line in lines[:-1]), r.stderr
         lines = lines[-1:]
     assert len(lines) == 1, f"stderr is not one line: {r.stderr!r}"
     assert lines[0].startswith("error: ") and len(lines[0]) > len("error: ") + 10, lines[0]
@@ -158,9 +160,9 @@ CASES = [
          ("dangling/file", "no such file"), setup=lambda w: (w.root / "dangling").symlink_to("/nonexistent")),
     # root reads any file: the command runs without CAP_DAC_OVERRIDE/READ_SEARCH
     Case("add-unreadable-file", lambda w: ["--add", f"{w.root}/secret:/secret"],
-         ("secret", "permission denied"), setup=_secret, prefix=DROP_DAC),
+         ("secret", "permission denied"), setup=_secret, prefix=DROP_DAC, marks=(ROOT,)),
     Case("add-unreadable-directory-in-tree", lambda w: ["--add", f"{w.root}/tree:/tree"],
-         ("locked", "permission denied"), setup=_locked_tree, prefix=DROP_DAC),
+         ("locked", "permission denied"), setup=_locked_tree, prefix=DROP_DAC, marks=(ROOT,)),
     Case("add-device", lambda w: ["--add", "/dev/null:/null"], ("/dev/null", "device")),
     Case("add-fifo", lambda w: ["--add", f"{w.root}/fifo:/fifo"], ("fifo",),
          setup=lambda w: os.mkfifo(w.root / "fifo")),
@@ -187,6 +189,7 @@ CASES = [
     Case("base-docker-archive-no-such-tag",
          lambda w: ["--base", f"docker-archive:{w.docker}:ocibuild-test/other:v9"],
          ("ocibuild-test/other:v9",)),
+    # (a pull from localhost:443, where nothing listens: refused at first contact, so it fails fast)
     Case("base-bad-transport", lambda w: ["--base", "docker://localhost/x:1"], ("docker://",)),
     Case("base-layer-corrupt", lambda w: ["--base", f"oci:{w.base}:v1"], ("layer", "corrupt"),
          setup=lambda w: flip_byte(w.base_layer())),
@@ -324,6 +327,7 @@ def _no_space(r) -> None:
     assert "no space left on device" in line.lower(), line
 
 
+@ROOT
 @pytest.mark.parametrize("kind", ["oci-archive", "oci"])
 def test_full_disk_leaves_nothing(kind, tmpfs, ocibuild, big_args):
     mnt = tmpfs("1m")
@@ -333,6 +337,7 @@ def test_full_disk_leaves_nothing(kind, tmpfs, ocibuild, big_args):
     assert os.listdir(mnt) == [], f"left on the full disk: {os.listdir(mnt)}"
 
 
+@ROOT
 def test_full_disk_keeps_existing_outputs(tmpfs, ocibuild, build_image, big_args, tmp_path):
     """Existing outputs on the full disk: an archive to replace and a layout to
     add to; both stay exactly as they were."""
@@ -348,6 +353,7 @@ def test_full_disk_keeps_existing_outputs(tmpfs, ocibuild, build_image, big_args
     assert tree_state(mnt) == before
 
 
+@ROOT
 def test_full_disk_writes_no_other_output(tmpfs, ocibuild, big_args, tmp_path):
     """One output on a full disk: the others of the same command (on a disk
     with room) are not written either."""
@@ -361,6 +367,7 @@ def test_full_disk_writes_no_other_output(tmpfs, ocibuild, big_args, tmp_path):
     assert os.listdir(mnt) == []
 
 
+@ROOT
 def test_full_disk_layout_at_the_mount_point(tmpfs, ocibuild, big_args):
     mnt = tmpfs("1m")
     r = ocibuild("-q", "assemble", *big_args, "--output", f"oci:{mnt}:v1")
@@ -378,8 +385,8 @@ def test_success_prints_only_the_digest_on_stdout(ocibuild, static_binary, tmp_p
     assert read_layout(tmp_path / "l", "v1").digest == r.stdout.strip()
     lines = r.stderr.splitlines()
     assert lines, "no progress on stderr"
-    assert all(l.startswith("ocibuild: ") for l in lines), r.stderr
-    assert any(str(tmp_path / "a.tar") in l for l in lines), "progress does not name the outputs"
+    assert all(line.startswith("ocibuild: ") for line in lines), r.stderr
+    assert any(str(tmp_path / "a.tar") in line for line in lines), "progress does not name the outputs"
 
 
 def test_quiet_silences_progress(ocibuild, static_binary, tmp_path):

@@ -17,6 +17,7 @@ from conftest import read_layout, tree_state, unique_name
 
 NONROOT = 65532
 ROOTFUL = ["docker", "podman"]
+ENGINE, ROOT, SLOW = pytest.mark.engine, pytest.mark.root, pytest.mark.slow
 
 
 def image_args(static_binary, tmp_path) -> list[str]:
@@ -59,6 +60,7 @@ def config_digest_of(layout, tag=None) -> str:
     return read_layout(layout, tag).config_digest
 
 
+@ENGINE
 @pytest.mark.parametrize("compression", ["gzip", "zstd", "none"])
 @pytest.mark.parametrize("engine_name", ROOTFUL)
 def test_docker_archive_loads_and_runs_as_nonroot(engine_name, compression, require_engine,
@@ -87,6 +89,7 @@ def test_docker_archive_loads_and_runs_as_nonroot(engine_name, compression, requ
     assert static_binary.uid_in(printed) == 500
 
 
+@ENGINE
 def test_docker_daemon_refusing_a_layer_leaves_every_output_unwritten(
         require_engine, engine_cleanup, ocibuild, static_binary, tmp_path):
     """An engine that refuses the image at its last step (here: dockerd 20.10
@@ -107,6 +110,7 @@ def test_docker_daemon_refusing_a_layer_leaves_every_output_unwritten(
     assert not engine.has_image(name)
 
 
+@ENGINE
 @pytest.mark.parametrize("transport,engine_name", [("docker-daemon", "docker"),
                                                    ("containers-storage", "podman")])
 def test_engine_outputs_load_directly(transport, engine_name, require_engine, engine_cleanup,
@@ -123,6 +127,7 @@ def test_engine_outputs_load_directly(transport, engine_name, require_engine, en
     assert sorted(os.listdir(tmp_path)) == ["l", "nonce"]
 
 
+@ENGINE
 def test_both_engine_outputs_in_one_command(require_engine, engine_cleanup, ocibuild,
                                             static_binary, tmp_path):
     docker, podman = require_engine("docker"), require_engine("podman")
@@ -137,6 +142,7 @@ def test_both_engine_outputs_in_one_command(require_engine, engine_cleanup, ocib
     assert docker.image_id(d) == podman.image_id(p) == want
 
 
+@ENGINE
 def test_oci_archive_loads_into_podman(require_engine, engine_cleanup, build_image,
                                        static_binary, tmp_path):
     """podman reads the OCI layout tar and names the image after its
@@ -152,6 +158,8 @@ def test_oci_archive_loads_into_podman(require_engine, engine_cleanup, build_ima
     assert static_binary.uid_in(run_image(engine, engine_cleanup, name, static_binary)) == NONROOT
 
 
+@ENGINE
+@ROOT          # podman as the user `ocibuild` (runuser)
 @pytest.mark.parametrize("transport", ["docker-archive", "oci-archive"])
 def test_rootless_podman_loads_and_runs(transport, require_engine, engine_cleanup, build_image,
                                         static_binary, shared_tmp):
@@ -180,12 +188,13 @@ def _only_error_line(r, progress: bool = False) -> str:
     assert "Traceback" not in r.stderr
     lines = r.stderr.splitlines()
     if progress:
-        assert all(l.startswith("ocibuild: ") for l in lines[:-1]), r.stderr
+        assert all(line.startswith("ocibuild: ") for line in lines[:-1]), r.stderr
         lines = lines[-1:]
     assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
     return lines[0]
 
 
+@ENGINE          # no daemon, but the docker client: its own error names the socket
 def test_docker_down_fails_before_writing_anything(ocibuild, static_binary, tmp_path):
     """docker-daemon: with no daemon at DOCKER_HOST: exit 1, one error line
     naming docker, and the oci-archive and oci outputs of the same command

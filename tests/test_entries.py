@@ -84,7 +84,9 @@ def test_same_tree_created_in_another_order_gives_the_same_entries(tmp_path):
             _write(tmp_path / name / rel, rel.encode())
     one = host_entries(str(tmp_path / "one"), "/app")
     two = host_entries(str(tmp_path / "two"), "/app")
-    strip = lambda es: [(e.path, e.kind, e.mode, e.uid, e.gid, e.size, e.link) for e in es]
+
+    def strip(es):
+        return [(e.path, e.kind, e.mode, e.uid, e.gid, e.size, e.link) for e in es]
     assert strip(one) == strip(two)
 
 

@@ -63,6 +63,7 @@ INDEX = "META-INF/statedb/couchdb/indexes/indexOwner.json"
 PEER_ADDRESS = "peer0.org1.example.com:7052"
 FABRIC_DIR = "/etc/hyperledger/fabric"
 GIB = 1 << 30
+ENGINE, ROOT, SLOW = pytest.mark.engine, pytest.mark.root, pytest.mark.slow
 # The environment a Fabric 2.x peer gives a Go chaincode container with TLS on
 # (CORE_CHAINCODE_ONCE: the sample exits 0 after its start-up checks).
 PEER_ENV = {
@@ -106,8 +107,8 @@ def assert_refused(result, *expected: str) -> str:
 def read_targz(src: Path | bytes) -> dict[str, tuple[tarfile.TarInfo, bytes | None]]:
     """Every member of a gzipped tar (a file, or its bytes), in order, with its content."""
     out = {}
-    fileobj = io.BytesIO(src) if isinstance(src, bytes) else open(src, "rb")
-    with fileobj, tarfile.open(fileobj=fileobj, mode="r:gz") as t:
+    data = src if isinstance(src, bytes) else Path(src).read_bytes()
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as t:
         for m in t.getmembers():
             assert m.name not in out, f"duplicate member {m.name}"
             out[m.name] = (m, t.extractfile(m).read() if m.isfile() else None)
@@ -242,6 +243,8 @@ def _peer_container(engine, engine_cleanup, image: str, command: list[str], env:
     return name
 
 
+@ENGINE
+@SLOW
 @pytest.mark.parametrize("engine_name,transport", ENGINES, ids=[e for e, _ in ENGINES])
 def test_peer_runs_the_image_it_finds_under_its_name(engine_name, transport, ocibuild, require_engine,
                                                       engine_cleanup, tmp_path, tls_upload):
@@ -586,6 +589,7 @@ def test_package_made_with_the_tar_command_builds(ocibuild, tmp_path):
     assert ann["org.hyperledger.fabric.chaincode.package-id"] == f"tarcmd_1:{sha256_hex(tmp_path / 'pkg.tgz')}"
 
 
+@ENGINE
 def test_engines_and_host_give_the_same_image(ocibuild, require_engine, tmp_path):
     require_engine("docker")
     require_engine("podman")
@@ -671,7 +675,8 @@ def _left_by_us(engine, ids: set[str], marks: tuple[str, ...]) -> list[str]:
 def hostile_run(ocibuild, require_engine, tmpfs, tmp_path):
     """hostile_run(data, builder, *extra_args) -> (CompletedProcess, error
     line checker): runs `ocibuild -q build` on `data` with TMPDIR on a 64 MiB
-    tmpfs and checks that nothing was left anywhere."""
+    tmpfs and checks that nothing was left anywhere (nor in docker and
+    podman, whatever the builder). Its tests are `engine` and `root`."""
     engines = [require_engine("docker"), require_engine("podman")]
     tmp = tmpfs("64m")
     inputs, cwd, out = tmp_path / "in", tmp_path / "cwd", tmp_path / "out"
@@ -697,12 +702,16 @@ def hostile_run(ocibuild, require_engine, tmpfs, tmp_path):
     return run
 
 
+@ENGINE
+@ROOT
 @pytest.mark.parametrize("name", list(HOSTILE))
 def test_hostile_package_is_refused(hostile_run, name):
     make, builder, says = HOSTILE[name]
     assert_refused(hostile_run(make(), builder), *says)
 
 
+@ENGINE
+@ROOT
 @pytest.mark.parametrize("builder", ["host", "docker", "podman"])
 def test_compile_error_names_the_file_and_line_under_quiet(hostile_run, builder):
     make = HOSTILE["compile-error"][0]
@@ -713,6 +722,8 @@ def test_compile_error_names_the_file_and_line_under_quiet(hostile_run, builder)
     assert "main.go:3" in r.stderr and "undefinedThing" in r.stderr, r.stderr
 
 
+@ENGINE
+@ROOT
 def test_limits_are_configurable(hostile_run):
     # A 64 KiB file in a package read under a 16 KiB limit: the same refusal, small.
     data = _code(f("src/big.bin", bytes(64 << 10)))

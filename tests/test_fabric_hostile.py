@@ -36,6 +36,7 @@ from ocibuild.errors import OcibuildError
 from ocibuild.fabric import Limits, PackageError, go_source, open_package, package_id
 
 GIB, MIB = 1 << 30, 1 << 20
+ROOT = pytest.mark.root          # the work dir is a small tmpfs (mount)
 
 
 def snapshot(root) -> dict:
@@ -490,6 +491,7 @@ def _big_member_header(size: int, fmt) -> bytes:
     return info.tobuf(fmt)
 
 
+@ROOT
 @pytest.mark.parametrize("fmt", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT])
 def test_bomb_with_default_limits_is_refused_at_once(tmpfs, tmp_path, fmt):
     # code.tar.gz: one member claiming 10 GiB of zeros (the zeros are really
@@ -508,6 +510,7 @@ def test_bomb_with_default_limits_is_refused_at_once(tmpfs, tmp_path, fmt):
     assert os.listdir(work) == []
 
 
+@ROOT
 def test_inflation_bomb_is_stopped_as_it_inflates(tmpfs, tmp_path):
     # A tiny valid tar followed by 10 GiB of zeros that no header accounts
     # for: only counting inflated bytes catches it. Default limits; refused
@@ -532,6 +535,7 @@ def test_package_id_refuses_outer_bomb(tmp_path):
         package_id(str(path), Limits(max_bytes=64 * MIB))
 
 
+@ROOT
 def test_extracted_bytes_stay_within_the_limit(tmpfs, tmp_path):
     # Files are really written up to the limit, never past it: on a 3 MiB
     # tmpfs, a 2 MiB limit is hit before the disk is full.
@@ -612,6 +616,7 @@ _FUZZ = settings(max_examples=1000, deadline=None, derandomize=True,
                  suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
+@pytest.mark.slow
 @_FUZZ
 @given(data=st.binary(max_size=2048))
 def test_fuzz_random_bytes(tmp_path_factory, data):
@@ -619,12 +624,14 @@ def test_fuzz_random_bytes(tmp_path_factory, data):
     _open_only_own_errors(tmp_path_factory, b"\x1f\x8b" + data)
 
 
+@pytest.mark.slow
 @_FUZZ
 @given(sample=st.sampled_from(range(len(_SAMPLES))), edits=_edits)
 def test_fuzz_mutated_packages(tmp_path_factory, sample, edits):
     _open_only_own_errors(tmp_path_factory, _mutate(_SAMPLES[sample], edits))
 
 
+@pytest.mark.slow
 @_FUZZ
 @given(edits=_edits, outer=st.booleans())
 def test_fuzz_mutated_tar_inside_valid_gzip(tmp_path_factory, edits, outer):

@@ -221,8 +221,8 @@ def test_shared_blobs_written_once(tmp_path):
     lay = tmp_path / "lay"
     a = assemble(tmp_path, "a", f"oci:{lay}:a")
     b = assemble(tmp_path, "b", f"oci:{lay}:b")
-    la = [l.descriptor.digest for l in open_image(f"oci:{lay}:a").layers]
-    lb = [l.descriptor.digest for l in open_image(f"oci:{lay}:b").layers]
+    la = [layer.descriptor.digest for layer in open_image(f"oci:{lay}:a").layers]
+    lb = [layer.descriptor.digest for layer in open_image(f"oci:{lay}:b").layers]
     assert la[0] == lb[0] and la[1] != lb[1] and a != b
     names = sorted(p.name for p in (lay / "blobs" / "sha256").iterdir())
     # 2 manifests, 2 configs, the shared base layer once, 2 new layers
@@ -309,7 +309,7 @@ def test_directory_that_is_not_a_layout_is_refused(tmp_path):
     f = payload(tmp_path / "payloads", "x", 1)
     r = cli("assemble", "--add", f"{f}:/x", "--output", f"oci:{d}:v1")
     assert r.returncode == 1
-    (err,) = [l for l in r.stderr.splitlines() if l.startswith("error: ")]
+    (err,) = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
     assert str(d) in err and "not an OCI layout" in err
     assert "Traceback" not in r.stderr
     assert tree(d) == before
@@ -322,7 +322,7 @@ def test_file_in_place_of_a_layout_is_refused(tmp_path):
     f = payload(tmp_path / "payloads", "x", 1)
     r = cli("assemble", "--add", f"{f}:/x", "--output", f"oci:{p}:v1")
     assert r.returncode == 1
-    assert [l for l in r.stderr.splitlines() if l.startswith("error: ")]
+    assert [line for line in r.stderr.splitlines() if line.startswith("error: ")]
     assert p.read_bytes() == b"precious"
     assert leftovers(tmp_path) == []
 
@@ -409,7 +409,7 @@ def test_failed_write_leaves_the_layout_as_it_was(tmp_path, failure, target):
             "--output", f"oci:{lay}:new", "--output", f"oci:{lay}:latest",
             "--output", f"oci-archive:{out_dir}/also.tar")
     assert r.returncode == 1, r.stderr
-    errors = [l for l in r.stderr.splitlines() if l.startswith("error: ")]
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and words in errors[0], r.stderr
     assert "Traceback" not in r.stderr
     assert tree(out_dir) == before                 # byte-identical, nothing added
@@ -435,7 +435,7 @@ def test_unreadable_index_refused_with_the_layout_unchanged(tmp_path):
     f = payload(tmp_path / "payloads", "b", "b")
     r = cli("assemble", "--add", f"{f}:/b", "--output", f"oci:{lay}:b")
     assert r.returncode == 1
-    (err,) = [l for l in r.stderr.splitlines() if l.startswith("error: ")]
+    (err,) = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
     assert "index.json" in err and "Traceback" not in r.stderr
     assert leftovers(lay.parent) == []
     assert tree(lay.parent) == before

@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 OCIBUILD = str(Path(sys.executable).parent / "ocibuild")
 GIB = 1 << 30
 
@@ -21,6 +23,7 @@ def _peak_rss_of(cmd: list[str]) -> tuple[subprocess.CompletedProcess, int]:
     return subprocess.CompletedProcess(cmd, int(code), digest, out.stderr), int(kib) * 1024
 
 
+@pytest.mark.slow          # 1 GiB through tar, sha256 and gzip, twice
 def test_one_gib_layer_in_flat_memory(tmp_path):
     big = tmp_path / "big.bin"
     with open(big, "wb") as f:          # sparse: costs no disk, reads as 1 GiB

@@ -25,12 +25,14 @@ failure, never a skip."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import secrets
 import shutil
 import subprocess
 import sys
+import tarfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -72,6 +74,10 @@ UNSET = ("SOURCE_DATE_EPOCH", "DOCKER_CONFIG", "REGISTRY_AUTH_FILE", "XDG_RUNTIM
          "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "OCIBUILD_CACHE_DIR")
 MB = 1000 * 1000
 GIB = 1 << 30
+SLOW = pytest.mark.slow
+# Every test runs against the harness's registries, whose CA is installed
+# under /etc/docker/certs.d (root).
+pytestmark = [pytest.mark.registry, pytest.mark.root]
 
 
 def _acl(user: str, repo: str) -> set[str]:
@@ -343,6 +349,7 @@ def test_push_reads_back_with_skopeo_same_digest_same_bytes(client, main_registr
         assert sha256_file(tmp_path / "copy" / "blobs" / "sha256" / d.split(":")[1]) == d
 
 
+@SLOW          # a Go build with the host's toolchain
 def test_chaincode_build_pushes(client, main_registry, tmp_path):
     repo = repo_name("chaincode")
     r = client.run("build", "--builder", "host", str(FIXTURES / "chaincode"),
@@ -555,7 +562,7 @@ def test_docker_schema2_base_gives_an_all_oci_image(client, main_registry, tmp_p
     out = read_layout(tmp_path / "out", "v1")
     assert out.layer_digests[:-1] == base.layer_digests
     types = [out.manifest.get("mediaType"), out.manifest["config"]["mediaType"],
-             *(l["mediaType"] for l in out.manifest["layers"])]
+             *(layer["mediaType"] for layer in out.manifest["layers"])]
     assert all("vnd.oci." in t for t in types), f"not OCI throughout: {types}"
     status, headers, _ = main_registry.manifest(f"{repo}-ext", "v1", ALICE)
     assert status == 200 and headers["content-type"] == OCI_MANIFEST
@@ -588,6 +595,72 @@ def test_corrupt_blob_on_pull_is_refused_and_not_cached(client, main_registry, t
         data_path.write_bytes(good)
     # Repaired registry, same cache: it works (nothing bad was kept).
     client.assemble("--base", main_registry.ref(f"{repo}:v1"), "--output", f"oci:{tmp_path / 'ok'}:v1")
+
+
+# --- a k8s chaincode package naming an image in a registry ------------------------------------
+
+def one_line(r: subprocess.CompletedProcess) -> str:
+    """The stdout of a successful run: exactly one line."""
+    assert r.returncode == 0, f"exit {r.returncode}\nstdout: {r.stdout}\nstderr: {r.stderr}"
+    assert r.stdout.endswith("\n") and r.stdout.count("\n") == 1, repr(r.stdout)
+    return r.stdout.strip()
+
+
+def read_k8s_package(pkg: Path) -> tuple[dict, dict]:
+    """(metadata.json, image.json) of a k8s lifecycle package, read with tarfile only."""
+    with tarfile.open(pkg, "r:gz") as outer:
+        assert outer.getnames() == ["metadata.json", "code.tar.gz"], outer.getnames()
+        meta = json.load(outer.extractfile("metadata.json"))
+        code = outer.extractfile("code.tar.gz").read()
+    with tarfile.open(fileobj=io.BytesIO(code), mode="r:gz") as inner:
+        assert inner.getnames() == ["image.json"], inner.getnames()
+        return meta, json.load(inner.extractfile("image.json"))
+
+
+@pytest.mark.parametrize("by", ["digest", "tag"])
+def test_k8s_package_takes_the_digest_of_a_registry_image(client, main_registry, tmp_path, by):
+    """`fabric package --type k8s --image docker://HOST/REPO@sha256:...` (or
+    `:TAG`): image.json names the pushed manifest's digest, the printed
+    package ID is `fabric package-id`'s, and the package is the very one
+    `--image-digest` gives."""
+    repo = repo_name(f"k8s-{by}")
+    f = unique_file(tmp_path)
+    digest = client.assemble("--base", "static", "--add", f"{f}:/data/payload.txt",
+                             "--output", main_registry.ref(f"{repo}:v1"))
+    assert skopeo_digest(main_registry.ref(f"{repo}:v1")) == digest
+    image = main_registry.ref(f"{repo}@{digest}" if by == "digest" else f"{repo}:v1")
+    label = f"k8s-{by}_{uuid.uuid4().hex[:8]}"
+    name = f"{main_registry.hostport}/{repo}"
+    pkg = tmp_path / "k8s.tar.gz"
+    pid = one_line(client.run("fabric", "package", "--type", "k8s", "--label", label, "--image-name", name,
+                              "--image", image, "--output", pkg))
+    meta, image_json = read_k8s_package(pkg)
+    assert meta == {"type": "k8s", "label": label}
+    assert image_json == {"name": name, "digest": digest}
+    assert pid == f"{label}:{sha256_file(pkg).partition(':')[2]}"
+    assert one_line(client.run("fabric", "package-id", pkg)) == pid
+    same = tmp_path / "same.tar.gz"
+    assert one_line(client.run("fabric", "package", "--type", "k8s", "--label", label, "--image-name", name,
+                               "--image-digest", digest, "--output", same)) == pid
+    assert same.read_bytes() == pkg.read_bytes()
+
+
+def test_k8s_package_image_from_an_untrusted_registry_needs_insecure_registry(client, untrusted_registry,
+                                                                               tmp_path):
+    reg = untrusted_registry
+    repo = repo_name("k8s-insecure")
+    f = unique_file(tmp_path)
+    digest = client.assemble("--base", "static", "--add", f"{f}:/data/payload.txt",
+                             "--output", reg.ref(f"{repo}:v1"), "--insecure-registry", reg.hostport)
+    pkg = tmp_path / "k8s.tar.gz"
+    args = ["fabric", "package", "--type", "k8s", "--label", "k8s_insecure", "--image-name", "reg/cc",
+            "--image", reg.ref(f"{repo}:v1"), "--output", pkg]
+    line = one_error(client.run(*args), secrets_=(ALICE,))
+    assert reg.hostport in line and "--insecure-registry" in line, line
+    assert not pkg.exists()
+    pid = one_line(client.run(*args, "--insecure-registry", reg.hostport))
+    assert read_k8s_package(pkg)[1] == {"name": "reg/cc", "digest": digest}
+    assert one_line(client.run("fabric", "package-id", pkg)) == pid
 
 
 # --- Bearer tokens --------------------------------------------------------------------------
@@ -912,7 +985,9 @@ def test_retries_on_429_and_5xx_honouring_retry_after(client, proxied, tmp_path,
     if retry_after:
         headers["Retry-After"] = retry_after
     body = json.dumps({"errors": [{"code": "UNAVAILABLE", "message": "try again"}]}).encode()
-    match = lambda m, p, q: m == method and p.startswith(f"/v2/{repo}/{what}")
+
+    def match(m, p, q):
+        return m == method and p.startswith(f"/v2/{repo}/{what}")
     fault = proxy.fault(Fault(match, status, body, headers, times=1))
     n = len(proxy.records)
     f = unique_file(tmp_path)
@@ -955,7 +1030,9 @@ def test_chunked_upload_cut_resumes_or_starts_over(client, proxied, tmp_path, cu
     repo = repo_name("resume")
     big = tmp_path / "random.bin"
     big.write_bytes(os.urandom(40 << 20))        # > the 16 MiB chunk size: a chunked upload
-    patch = lambda m, p, q: m == "PATCH" and p.startswith(f"/v2/{repo}/blobs/uploads/")
+
+    def patch(m, p, q):
+        return m == "PATCH" and p.startswith(f"/v2/{repo}/blobs/uploads/")
     fault = proxy.fault(Fault(patch, after=1, times=1, cut_after=cut_after))
     n = len(proxy.records)
     d = client.assemble("--base", "scratch", "--compression", "none", "--add", f"{big}:/data/random.bin",
@@ -1035,6 +1112,7 @@ def test_local_outputs_all_or_none(client, main_registry, untrusted_registry, pr
 
 # --- a registry that dies -------------------------------------------------------------------
 
+@SLOW
 def test_registry_killed_mid_push_retries_then_fails_and_leaves_no_tag(client, new_registry, tmp_path):
     reg = new_registry()
     client.login(reg.hostport, ALICE)
@@ -1095,6 +1173,7 @@ def _peak_rss_of(cmd: list[str], env: dict) -> tuple[subprocess.CompletedProcess
     return subprocess.CompletedProcess(cmd, int(code), stdout + "\n", out.stderr), int(kib) * 1024
 
 
+@SLOW
 def test_multi_gib_layer_pushed_in_flat_memory(client, new_registry, tmp_path):
     free = shutil.disk_usage(tmp_path).free
     # The layer exists up to four times at once: ocibuild's work store or

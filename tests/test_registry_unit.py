@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -495,7 +496,7 @@ def test_untrusted_certificate_names_the_ca_directories(serve, tmp_path, tls_cer
     assert sleeps == [] and srv.requests == []
     # The CA in the second directory: trusted, along with the system's.
     (b / srv.host).mkdir(parents=True)
-    (b / srv.host / "ca.crt").write_bytes(open(tls_cert[0], "rb").read())
+    (b / srv.host / "ca.crt").write_bytes(Path(tls_cert[0]).read_bytes())
     with RegistryClient(srv.host, opts) as c:
         assert c.ping() == f"https://{srv.host}"
 
@@ -643,7 +644,7 @@ def test_plain_http_token_realm_needs_an_explicit_insecure_host(serve, tmp_path,
     reg = serve(lambda r: Reply(401, {"WWW-Authenticate": f'Bearer realm="http://{realm.host}/token"'}),
                 tls=tls_cert)
     (tmp_path / reg.host).mkdir()
-    (tmp_path / reg.host / "ca.crt").write_bytes(open(tls_cert[0], "rb").read())
+    (tmp_path / reg.host / "ca.crt").write_bytes(Path(tls_cert[0]).read_bytes())
     cfg = _config(tmp_path, {"auths": {reg.host: {"auth": _b64("alice:pw")}}})
     opts = RegistryOptions(certs_dirs=(str(tmp_path),), docker_config=cfg)
     with RegistryClient(reg.host, opts) as c:
@@ -779,7 +780,7 @@ class FakeRegistry:
     def manifest(self, r, repo, ref):
         if r.method == "PUT":
             doc = json.loads(r.body)
-            needed = [doc["config"]["digest"]] + [l["digest"] for l in doc.get("layers", [])] \
+            needed = [doc["config"]["digest"]] + [layer["digest"] for layer in doc.get("layers", [])] \
                 if "config" in doc else []
             for d in needed:
                 if d not in self.repos.get(repo, set()):
@@ -807,9 +808,9 @@ def make_image(*layer_sizes: int, seed: int = 0, arch: str = "amd64") -> Image:
         b = bytes_blob(OCI_LAYER, data, f"layer {i}")
         layers.append(Layer(b.descriptor, b.opener, b.where, diff_id=b.descriptor.digest))
     cfg = canonical_json({"architecture": arch, "os": "linux",
-                          "rootfs": {"type": "layers", "diff_ids": [l.diff_id for l in layers]}})
+                          "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in layers]}})
     config = bytes_blob(OCI_CONFIG, cfg, "config")
-    return Image(manifest_json(config.descriptor, [l.descriptor for l in layers]), config, tuple(layers))
+    return Image(manifest_json(config.descriptor, [layer.descriptor for layer in layers]), config, tuple(layers))
 
 
 @pytest.fixture
@@ -971,7 +972,7 @@ def test_mount_from_a_repository_the_blob_was_pulled_from(registry, tmp_path):
     push(registry, base, "library/base:1", tmp_path / "elsewhere")     # someone else's push
     pulled = pull_image(parse_registry_ref(f"{registry.host}/library/base:1"), AMD64,
                         RegistryOptions(insecure=frozenset({registry.host}), cache_dir=str(tmp_path / "cache")))
-    img = Image(manifest_json(pulled.config.descriptor, [l.descriptor for l in pulled.layers],
+    img = Image(manifest_json(pulled.config.descriptor, [layer.descriptor for layer in pulled.layers],
                               {"x": "y"}), pulled.config, pulled.layers)
     out = push(registry, img, "acme/cc:1", tmp_path)
     assert (out.stats.mounted, out.stats.uploaded) == (2, 0)
@@ -985,7 +986,7 @@ def test_mount_token_has_pull_scope_on_the_source(serve, tmp_path):
     def handler(r):
         if r.path == "/token":
             issued.append(sorted(r.query.get("scope", [])))
-            return Reply(200, body=json.dumps({"token": "t%d" % len(issued)}).encode())
+            return Reply(200, body=json.dumps({"token": f"t{len(issued)}"}).encode())
         if not r.headers.get("authorization"):
             return Reply(401, {"WWW-Authenticate": f'Bearer realm="http://{srv.host}/token",service="s"'})
         if r.method == "HEAD":
@@ -1020,7 +1021,7 @@ def test_pull_fills_the_cache_and_pinned_pull_needs_no_network(registry, tmp_pat
     push(registry, img, "acme/base:1", tmp_path / "pusher")
     options = RegistryOptions(insecure=frozenset({registry.host}), cache_dir=str(tmp_path / "cache"))
     got = pull_image(parse_registry_ref(f"docker://{registry.host}/acme/base:1"), None, options)
-    assert got.digest == img.digest and [l.read() for l in got.layers] == [l.read() for l in img.layers]
+    assert got.digest == img.digest and [layer.read() for layer in got.layers] == [layer.read() for layer in img.layers]
     assert got.config.read() == img.config.read()
     accept = [r.headers["accept"] for r in registry.srv.requests if "/manifests/" in r.path and r.method == "GET"]
     assert all(t in accept[0] for t in ("application/vnd.oci.image.manifest.v1+json",
@@ -1028,7 +1029,8 @@ def test_pull_fills_the_cache_and_pinned_pull_needs_no_network(registry, tmp_pat
                                          "application/vnd.docker.distribution.manifest.v2+json",
                                          "application/vnd.docker.distribution.manifest.list.v2+json"))
     blob_gets = registry.srv.count("GET", "/blobs/")
-    got = pull_image(parse_registry_ref(f"{registry.host}/acme/base:1"), None, options)          # by tag: the manifest only
+    # by tag: the manifest only
+    got = pull_image(parse_registry_ref(f"{registry.host}/acme/base:1"), None, options)
     assert registry.srv.count("GET", "/blobs/") == blob_gets
     n = len(registry.srv.requests)
     registry.srv.stop()
@@ -1045,7 +1047,8 @@ def test_pull_picks_the_platform_from_an_index(registry, tmp_path):
     options = RegistryOptions(insecure=frozenset({registry.host}), cache_dir=str(tmp_path / "cache"))
     with RegistryClient(registry.host, options) as c:
         put_manifest(c, parse_registry_ref(f"{registry.host}/acme/multi"), "all", index_json([da, dr]), OCI_INDEX)
-    assert pull_image(parse_registry_ref(f"{registry.host}/acme/multi:all"), Platform("linux", "arm64"), options).digest == arm.digest
+    arm64 = Platform("linux", "arm64")
+    assert pull_image(parse_registry_ref(f"{registry.host}/acme/multi:all"), arm64, options).digest == arm.digest
     assert pull_image(parse_registry_ref(f"{registry.host}/acme/multi:all"), AMD64, options).digest == amd.digest
     with pytest.raises(InputError, match="no image for linux/s390x"):
         pull_image(parse_registry_ref(f"{registry.host}/acme/multi:all"), Platform("linux", "s390x"), options)

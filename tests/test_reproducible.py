@@ -230,9 +230,9 @@ def test_written_then_read_back_is_the_same_image(tmp_path_factory, spec, create
             image = assemble_image(Request(adds=(Add(str(src), "/opt/app"),), created=created,
                                   platform=AMD64), work)
             want = (image.config.descriptor.digest,
-                    [l.descriptor.digest for l in image.layers],
-                    [l.descriptor.size for l in image.layers],
-                    [l.diff_id for l in image.layers])
+                    [layer.descriptor.digest for layer in image.layers],
+                    [layer.descriptor.size for layer in image.layers],
+                    [layer.diff_id for layer in image.layers])
             write_all([open_output(f"oci-archive:{out}/oci.tar:v1", created),
                        open_output(f"oci:{out}/layout:v1", created),
                        open_output(f"docker-archive:{out}/docker.tar:example/app:v1", created)],
@@ -240,8 +240,8 @@ def test_written_then_read_back_is_the_same_image(tmp_path_factory, spec, create
         for ref in (f"oci:{out}/layout:v1", f"oci-archive:{out}/oci.tar:v1",
                     f"docker-archive:{out}/docker.tar:example/app:v1"):
             back = open_image(ref)
-            got = (back.config.descriptor.digest, [l.descriptor.digest for l in back.layers],
-                   [l.descriptor.size for l in back.layers], [l.diff_id for l in back.layers])
+            got = (back.config.descriptor.digest, [layer.descriptor.digest for layer in back.layers],
+                   [layer.descriptor.size for layer in back.layers], [layer.diff_id for layer in back.layers])
             assert got == want, ref
             assert back.digest == image.digest, ref
             assert back.manifest == image.manifest, ref
@@ -341,7 +341,7 @@ def test_cli_bad_source_date_epoch(tmp_path, value):
     r = cli(["assemble", "--add", f"{tmp_path}/f:/f", "--output", f"oci-archive:{tmp_path}/o.tar"],
             cwd=tmp_path, epoch=value)
     assert r.returncode == 1
-    assert [l for l in r.stderr.splitlines() if l.startswith("error: ")] == [
-        l for l in r.stderr.splitlines()]
+    assert [line for line in r.stderr.splitlines() if line.startswith("error: ")] == [
+        line for line in r.stderr.splitlines()]
     assert "SOURCE_DATE_EPOCH" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "o.tar").exists()

@@ -77,8 +77,8 @@ def made(tmp_path_factory) -> Made:
     with WorkStore() as work:
         image = assemble_image(Request(adds=(Add(str(payload), "/usr/local/bin/app"),), platform=AMD64), work)
         m = Made(root, image.digest, image.config.descriptor.digest,
-                 tuple(l.descriptor.digest for l in image.layers),
-                 tuple(l.diff_id for l in image.layers))
+                 tuple(layer.descriptor.digest for layer in image.layers),
+                 tuple(layer.diff_id for layer in image.layers))
         _write(image, work, f"oci:{m.layout}:v1", f"oci-archive:{m.oci_archive}:v1",
                f"docker-archive:{m.docker_archive}:example/app:v1")
     for dest in (f"oci-archive:{m.skopeo_oci}:v1",
@@ -114,8 +114,8 @@ def test_read_back_ocibuild_output(made, kind):
     for r in (f"{kind}:{path}:{name}", f"{kind}:{path}"):      # with and without the name
         image = open_image(r)
         assert image.config.descriptor.digest == made.config
-        assert tuple(l.descriptor.digest for l in image.layers) == made.layers
-        assert tuple(l.diff_id for l in image.layers) == made.diff_ids
+        assert tuple(layer.descriptor.digest for layer in image.layers) == made.layers
+        assert tuple(layer.diff_id for layer in image.layers) == made.diff_ids
         assert image.platform == AMD64
         assert image.digest == made.digest
         _full_read(image)
@@ -127,7 +127,7 @@ def test_read_skopeo_oci_archive(made):
     for ref in (f"oci-archive:{made.skopeo_oci}:v1", f"oci-archive:{made.skopeo_oci}"):
         image = open_image(ref)
         assert image.digest == made.digest          # skopeo kept the manifest as it was
-        assert tuple(l.diff_id for l in image.layers) == made.diff_ids
+        assert tuple(layer.diff_id for layer in image.layers) == made.diff_ids
         _full_read(image)
 
 
@@ -139,10 +139,10 @@ def test_read_skopeo_docker_archive(made):
                 f"docker-archive:{made.skopeo_docker}:docker.io/example/app:v1"):
         image = open_image(ref)
         assert image.config.descriptor.digest == made.config
-        assert tuple(l.diff_id for l in image.layers) == made.diff_ids
+        assert tuple(layer.diff_id for layer in image.layers) == made.diff_ids
         # skopeo stores the layers uncompressed: the digest is the diff_id
-        assert tuple(l.descriptor.digest for l in image.layers) == made.diff_ids
-        assert {l.descriptor.media_type for l in image.layers} == {OCI_LAYER}
+        assert tuple(layer.descriptor.digest for layer in image.layers) == made.diff_ids
+        assert {layer.descriptor.media_type for layer in image.layers} == {OCI_LAYER}
         _full_read(image)
 
 
@@ -170,16 +170,16 @@ BASES = {
 def test_extending_keeps_base_layers_and_records_it(made, tmp_path, which):
     ref = BASES[which](made)
     base = open_image(ref)
-    base_layers = [l.descriptor.digest for l in base.layers]
+    base_layers = [layer.descriptor.digest for layer in base.layers]
     extra = _payload(tmp_path)
     out = tmp_path / "out.tar"
     with WorkStore() as work:
         image = assemble_image(Request(adds=(Add(str(extra), "/usr/local/bin/extra"),), base=ref), work)
         _write(image, work, f"oci-archive:{out}:new")
-        assert [l.descriptor.digest for l in image.layers[:-1]] == base_layers
+        assert [layer.descriptor.digest for layer in image.layers[:-1]] == base_layers
         assert len(image.layers) == len(base.layers) + 1
         cfg = image.config_doc
-        assert cfg["rootfs"]["diff_ids"][:-1] == [l.diff_id for l in base.layers]
+        assert cfg["rootfs"]["diff_ids"][:-1] == [layer.diff_id for layer in base.layers]
         assert cfg["rootfs"]["diff_ids"][-1] == image.layers[-1].diff_id
         assert len(cfg["history"]) == len(base.config_doc.get("history") or []) + 1
         assert cfg["config"]["User"] == "65532:65532"            # the base's config is kept
@@ -422,9 +422,9 @@ def test_broken_base_through_the_cli(made, tmp_path, scenario):
     assert r.stdout == ""
     assert "Traceback" not in r.stderr
     lines = r.stderr.splitlines()
-    errors = [l for l in lines if l.startswith("error: ")]
+    errors = [line for line in lines if line.startswith("error: ")]
     assert len(errors) == 1, r.stderr
-    assert all(l.startswith("ocibuild: ") for l in lines if l not in errors), r.stderr
+    assert all(line.startswith("ocibuild: ") for line in lines if line not in errors), r.stderr
     for w in words:
         assert w in errors[0], f"{w!r} not in {errors[0]!r}"
     assert os.listdir(out) == []                # no output, no partial file
@@ -510,8 +510,8 @@ def test_platform_picked_from_a_nested_index(tmp_path):
                               platform=Platform("linux", "arm64")), work)
         assert image.platform.architecture == "arm64"
         assert image.manifest_doc["annotations"][ANN_BASE_DIGEST] == digests["arm64"].digest
-        assert [l.descriptor.digest for l in image.layers[:-1]] == [
-            l.descriptor.digest for l in arm.layers]
+        assert [layer.descriptor.digest for layer in image.layers[:-1]] == [
+            layer.descriptor.digest for layer in arm.layers]
 
 
 def test_base_for_another_platform_refused(made, tmp_path):

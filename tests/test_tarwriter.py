@@ -9,6 +9,7 @@ import io
 import os
 import random
 import tarfile
+from pathlib import Path
 
 import pytest
 import zstandard
@@ -75,7 +76,7 @@ def test_every_header_field(tmp_path):
     with tarfile.open(fileobj=io.BytesIO(data)) as tf:
         members = tf.getmembers()
         assert [m.name for m in members] == [e.path for e in entries]
-        for m, e in zip(members, entries):
+        for m, e in zip(members, entries, strict=True):
             assert type(m.mtime) is int and m.mtime == 1700000000, m.name
             assert (m.uid, m.gid) == (e.uid, e.gid), m.name
             assert (m.uname, m.gname) == ("", ""), m.name
@@ -87,9 +88,10 @@ def test_every_header_field(tmp_path):
             assert m.linkname == (e.link if e.kind in (SYMLINK, HARDLINK) else ""), m.name
             assert m.size == (e.size if e.kind == FILE else 0), m.name
             if e.kind == FILE:
-                want = e.data if e.data is not None else open(e.source, "rb").read()
+                want = e.data if e.data is not None else Path(e.source).read_bytes()
                 assert tf.extractfile(m).read() == want
-    modes = {m.name: m.mode for m in tarfile.open(fileobj=io.BytesIO(data))}
+    with tarfile.open(fileobj=io.BytesIO(data)) as tf:
+        modes = {m.name: m.mode for m in tf}
     assert modes["tmp"] == 0o1777 and modes["etc/hyperledger/fabric"] == 0o775
 
 

@@ -275,7 +275,7 @@ def test_layers_decompress_to_their_diff_ids(built):
     GNU tar; and the oci-archive holds the very same blobs as the layout."""
     img = built.image
     last_names = None
-    for desc, diff_id in zip(img.manifest["layers"], img.diff_ids):
+    for desc, diff_id in zip(img.manifest["layers"], img.diff_ids, strict=True):
         blob = blob_path(built.layout, desc["digest"])
         digest, last_names = _decompressed_digest_and_names(blob, built.comp)
         assert digest == diff_id
@@ -519,6 +519,7 @@ def test_derived_image_written_into_its_base_layout(build_image, payload, tmp_pa
     assert sorted(os.listdir(tmp_path)) == ["layout"]
 
 
+@pytest.mark.root          # a tmpfs mount
 def test_layout_output_into_a_mount_point(ocibuild, payload, tmpfs):
     mnt = tmpfs("64m")
     r = ocibuild("-q", "assemble", *payload_args(payload), "--output", f"oci:{mnt}:v1")

@@ -63,6 +63,9 @@ class Puller:
     def client(self) -> RegistryClient:
         if self._client is None:
             self._client = RegistryClient(self.ref.host, self.options)
+            # As a push's check(): a registry that is down at the start fails
+            # fast (one retry); later requests get the full retries.
+            self._client.ping(retries=1)
         return self._client
 
     def close(self) -> None:
