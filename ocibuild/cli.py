@@ -27,7 +27,7 @@ from .oci.compression import compression
 from .oci.entries import image_path
 from .oci.image import ConfigChanges
 from .oci.model import Platform
-from .oci.reference import RegistryRef
+from .oci.reference import EngineRef, RegistryRef, parse_reference
 from .progress import human_size
 from .registry.options import RegistryOptions
 from .transports import open_image, open_output, parse_base
@@ -81,7 +81,8 @@ def cli(ctx, debug, quiet):
 _IMAGE_OPTIONS = [
     click.option("--base", default="static", show_default=True,
                  help="Built-in base (static, scratch) or oci:DIR[:ref], oci-archive:FILE[:ref], "
-                      "docker-archive:FILE[:name:tag]."),
+                      "docker-archive:FILE[:name:tag], docker-daemon:NAME:TAG, containers-storage:NAME:TAG, "
+                      "docker://HOST/REPO[:TAG|@DIGEST]."),
     click.option("--entrypoint", help="JSON array, or a string split as a shell would."),
     click.option("--cmd", help="JSON array, or a string split as a shell would."),
     click.option("--env", "envs", multiple=True, metavar="K=V",
@@ -254,8 +255,12 @@ def fabric_package(source, cc_type, label, out, import_path, address, dial_timeo
         if not image_name_:
             raise InputError("fabric package --type k8s needs --image-name")
         if image_ref:
+            ref = parse_reference(image_ref, "--image")
+            if isinstance(ref, EngineRef):
+                click.echo(f"ocibuild: note: the digest of {ref} is that of {ref.engine}'s export of it; "
+                           "a registry serves the digest ocibuild printed when it wrote the image", err=True)
             with WorkStore() as work:
-                image_digest = open_image(image_ref, registry=registry_options(env, insecure), work=work).digest
+                image_digest = open_image(ref, registry=registry_options(env, insecure), work=work).digest
         if not image_digest:
             raise InputError("fabric package --type k8s needs --image-digest sha256:... or --image REF")
         pid = write_k8s(out, label, image_name_, image_digest, meta_inf=meta_inf, mtime=mtime)

@@ -11,9 +11,11 @@ not pay."""
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 from typing import TYPE_CHECKING
 
+from .children import child_pids, stop_children
 from .errors import EngineError
 from .fsutil import unlink_quietly
 from .oci.blobs import WorkStore
@@ -63,14 +65,16 @@ class Engine:
             self._client = DockerClient(client_call=[self.name])
         return self._client
 
-    def call(self, doing: str, fn, *args, **kwargs):
-        """`fn(*args, **kwargs)` with python-on-whales' errors turned into ours."""
+    def call(self, doing: str, fn, *args, passthrough: tuple[type[Exception], ...] = (), **kwargs):
+        """`fn(*args, **kwargs)` with python-on-whales' errors turned into ours;
+        exceptions in `passthrough` (e.g. NoSuchImage: an answer, not a
+        failure) reach the caller as they are."""
         from python_on_whales.client_config import ClientNotFoundError
-        from python_on_whales.exceptions import DockerException, NoSuchContainer, NoSuchImage
+        from python_on_whales.exceptions import DockerException
         try:
             return fn(*args, **kwargs)
-        except (NoSuchImage, NoSuchContainer):
-            raise                         # an answer, not a failure: the caller decides
+        except passthrough:
+            raise
         except ClientNotFoundError:
             raise not_installed(self.name) from None
         except DockerException as e:
@@ -110,21 +114,31 @@ class Engine:
 
     def image_id(self, name: str) -> str | None:
         """The engine's ID (`sha256:...`, the config digest) of image `name`; None when it has none."""
-        from python_on_whales.exceptions import NoSuchImage
+        from python_on_whales.client_config import ClientNotFoundError
+        from python_on_whales.exceptions import DockerException, NoSuchImage
         try:
-            value = self.call("image inspect", self.client.image.inspect, name).id
+            value = self.client.image.inspect(name).id
         except NoSuchImage:
             return None
-        except EngineError as e:
-            raise unreachable(self.name, str(e)) from None
+        except ClientNotFoundError:
+            raise not_installed(self.name) from None
+        except DockerException as e:
+            raise unreachable(self.name, last_line(e.stderr)) from None
         return value if value.startswith("sha256:") else "sha256:" + value
 
     def has(self, name: str) -> bool:
         return self.image_id(name) is not None
 
     def load(self, archive: str, name: str = "") -> None:
-        """`ENGINE load` of a docker-archive; with `name`, check it arrived."""
-        self.call(f"load of {archive}", self.client.image.load, archive, quiet=True)
+        """`ENGINE load` of a docker-archive; with `name`, check it arrived.
+        Interrupted, the engine's client is stopped (python-on-whales streams
+        a load through a Popen it would leave running)."""
+        before = child_pids()
+        try:
+            self.call(f"load of {archive}", self.client.image.load, archive, quiet=True)
+        except BaseException:
+            stop_children(before, signal.SIGTERM, grace=2)
+            raise
         if name and not self.has(name):
             raise EngineError(f"{self.name} loaded the archive but has no image {name}")
 
@@ -158,10 +172,17 @@ class Engine:
         """Remove container `name` at once (SIGKILL, no stop timeout), if it exists."""
         from python_on_whales.exceptions import NoSuchContainer
         try:
-            self.call("kill", self.client.container.kill, name)
+            self.call("kill", self.client.container.kill, name, passthrough=(NoSuchContainer,))
         except (NoSuchContainer, EngineError):
             pass                          # not running (any more): remove it all the same
         try:
-            self.call("rm", self.client.container.remove, name, force=True)
+            self.call("rm", self.client.container.remove, name, force=True, passthrough=(NoSuchContainer,))
         except NoSuchContainer:
             pass
+
+    def save(self, name: str, work: WorkStore) -> str:
+        """Image `name` saved as a docker-archive in `work`; its path."""
+        fd, path = tempfile.mkstemp(dir=work.root, prefix=f"save-{self.name}-", suffix=".tar")
+        os.close(fd)
+        self.call(f"save of {name}", self.client.image.save, name, output=path)
+        return path

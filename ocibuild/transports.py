@@ -1,14 +1,12 @@
 """Every transport, dispatched in one place: `open_image` reads an image
 from any reference (files, engines, registries), `open_output` makes the
-Output for any reference, `open_base` gives assembly its base (built-in or
-a reference). References are parsed once, by ocibuild.oci.reference.
+Output for any reference, `base_opener` gives assembly its base (built-in
+or a reference). References are parsed once, by ocibuild.oci.reference.
 
 The engine and registry packages are imported only when a reference needs
 them: python-on-whales and httpx cost a tenth of a second to import."""
 
 from __future__ import annotations
-
-import os
 
 from .errors import InputError
 from .oci.assembly import Base, OpenBase, Request, assemble
@@ -46,10 +44,8 @@ def _engine_image(ref: EngineRef, work: WorkStore) -> Image:
     engine = Engine(ref.engine)
     if not engine.has(ref.name):
         raise InputError(f"{ref}: {engine.name} has no image {ref.name}")
-    path = os.path.join(work.root, f"save-{engine.name}.tar")
-    engine.call(f"save of {ref.name}", engine.client.image.save, ref.name, output=path)
     # The archive holds that one image (podman names it localhost/..., docker does not).
-    return open_file_image(FileRef("docker-archive", path))
+    return open_file_image(FileRef("docker-archive", engine.save(ref.name, work)))
 
 
 def open_output(text: str, created: int, registry: RegistryOptions | None = None) -> Output:
@@ -88,7 +84,9 @@ def base_opener(spec: str, work: WorkStore, compression: Compression,
         image = open_image(ref, platform, registry=registry, work=work)
         # The base's name, not its host path: the digest must not depend on
         # where the base file sits. Unnamed, only its digest is recorded.
-        name = ref.name if isinstance(ref, (RegistryRef, EngineRef)) else ref.ref
+        # Names as the user gave them (a registry's short name stays short).
+        name = (spec.removeprefix("docker://") if isinstance(ref, RegistryRef)
+                else ref.name if isinstance(ref, EngineRef) else ref.ref)
         return Base(image, None, name)
 
     return open_base

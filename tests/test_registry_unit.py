@@ -1109,3 +1109,23 @@ def test_cache_locations_are_a_bounded_hint(tmp_path):
     c.remember(d, "h:1", "r5")
     got = c.locations(d)
     assert len(got) <= 16 and got[-1] == "h:1/r5" and len(set(got)) == len(got)
+
+
+@pytest.mark.parametrize("typed", ["acme/base:1", "acme/base"])
+def test_a_registry_base_is_recorded_by_the_name_given(registry, tmp_path, typed):
+    """org.opencontainers.image.base.name is the reference as the user wrote
+    it after docker:// (not a normalised form: the digest must not change
+    with how ocibuild spells names), base.digest the pulled manifest's."""
+    from ocibuild.oci.assembly import Request
+    from ocibuild.oci.model import ANN_BASE_DIGEST, ANN_BASE_NAME
+    from ocibuild.transports import assemble_image
+    base = make_image(100)
+    for tag in ("1", "latest"):
+        push(registry, base, f"acme/base:{tag}", tmp_path / "push")
+    options = RegistryOptions(insecure=frozenset({registry.host}), cache_dir=str(tmp_path / "cache"))
+    with WorkStore(str(tmp_path)) as work:
+        image = assemble_image(Request(adds=(), base=f"docker://{registry.host}/{typed}", platform=AMD64),
+                               work, options)
+    ann = json.loads(image.manifest)["annotations"]
+    assert ann[ANN_BASE_NAME] == f"{registry.host}/{typed}"
+    assert ann[ANN_BASE_DIGEST] == base.digest

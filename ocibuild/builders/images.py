@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 
 from ..engines import Engine
-from ..errors import InputError
+from ..errors import EngineError, InputError
 from ..oci.blobs import WorkStore
-from ..oci.readers import docker_archive_name, open_image
+from ..oci.readers import config_digest, docker_archive_name, open_image
 from ..oci.reference import FileRef, parse_reference
 from ..progress import Say
 
@@ -44,8 +44,7 @@ def ensure_image(engine: Engine, ref: str, say: Say) -> str:
     assert isinstance(archive, FileRef)
     if not os.path.exists(archive.path):
         raise InputError(f"--builder-image {ref}: {archive.path} does not exist")
-    image = open_image(archive)      # reads index, manifest and config only
-    config = image.config.descriptor.digest
+    config = config_digest(archive)    # the manifest and config only, never the layers
     name = (docker_archive_name(archive) if archive.transport == "docker-archive" else None) \
         or f"{LOADED_REPO}:{config.partition(':')[2]}"
     if engine.image_id(name) == config:
@@ -58,10 +57,14 @@ def ensure_image(engine: Engine, ref: str, say: Say) -> str:
         engine.load(archive.path)
     else:
         with WorkStore() as work:
-            engine.load_image(image, name, work)
+            engine.load_image(open_image(archive), name, work)
     if engine.image_id(name) != config:
         # An untagged archive, or one the engine named its own way: name it by ID.
-        engine.tag(config, name)
+        try:
+            engine.tag(config, name)
+        except EngineError as e:
+            raise EngineError(f"{engine.name} loaded {archive.path} but has no image with config "
+                              f"{config} ({e})") from None
         if engine.image_id(name) != config:
-            raise InputError(f"{engine.name} loaded {archive.path} but has no image with config {config}")
+            raise EngineError(f"{engine.name} loaded {archive.path} but has no image with config {config}")
     return name

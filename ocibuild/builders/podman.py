@@ -24,11 +24,11 @@ import uuid
 from python_on_whales.client_config import ClientNotFoundError
 from python_on_whales.exceptions import DockerException
 
+from ..children import child_pids, stop_children
 from ..engines import Engine, last_line, not_installed
 from ..errors import BuildError, EngineError, InputError
 from ..gosource import BINARY, OUTPUT, GoBuild
 from ..progress import Say
-from .children import child_pids, stop_children
 from .container import CACHE, builder_env, source_mount
 from .images import ensure_image, no_go
 

@@ -18,7 +18,7 @@ import stat
 import tempfile
 
 from ..errors import InputError, OutputError
-from ..fsutil import publish, walk
+from ..fsutil import publish, unlink_quietly, walk
 from ..oci.compression import compression
 from ..oci.digest import HashingWriter, hex_of, is_digest
 from ..oci.entries import DIR, FILE, Entry
@@ -269,6 +269,5 @@ def _write_package(out: str, metadata: dict, code: list[Entry], mtime: int) -> s
     finally:
         if tmp_fd >= 0:
             os.close(tmp_fd)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        unlink_quietly(tmp)                 # after publish(): already gone
     return f"{metadata['label']}:{hex_of(hashing.digest)}"

@@ -15,7 +15,7 @@ from typing import BinaryIO, Protocol
 from ..errors import BlobError, InputError
 from .blobs import Blob, Layer, bytes_blob
 from .compression import sniff
-from .digest import CHUNK, HEX, HashingWriter, copy_stream, hex_of
+from .digest import CHUNK, HEX, HashingWriter, copy_stream, hex_of, sha256_digest
 from .image import Image
 from .model import (
     CONTAINERD_NAME,
@@ -143,6 +143,19 @@ def open_image(ref: FileRef, platform: Platform | None = None) -> Image:
     return _layout(files, ref.ref, what, platform)
 
 
+def config_digest(ref: FileRef) -> str:
+    """The config digest (what docker and podman call the image ID) of the
+    image in `ref`, reading as little as possible: of an old `docker save`
+    archive only manifest.json and the config, never its layers."""
+    if ref.transport == "docker-archive":
+        what = f"{ref.transport}:{ref.path}"
+        files = _TarFiles(ref.path, what)
+        if _docker_archive_descriptor(files, ref.ref) is None:
+            with files.open(_config_member(_docker_entry(files, ref.ref, what), what)) as f:
+                return sha256_digest(f.read())
+    return open_image(ref).config.descriptor.digest
+
+
 def docker_archive_name(ref: FileRef) -> str | None:
     """The name of the image a docker-archive holds: the reference's own
     NAME:TAG, else the first tag its manifest.json gives it; None if untagged."""
@@ -239,12 +252,20 @@ def _docker_entry(files: _Files, ref: str, what: str) -> dict:
     raise InputError(f"{what} holds {len(entries)} images; name one with :NAME:TAG")
 
 
+def _config_member(entry: dict, what: str) -> str:
+    name = entry.get("Config")
+    if not isinstance(name, str) or not name:
+        raise InputError(f"manifest.json of {what} names no config for its image")
+    return name
+
+
 def _docker_archive(files: _Files, ref: str, what: str) -> Image:
     entry = _docker_entry(files, ref, what)
-    with files.open(entry["Config"]) as f:
+    member = _config_member(entry, what)
+    with files.open(member) as f:
         cfg_bytes = f.read()
     config = bytes_blob(OCI_CONFIG, cfg_bytes, f"config in {what}")
-    _check_named(entry["Config"], config.descriptor.digest, what)
+    _check_named(member, config.descriptor.digest, what)
     cfg = parse_json(cfg_bytes, config.where)
     diff_ids = (cfg.get("rootfs") or {}).get("diff_ids") or []
     paths = entry.get("Layers") or []

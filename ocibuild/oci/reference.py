@@ -110,7 +110,7 @@ def parse_reference(text: str, what: str = "reference") -> Reference:
             raise InputError(f"malformed {what} {text!r}: the path is empty")
         if transport == "docker-archive" and ref:
             ref = check_image_name(ref, text)
-        elif ref and not _REF_NAME.match(ref):
+        elif ref and not _REF_NAME.fullmatch(ref):
             raise InputError(f"malformed {what} {text!r}: {ref!r} is not a valid reference name")
         return FileRef(transport, path, ref)
     if transport in ENGINE_TRANSPORTS:
@@ -128,10 +128,10 @@ def check_image_name(text: str, context: str = "") -> str:
         raise InputError(f"invalid image name{where}: {len(name)} characters, and engines allow "
                          f"{MAX_NAME}; use a shorter name")
     host, path = _split_host(name)
-    if (host and not _HOST.match(host)) or not _PATH.match(path):
+    if (host and not _HOST.fullmatch(host)) or not _PATH.fullmatch(path):
         raise InputError(f"invalid image name {name!r}{where}: use lowercase "
                          "[registry/]path/name, e.g. ocibuild/chaincode")
-    if tag is not None and not _TAG.match(tag):
+    if tag is not None and not _TAG.fullmatch(tag):
         raise InputError(f"invalid tag {tag!r}{where}: letters, digits, '_', '.', '-', at most 128")
     return f"{name}:{'latest' if tag is None else tag}"
 
@@ -149,18 +149,18 @@ def parse_registry_ref(text: str, what: str = "registry reference", full: str | 
                          "(sha256: and 64 lowercase hex digits)")
     rest, given = _split_tag(rest)
     tag = given or ""
-    if given is not None and not _TAG.match(given):
+    if given is not None and not _TAG.fullmatch(given):
         raise InputError(f"malformed {what} {full!r}: invalid tag {tag!r} "
                          "(letters, digits, '_', '.', '-'; at most 128)")
     host, repo = _split_host(rest)
-    if host and not _HOST.match(host):
+    if host and not _HOST.fullmatch(host):
         raise InputError(f"malformed {what} {full!r}: invalid registry host {host!r}")
     host = host.lower() or DOCKER_HUB
     if host == "index.docker.io":
         host = DOCKER_HUB
     if host == DOCKER_HUB and "/" not in repo:
         repo = f"library/{repo}"
-    if not _PATH.match(repo) or len(repo) > MAX_NAME:
+    if not _PATH.fullmatch(repo) or len(repo) > MAX_NAME:
         raise InputError(f"malformed {what} {full!r}: invalid repository {repo!r}; use lowercase "
                          "HOST[:PORT]/path/name[:tag], e.g. registry.example.com:5000/acme/cc:1.0")
     if not tag and not digest:

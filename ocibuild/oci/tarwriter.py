@@ -45,7 +45,9 @@ def write_tar(entries: Iterable[Entry], out: Writer, mtime: int = 0) -> None:
 def _write_content(e: Entry, out: Writer) -> None:
     if e.data is not None:
         out.write(e.data)
-    elif e.source is not None:
+    elif e.source is None:
+        raise ValueError(f"file entry /{e.path} has {e.size} bytes but no content")
+    else:
         left = e.size
         try:
             with open(e.source, "rb") as f:

@@ -53,8 +53,7 @@ class Puller:
                  client: RegistryClient | None = None):
         self.ref, self.options = ref, options
         if not options.cache_dir:
-            raise InputError(f"cannot pull {ref}: no cache directory to pull into "
-                             "(set OCIBUILD_CACHE_DIR or XDG_CACHE_HOME)")
+            raise InputError(f"cannot pull {ref}: RegistryOptions has no cache_dir to pull into")
         self.cache = BlobCache(options.cache_dir)
         self.scopes = frozenset({scope(ref.repo, "pull")})
         self._client = client

@@ -1,6 +1,7 @@
 """This process's child processes, found through /proc, and stopping the
 ones started since a point: python-on-whales keeps its streaming Popen to
-itself, so after an interrupt the engine's client process is found here."""
+itself (and does not end it on an exception), so after an interrupt the
+engine's client process is found and stopped here."""
 
 from __future__ import annotations
 
