@@ -32,7 +32,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import struct
 import sys
 import tempfile
 import time
@@ -40,6 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ocibuild.oci.compression import compression
+from ocibuild.oci.elf import read_elf
 
 from .common import (
     CHUNK,
@@ -63,7 +63,6 @@ from .common import (
 
 CANDIDATES = ["/usr/libexec/docker/cli-plugins/docker-buildx", "/usr/sbin/dockerd"]
 MIN_SIZE, MAX_SIZE = 55 * 2**20, 75 * 2**20     # 55–75 MiB
-PT_INTERP = 3
 
 
 # --- the binary ----------------------------------------------------------------
@@ -84,35 +83,10 @@ def pick_binary(given: str | None) -> Path:
 
 
 def elf_interpreter(path: Path) -> str:
-    """The ELF loader `path` asks for (its PT_INTERP; "" if static or not ELF):
-    ocibuild refuses such an executable on scratch, where no loader is."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(64)
-            if len(head) < 52 or head[:4] != b"\x7fELF":
-                return ""
-            is64 = head[4] == 2
-            end = "<" if head[5] == 1 else ">"
-            if is64:
-                phoff, = struct.unpack_from(end + "Q", head, 32)
-                phentsize, phnum = struct.unpack_from(end + "HH", head, 54)
-            else:
-                phoff, = struct.unpack_from(end + "I", head, 28)
-                phentsize, phnum = struct.unpack_from(end + "HH", head, 42)
-            for i in range(min(phnum, 256)):
-                f.seek(phoff + i * phentsize)
-                ph = f.read(phentsize)
-                if len(ph) < (56 if is64 else 32):
-                    return ""
-                if struct.unpack_from(end + "I", ph, 0)[0] != PT_INTERP:
-                    continue
-                off, size = (struct.unpack_from(end + "Q16xQ", ph, 8) if is64
-                             else struct.unpack_from(end + "I8xI", ph, 4))
-                f.seek(off)
-                return f.read(min(size, 4096)).rstrip(b"\0").decode("utf-8", "replace")
-    except OSError:
-        return ""
-    return ""
+    """The ELF loader `path` asks for ("" if static or not ELF): ocibuild
+    refuses such an executable on scratch, where no loader is."""
+    info = read_elf(str(path))
+    return info.interpreter if info else ""
 
 
 # --- the tools -------------------------------------------------------------------
