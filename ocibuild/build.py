@@ -9,12 +9,10 @@ import posixpath
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
-from .builders import choose
 from .errors import BuildError
-from .fabric import Limits, go_source, open_package
-from .fabric.conventions import INDEXES_PATH, image_changes
-from .gosource import GoBuild, needs_network_hint
+from .fabric.common import Limits
 from .oci.assembly import Add, Request
 from .oci.blobs import WorkStore
 from .oci.model import Platform
@@ -22,6 +20,9 @@ from .outputs import Output, write_all
 from .progress import Progress
 from .registry.options import RegistryOptions
 from .transports import assemble_image
+
+if TYPE_CHECKING:
+    from .gosource import GoBuild
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,12 @@ class BuildRequest:
 def build_chaincode(req: BuildRequest, progress: Progress) -> str:
     """Compile the chaincode and write its image; the image digest. The
     package is read, checked and extracted before any container starts."""
+    # Imported here: `assemble` needs none of the package readers or builders.
+    from .builders import choose
+    from .fabric.conventions import INDEXES_PATH, image_changes
+    from .fabric.package import go_source, open_package
+    from .gosource import GoBuild
+
     with WorkStore() as work:
         pkg = open_package(req.source, work.root, req.limits)
         src = go_source(pkg, req.import_path)
@@ -98,6 +105,7 @@ _GO_POSITION = re.compile(r"\.go:\d+(:\d+)?: ")
 def explained(e: BuildError, go: GoBuild, shown: list[str], quiet: bool) -> BuildError:
     """The compile failure in one line: where (the first file:line the
     compiler named), or, when the cause is a missing network, what to do."""
+    from .gosource import needs_network_hint
     hint = needs_network_hint(go, e.output)
     position = "" if hint else next((line.strip() for line in shown if _GO_POSITION.search(line)), "")
     return BuildError(e.builder, e.exit_code, e.output, position=position, hint=hint, shown=not quiet)

@@ -19,7 +19,7 @@ from . import __version__
 from .build import BuildRequest, ImageJob, build_chaincode, write_image
 from .builders import BUILDERS, DEFAULT_IMAGE
 from .errors import InputError, OcibuildError
-from .fabric import Limits, package_id, peer_image_name, write_ccaas, write_golang, write_k8s
+from .fabric.common import Limits
 from .fabric.conventions import BINARY_PATH, DEFAULT_VERSION
 from .oci.assembly import Add, Request
 from .oci.blobs import WorkStore
@@ -204,6 +204,7 @@ def fabric():
 @click.argument("package", type=click.Path(dir_okay=False))
 def fabric_package_id(package):
     """The package ID (label:sha256) a peer computes for PACKAGE."""
+    from .fabric.names import package_id
     click.echo(package_id(package))
 
 
@@ -213,6 +214,7 @@ def fabric_package_id(package):
 @click.option("--peer-id", default="", help="The peer's CORE_PEER_ID (e.g. peer0.org1.example.com).")
 def fabric_image_name(ccid, network_id, peer_id):
     """The image name a peer looks for (tag latest) before building CCID itself."""
+    from .fabric.names import peer_image_name
     click.echo(peer_image_name(network_id, peer_id, ccid))
 
 
@@ -239,6 +241,7 @@ def fabric_package(source, cc_type, label, out, import_path, address, dial_timeo
     (a module directory) as `peer lifecycle chaincode package` would; ccaas
     and k8s package a connection.json / image.json (SOURCE, if given, is a
     directory whose META-INF/ is included)."""
+    from .fabric.writer import write_ccaas, write_golang, write_k8s
     env = os.environ
     mtime = source_date_epoch(env.get("SOURCE_DATE_EPOCH"))
     meta_inf = os.path.join(source, "META-INF") if source and os.path.isdir(

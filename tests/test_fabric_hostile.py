@@ -32,8 +32,10 @@ from fabric_corpus import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ocibuild.errors import OcibuildError
-from ocibuild.fabric import Limits, PackageError, go_source, open_package, package_id
+from ocibuild.errors import OcibuildError, PackageError
+from ocibuild.fabric.common import Limits
+from ocibuild.fabric.names import package_id
+from ocibuild.fabric.package import go_source, open_package
 
 GIB, MIB = 1 << 30, 1 << 20
 ROOT = pytest.mark.root          # the work dir is a small tmpfs (mount)

@@ -15,8 +15,10 @@ from fabric_corpus import f, gz, package, tar_bytes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ocibuild.errors import InputError
-from ocibuild.fabric import Limits, PackageError, package_id, package_id_of, peer_image_name, valid_label, write_golang
+from ocibuild.errors import InputError, PackageError
+from ocibuild.fabric.common import Limits, valid_label
+from ocibuild.fabric.names import package_id, package_id_of, peer_image_name
+from ocibuild.fabric.writer import write_golang
 
 
 def sha(text: str) -> str:

@@ -32,20 +32,11 @@ from fabric_corpus import (
     tar_bytes,
 )
 
-from ocibuild.errors import InputError
-from ocibuild.fabric import (
-    DIRECTORY,
-    LEGACY,
-    LIFECYCLE,
-    Limits,
-    PackageError,
-    go_source,
-    open_package,
-    package_id,
-    write_ccaas,
-    write_golang,
-    write_k8s,
-)
+from ocibuild.errors import InputError, PackageError
+from ocibuild.fabric.common import Limits
+from ocibuild.fabric.names import package_id
+from ocibuild.fabric.package import DIRECTORY, LEGACY, LIFECYCLE, go_source, open_package
+from ocibuild.fabric.writer import write_ccaas, write_golang, write_k8s
 from ocibuild.gosource import GOPATH, READONLY, VENDOR, GoSource
 
 FIXTURE = Path(__file__).parent / "fixtures" / "chaincode"

@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 
 import ocibuild.fabric.writer as writer_module
 from ocibuild.errors import InputError
-from ocibuild.fabric import package_id, write_ccaas, write_golang, write_k8s
+from ocibuild.fabric.names import package_id
+from ocibuild.fabric.writer import write_ccaas, write_golang, write_k8s
 
 FIXTURE = Path(__file__).parent / "fixtures" / "chaincode"
 DIGEST = "sha256:" + "ab" * 32

@@ -5,8 +5,12 @@ environment the peer's own build writes, and the package's identity."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..oci.image import ConfigChanges
-from .package import ChaincodePackage
+
+if TYPE_CHECKING:
+    from .package import ChaincodePackage
 
 CHAINCODE_USER = "500:500"              # Fabric's runtime base since 2.5
 BINARY_PATH = "/usr/local/bin/chaincode"
