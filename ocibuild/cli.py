@@ -123,7 +123,8 @@ def image_job(opts: Mapping[str, Any], env: Mapping[str, str]) -> ImageJob:
     outs = [open_output(o, created, registry) for o in opts["outputs"]]
     changes = ConfigChanges(
         entrypoint=_argv(opts["entrypoint"], "--entrypoint"), cmd=_argv(opts["cmd"], "--cmd"),
-        env=_pairs(opts["envs"], "--env", _ENV_KEY), user=opts["user"],
+        env=_pairs(opts["envs"], "--env", _ENV_KEY),
+        user=None if opts["user"] is None else _text(opts["user"], "--user"),
         workdir=_workdir(opts["workdir"]), labels=_pairs(opts["labels"], "--label"),
         annotations=_pairs(opts["annotations"], "--annotation"))
     platform = opts["platform"]
@@ -323,13 +324,36 @@ def registry_options(env: Mapping[str, str], insecure=()) -> RegistryOptions:
                            auth_file=auth_file, cache_dir=cache, home=home)
 
 
+MAX_EPOCH = 253402300799           # 9999-12-31T23:59:59Z
+MAX_ID = 4294967294                # uid_t/gid_t; 4294967295 is (uid_t)-1, "no id"
+
+
 def source_date_epoch(value: str | None) -> int:
     if value is None or value == "":
         return 0
-    if not value.isdigit() or int(value) > 253402300799:     # 9999-12-31T23:59:59Z
-        raise InputError(f"SOURCE_DATE_EPOCH={value!r} is not a whole number of seconds "
-                         "between 0 and 253402300799")
+    if not _ASCII_DIGITS.fullmatch(value) or len(value) > 12 or int(value) > MAX_EPOCH:
+        raise InputError(f"SOURCE_DATE_EPOCH={_shown(value)} is not a whole number of seconds "
+                         f"between 0 and {MAX_EPOCH}")
     return int(value)
+
+
+_ASCII_DIGITS = re.compile(r"[0-9]+")
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    """A value from the user, quoted on one line (long ones shortened)."""
+    shown = repr(text[:limit])
+    return shown + f"...({len(text)} characters)" if len(text) > limit else shown
+
+
+def _text(value: str, flag: str) -> str:
+    """A text option's value, refused unless it is valid UTF-8 (a name or
+    value that is not cannot be written into a JSON document)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(f"{flag} {_shown(value)} is not valid UTF-8 text") from None
+    return value
 
 
 def _add(text: str) -> Add:
@@ -343,14 +367,17 @@ def _add(text: str) -> Add:
 def _argv(text: str | None, flag: str) -> list[str] | None:
     if text is None:
         return None
+    _text(text, flag)
     if text.lstrip().startswith("["):
         try:
             value = json.loads(text)
         except json.JSONDecodeError as e:
             raise InputError(f"malformed {flag} {text!r}: not a JSON array ({e.msg})") from None
+        except RecursionError:
+            raise InputError(f"malformed {flag}: the JSON is nested too deeply") from None
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise InputError(f"malformed {flag} {text!r}: the JSON must be an array of strings")
-        return value
+        return [_text(v, flag) for v in value]       # a \udcxx escape is no text either
     try:
         return shlex.split(text)
     except ValueError as e:
@@ -360,23 +387,24 @@ def _argv(text: str | None, flag: str) -> list[str] | None:
 def _pairs(items, flag: str, key_re: re.Pattern | None = None) -> dict[str, str]:
     out = {}
     for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key or (key_re and not key_re.match(key)):
+        key, sep, value = _text(item, flag).partition("=")
+        if not sep or not key or (key_re and not key_re.fullmatch(key)):
             raise InputError(f"malformed {flag} {item!r}: use KEY=VALUE")
         out[key] = value
     return out
 
 
 def _workdir(text: str | None) -> str | None:
-    if text is not None and not text.startswith("/"):
-        raise InputError(f"--workdir {text!r} must be an absolute path")
+    if text is not None and not _text(text, "--workdir").startswith("/"):
+        raise InputError(f"--workdir {_shown(text)} must be an absolute path")
     return text
 
 
 def _owner(text: str) -> tuple[int, int]:
-    m = re.match(r"^(\d+):(\d+)$", text)
-    if not m:
-        raise InputError(f"malformed --chown {text!r}: use numeric UID:GID, e.g. 500:500")
+    m = re.fullmatch(r"([0-9]{1,10}):([0-9]{1,10})", text)
+    if not m or int(m.group(1)) > MAX_ID or int(m.group(2)) > MAX_ID:
+        raise InputError(f"malformed --chown {_shown(text)}: use numeric UID:GID, each 0 to {MAX_ID}, "
+                         "e.g. 500:500")
     return int(m.group(1)), int(m.group(2))
 
 
@@ -409,3 +437,15 @@ def main(argv=None) -> None:
     except KeyboardInterrupt:
         click.echo("error: interrupted; nothing was written", err=True)
         sys.exit(130)
+    except OSError as e:               # the machine refused (a full TMPDIR, ...): say what, where
+        if debug:
+            raise
+        where = f" ({e.filename})" if e.filename else ""
+        click.echo(f"error: {e.strerror or e}{where}; nothing was written", err=True)
+        sys.exit(1)
+    except Exception as e:             # a safety net, not a substitute for the specific messages
+        if debug:
+            raise
+        what = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+        click.echo(f"error: internal error: {what} (rerun with --debug and report it)", err=True)
+        sys.exit(1)

@@ -10,6 +10,7 @@ from functools import cached_property
 
 from ..errors import InputError
 from .blobs import Blob, Layer, bytes_blob
+from .documents import config_json
 from .model import (
     ANN_BASE_DIGEST,
     ANN_BASE_NAME,
@@ -23,7 +24,6 @@ from .model import (
     Platform,
     canonical_json,
     manifest_json,
-    parse_json,
     rfc3339,
 )
 
@@ -37,7 +37,7 @@ class Image:
 
     @cached_property
     def config_doc(self) -> dict:
-        return parse_json(self.config.read(), self.config.where)
+        return config_json(self.config.read(), self.config.where)
 
     @cached_property
     def manifest_doc(self) -> dict:

@@ -77,8 +77,8 @@ class Descriptor:
                 annotations=dict(obj.get("annotations") or {}),
                 platform=Platform.from_json(plat) if plat else None,
             )
-        except (KeyError, TypeError, ValueError) as e:
-            raise InputError(f"malformed descriptor {obj!r}: {e}") from None
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise InputError(f"malformed descriptor ({type(e).__name__}); the image is damaged") from None
 
 
 _ARCH_ALIASES = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm",
@@ -95,7 +95,7 @@ class Platform:
 
     @classmethod
     def parse(cls, text: str) -> Platform:
-        m = _PLATFORM.match(text)
+        m = _PLATFORM.fullmatch(text)
         if not m:
             raise InputError(
                 f"malformed platform {text!r}: use os/arch[/variant], e.g. linux/amd64")
@@ -143,24 +143,13 @@ def index_json(manifests: list[Descriptor], annotations: dict | None = None) -> 
     return canonical_json(doc)
 
 
-def pick_platform(index: dict, want: Platform, what: str) -> Descriptor:
-    """From an index document, the manifest for `want` (any variant when
-    `want` names none)."""
-    descs = [Descriptor.from_json(d) for d in index.get("manifests") or []]
-    for d in descs:
-        p = d.platform
-        if p and (p.os, p.architecture) == (want.os, want.architecture) and (
-                not want.variant or p.variant == want.variant):
-            return d
-    have = ", ".join(str(d.platform) for d in descs if d.platform) or "none"
-    raise InputError(f"{what} has no image for {want} (it has: {have}); pass --platform")
-
-
 def parse_json(data: bytes, what: str) -> dict:
     try:
         obj = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise InputError(f"{what} is not valid JSON: {e}") from None
+    except RecursionError:
+        raise InputError(f"{what} is nested too deeply to be an OCI document") from None
     if not isinstance(obj, dict):
         raise InputError(f"{what} is not a JSON object")
     return obj

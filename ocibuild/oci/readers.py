@@ -13,9 +13,11 @@ from collections.abc import Callable
 from typing import BinaryIO, Protocol
 
 from ..errors import BlobError, InputError
+from . import documents
 from .blobs import Blob, Layer, bytes_blob
 from .compression import sniff
 from .digest import CHUNK, HEX, HashingWriter, copy_stream, hex_of, sha256_digest
+from .documents import config_json, descriptors, manifest_parts, pick_platform
 from .image import Image
 from .model import (
     CONTAINERD_NAME,
@@ -28,10 +30,10 @@ from .model import (
     Platform,
     manifest_json,
     parse_json,
-    pick_platform,
 )
 from .reference import FileRef, check_image_name, familiar
 
+MAX_INDEX_DEPTH = 4       # an index of indexes is rare; deeper is an attack, not an image
 _BLOB_PATH = re.compile(rf"^blobs/sha256/({HEX})$")
 _OLD_CONFIG = re.compile(rf"^({HEX})\.json$")         # old `docker save`: <hex>.json
 
@@ -194,7 +196,7 @@ def _layout(files, ref: str, what: str, platform: Platform | None) -> Image:
         raise InputError(f"{what} is not an OCI layout (no oci-layout file)")
     with files.open("index.json") as f:
         index = parse_json(f.read(), f"index.json of {what}")
-    descs = [Descriptor.from_json(d) for d in index.get("manifests") or []]
+    descs = descriptors(index, "manifests", f"index.json of {what}")
     if ref:
         picked = [d for d in descs if d.annotations.get(REF_NAME) == ref]
         if not picked:
@@ -210,18 +212,20 @@ def _layout(files, ref: str, what: str, platform: Platform | None) -> Image:
     return _manifest(files, desc, what, platform)
 
 
-def _manifest(files, desc: Descriptor, what: str, platform: Platform | None) -> Image:
+def _manifest(files, desc: Descriptor, what: str, platform: Platform | None, depth: int = 0) -> Image:
     data = _blob(files, desc, "manifest", what).read()
     if desc.media_type in INDEX_TYPES:
+        if depth >= MAX_INDEX_DEPTH:
+            raise InputError(f"{what} nests indexes more than {MAX_INDEX_DEPTH} deep; it is not a usable image")
         index = parse_json(data, f"index {desc.digest} in {what}")
-        return _manifest(files, pick_platform(index, platform or Platform.host(), what), what, platform)
+        return _manifest(files, pick_platform(index, platform or Platform.host(), what), what, platform,
+                         depth + 1)
     if desc.media_type not in MANIFEST_TYPES:
         raise InputError(f"{desc.digest} in {what} is a {desc.media_type}, not an image manifest")
     doc = parse_json(data, f"manifest {desc.digest} in {what}")
-    config = _blob(files, Descriptor.from_json(doc["config"]), "config", what)
-    cfg = parse_json(config.read(), config.where)
-    diff_ids = (cfg.get("rootfs") or {}).get("diff_ids") or []
-    layer_descs = [Descriptor.from_json(d) for d in doc.get("layers") or []]
+    config_desc, layer_descs = manifest_parts(doc, f"manifest {desc.digest} in {what}")
+    config = _blob(files, config_desc, "config", what)
+    diff_ids = documents.diff_ids(config_json(config.read(), config.where))
     if len(diff_ids) != len(layer_descs):
         raise InputError(f"image {desc.digest} in {what} has {len(layer_descs)} layers "
                          f"but {len(diff_ids)} diff_ids in its config")
@@ -266,9 +270,10 @@ def _docker_archive(files: _Files, ref: str, what: str) -> Image:
         cfg_bytes = f.read()
     config = bytes_blob(OCI_CONFIG, cfg_bytes, f"config in {what}")
     _check_named(member, config.descriptor.digest, what)
-    cfg = parse_json(cfg_bytes, config.where)
-    diff_ids = (cfg.get("rootfs") or {}).get("diff_ids") or []
+    diff_ids = documents.diff_ids(config_json(cfg_bytes, config.where))
     paths = entry.get("Layers") or []
+    if not isinstance(paths, list) or not all(isinstance(p, str) and p for p in paths):
+        raise InputError(f"manifest.json of {what}: Layers is not a list of member names")
     if len(diff_ids) != len(paths):
         raise InputError(f"{what} lists {len(paths)} layers but its config has {len(diff_ids)} diff_ids")
     layers = []

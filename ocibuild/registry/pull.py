@@ -10,8 +10,10 @@ import json
 import httpx
 
 from ..errors import BlobError, InputError, RegistryError, TransientError
+from ..oci import documents
 from ..oci.blobs import Blob, Layer
 from ..oci.digest import sha256_digest
+from ..oci.documents import config_json, manifest_parts, pick_platform
 from ..oci.image import Image
 from ..oci.model import (
     DOCKER_LIST,
@@ -23,7 +25,6 @@ from ..oci.model import (
     Descriptor,
     Platform,
     parse_json,
-    pick_platform,
 )
 from ..oci.reference import RegistryRef
 from .auth import scope
@@ -94,14 +95,9 @@ class Puller:
         if media_type not in MANIFEST_TYPES:
             raise InputError(f"{self.name} is a {media_type}, not an image manifest")
         doc = parse_json(data, f"manifest {digest} of {self.name}")
-        try:
-            config_desc = Descriptor.from_json(doc["config"])
-        except (KeyError, TypeError):
-            raise InputError(f"manifest {digest} of {self.name} has no config") from None
-        layer_descs = [Descriptor.from_json(d) for d in doc.get("layers") or []]
+        config_desc, layer_descs = manifest_parts(doc, f"manifest {digest} of {self.name}")
         config = self.blob(config_desc, "config")
-        cfg = parse_json(config.read(), config.where)
-        diff_ids = (cfg.get("rootfs") or {}).get("diff_ids") or []
+        diff_ids = documents.diff_ids(config_json(config.read(), config.where))
         if len(diff_ids) != len(layer_descs):
             raise InputError(f"image {digest} of {self.name} has {len(layer_descs)} layers "
                              f"but {len(diff_ids)} diff_ids in its config")

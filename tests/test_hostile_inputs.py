@@ -1,0 +1,216 @@
+"""Hostile input never gives a traceback (issue 9, items 5 and 7): base
+images whose JSON has the wrong shape or depth, text options that are not
+UTF-8, numbers that are not ASCII digits or out of range, references with a
+trailing newline — each is one `error:` line and exit 1, and nothing is
+written. A last-resort handler turns anything unforeseen into one line too."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import HANG_GUARD, OCIBUILD
+
+MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+INDEX = "application/vnd.oci.image.index.v1+json"
+CONFIG = "application/vnd.oci.image.config.v1+json"
+
+
+def _one_error_line(r: subprocess.CompletedProcess) -> str:
+    err = r.stderr.decode("utf-8", "replace") if isinstance(r.stderr, bytes) else r.stderr
+    assert r.returncode == 1, f"exit {r.returncode}: {err}"
+    assert "Traceback" not in err, err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert not (r.stdout or b"").strip(), r.stdout
+    return lines[0]
+
+
+def _run(*args, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
+    """`ocibuild ARGS` (bytes allowed: arguments that are not UTF-8); -q for
+    assemble, so stderr holds only the error."""
+    if args and args[0] == "assemble":
+        args = ("-q", *args)
+    full = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
+    full.update(env or {})
+    return subprocess.run([os.fsencode(str(OCIBUILD)), *[a if isinstance(a, bytes) else str(a).encode(
+        "utf-8", "surrogateescape") for a in args]], capture_output=True, env=full, cwd=cwd, timeout=HANG_GUARD)
+
+
+# --- base images with documents of the wrong shape ---------------------------------
+
+class Layout:
+    """A hand-made OCI layout whose documents a test can spoil."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        (root / "blobs" / "sha256").mkdir(parents=True)
+        (root / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+
+    def blob(self, data: bytes | dict | list, media_type: str) -> dict:
+        raw = data if isinstance(data, bytes) else json.dumps(data).encode()
+        hex_ = hashlib.sha256(raw).hexdigest()
+        (self.root / "blobs" / "sha256" / hex_).write_bytes(raw)
+        return {"mediaType": media_type, "digest": f"sha256:{hex_}", "size": len(raw)}
+
+    def image(self, config=None, manifest_extra=None) -> dict:
+        cfg = config if config is not None else {"architecture": "amd64", "os": "linux", "config": {},
+                                                 "rootfs": {"type": "layers", "diff_ids": []}}
+        man = {"schemaVersion": 2, "mediaType": MANIFEST, "config": self.blob(cfg, CONFIG), "layers": []}
+        man.update(manifest_extra or {})
+        return self.blob(man, MANIFEST)
+
+    def index(self, doc: bytes | dict) -> None:
+        (self.root / "index.json").write_bytes(doc if isinstance(doc, bytes) else json.dumps(doc).encode())
+
+
+def _good_config(**change) -> dict:
+    cfg = {"architecture": "amd64", "os": "linux", "config": {}, "rootfs": {"type": "layers", "diff_ids": []}}
+    cfg.update(change)
+    return cfg
+
+
+def _index_of(desc: dict) -> dict:
+    return {"schemaVersion": 2, "manifests": [desc]}
+
+
+SPOILED = {
+    "manifests-not-descriptors": lambda lay: lay.index({"schemaVersion": 2, "manifests": [1]}),
+    "manifests-not-a-list": lambda lay: lay.index({"schemaVersion": 2, "manifests": "x"}),
+    "descriptor-without-digest": lambda lay: lay.index({"manifests": [{"mediaType": MANIFEST, "size": 1}]}),
+    "descriptor-string-size": lambda lay: lay.index({"manifests": [{**lay.image(), "size": "12"}]}),
+    "descriptor-platform-string": lambda lay: lay.index({"manifests": [{**lay.image(), "platform": "linux"}]}),
+    "index-100000-deep": lambda lay: lay.index(b'{"manifests":' + b"[" * 100000 + b"]" * 100000 + b"}"),
+    "manifest-without-config": lambda lay: lay.index(_index_of(lay.image(manifest_extra={"config": None}))),
+    "manifest-config-a-string": lambda lay: lay.index(_index_of(lay.image(manifest_extra={"config": "x"}))),
+    "manifest-layers-not-a-list": lambda lay: lay.index(_index_of(lay.image(manifest_extra={"layers": {}}))),
+    "config-rootfs-a-list": lambda lay: lay.index(_index_of(lay.image(_good_config(rootfs=[])))),
+    "config-config-a-list": lambda lay: lay.index(_index_of(lay.image(_good_config(config=[])))),
+    "config-labels-a-list": lambda lay: lay.index(_index_of(lay.image(_good_config(config={"Labels": ["a"]})))),
+    "config-env-a-string": lambda lay: lay.index(_index_of(lay.image(_good_config(config={"Env": "PATH=/x"})))),
+    "config-diff-ids-not-digests": lambda lay: lay.index(_index_of(lay.image(
+        _good_config(rootfs={"type": "layers", "diff_ids": [7]})))),
+    "config-os-a-number": lambda lay: lay.index(_index_of(lay.image(_good_config(os=1)))),
+}
+
+
+def _nested_index(lay: Layout, depth: int) -> None:
+    desc = lay.image()
+    for _ in range(depth):
+        desc = lay.blob({"schemaVersion": 2, "mediaType": INDEX,
+                         "manifests": [{**desc, "platform": {"os": "linux", "architecture": "amd64"}}]}, INDEX)
+    lay.index(_index_of(desc))
+
+
+@pytest.mark.parametrize("spoil", [*SPOILED, "index-nested-50-deep"])
+def test_a_base_with_documents_of_the_wrong_shape_is_one_error(tmp_path, static_binary, spoil):
+    lay = Layout(tmp_path / "base")
+    if spoil == "index-nested-50-deep":
+        _nested_index(lay, 50)
+    else:
+        SPOILED[spoil](lay)
+    out = tmp_path / "out.tar"
+    r = _run("assemble", "--base", f"oci:{lay.root}", "--add", f"{static_binary.path}:/cc",
+             "--output", f"oci-archive:{out}")
+    line = _one_error_line(r)
+    assert str(lay.root) in line or "index" in line or "manifest" in line, line
+    assert not out.exists()
+    r = _run("inspect", f"oci:{lay.root}")
+    _one_error_line(r)
+
+
+def test_the_shape_checks_leave_a_well_formed_base_alone(tmp_path, static_binary):
+    lay = Layout(tmp_path / "base")
+    lay.index(_index_of(lay.image(_good_config(config={"Env": ["A=1"], "Labels": {"k": "v"}}))))
+    r = _run("assemble", "--base", f"oci:{lay.root}", "--add", f"{static_binary.path}:/cc",
+             "--output", f"oci:{tmp_path / 'out'}")
+    assert r.returncode == 0, r.stderr
+
+
+def test_a_nested_index_within_bounds_is_read(tmp_path):
+    lay = Layout(tmp_path / "base")
+    _nested_index(lay, 2)
+    r = _run("inspect", "--platform", "linux/amd64", f"oci:{lay.root}")
+    assert r.returncode == 0, r.stderr
+
+
+# --- option values ---------------------------------------------------------------------
+
+BAD_OPTIONS = {
+    "label-not-utf8": ([b"--label", b"k=\xff"], "--label"),
+    "env-not-utf8": ([b"--env", b"K=\xfe\xff"], "--env"),
+    "annotation-key-not-utf8": ([b"--annotation", b"\xff=v"], "--annotation"),
+    "user-not-utf8": ([b"--user", b"\xff"], "--user"),
+    "workdir-not-utf8": ([b"--workdir", b"/\xff"], "--workdir"),
+    "cmd-not-utf8": ([b"--cmd", b"run \xff"], "--cmd"),
+    "entrypoint-json-lone-surrogate": ([b"--entrypoint", b'["\\udcff"]'], "--entrypoint"),
+    "cmd-json-deep": ([b"--cmd", b"[" * 30000 + b"]" * 30000], "--cmd"),
+    "chown-too-big": (["--chown", "4294967296:0"], "--chown"),
+    "chown-arabic-digits": (["--chown", "\u0661\u0662\u0663:0"], "--chown"),
+    "env-key-newline": (["--env", "K\n=v"], "--env"),
+    "platform-newline": (["--platform", "linux/amd64\n"], "platform"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_OPTIONS)
+def test_bad_option_values_are_one_error(tmp_path, static_binary, case):
+    args, names = BAD_OPTIONS[case]
+    out = tmp_path / "out.tar"
+    r = _run("assemble", "--add", f"{static_binary.path}:/cc", *args, "--output", f"oci-archive:{out}")
+    assert names in _one_error_line(r)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "1" * 5000, "\u0661\u0662", "12.5", "-1", "253402300800"])
+def test_source_date_epoch_takes_ascii_digits_in_range_only(tmp_path, static_binary, value):
+    r = _run("assemble", "--add", f"{static_binary.path}:/cc", "--output", f"oci-archive:{tmp_path / 'o.tar'}",
+             env={"SOURCE_DATE_EPOCH": value})
+    line = _one_error_line(r)
+    assert "SOURCE_DATE_EPOCH" in line and len(line) < 300, line
+
+
+@pytest.mark.parametrize("ref", ["docker://localhost:5000/r:t1\n", "oci:{d}/lay:ref\n",
+                                 "docker-archive:{d}/a.tar:rel/x:t1\n", "docker-daemon:UPPER/x:1",
+                                 "containers-storage:x/y:\n"])
+def test_references_must_match_whole(tmp_path, static_binary, ref):
+    r = _run("assemble", "--add", f"{static_binary.path}:/cc", "--output", ref.format(d=tmp_path))
+    _one_error_line(r)
+    assert os.listdir(tmp_path) == []
+
+
+# --- the safety net ----------------------------------------------------------------------
+
+def test_an_unforeseen_failure_is_one_line_not_a_traceback(tmp_path):
+    """Something ocibuild did not expect (here: a bug planted in the output
+    dispatch) is reported as an internal error on one line; --debug shows it."""
+    code = ("import sys, ocibuild.cli as c\n"
+            "def boom(*a, **k):\n    raise RuntimeError('planted\\nbug')\n"
+            "c.open_output = boom\n"
+            "c.main(sys.argv[1:])\n")
+    args = ["assemble", "--output", f"oci:{tmp_path / 'x'}"]
+    r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=HANG_GUARD)
+    line = _one_error_line(r)
+    assert line == "error: internal error: RuntimeError: planted bug (rerun with --debug and report it)"
+    r = subprocess.run([sys.executable, "-c", code, "--debug", *args], capture_output=True, text=True,
+                       timeout=HANG_GUARD)
+    assert r.returncode != 0 and "Traceback" in r.stderr and "RuntimeError: planted" in r.stderr
+
+
+@pytest.mark.root
+def test_a_full_work_directory_is_one_error(tmpfs, tmp_path, static_binary):
+    """TMPDIR (the work store) full while the layer is written: ENOSPC, one line."""
+    work = tmpfs("1m")
+    noise = tmp_path / "noise.bin"
+    noise.write_bytes(os.urandom(3 << 20))
+    out = tmp_path / "out"
+    out.mkdir()
+    r = _run("assemble", "--add", f"{noise}:/opt/noise", "--compression", "none",
+             "--output", f"oci-archive:{out / 'o.tar'}", env={"TMPDIR": str(work)})
+    line = _one_error_line(r)
+    assert "no space left on device" in line.lower(), line
+    assert os.listdir(out) == [] and os.listdir(work) == []
