@@ -5,10 +5,13 @@ that does not depend on readdir."""
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import stat
 import tempfile
 from collections.abc import Callable, Iterator
+from typing import BinaryIO
 
 from .errors import InputError
 
@@ -78,3 +81,44 @@ def walk(top: str, prefix: str = "",
             yield full, arc, lst
             if stat.S_ISDIR(lst.st_mode) and descend(full, name):
                 stack.append((full, arc))
+
+
+def open_regular(root: str, rel: str) -> BinaryIO:
+    """`rel` (a/b/c) below the directory `root`, opened for reading only if
+    it is a regular file reached without following a symlink at any step:
+    a layout from a stranger cannot point ocibuild at /etc/shadow, hang it
+    on a FIFO or feed it /dev/zero. Raises FileNotFoundError, or
+    NotRegularFile naming what is there instead."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        parts = rel.split("/")
+        for part in parts[:-1]:
+            nxt = _open_step(part, fd, os.O_RDONLY | os.O_DIRECTORY, rel)
+            os.close(fd)
+            fd = nxt
+        f = _open_step(parts[-1], fd, os.O_RDONLY | os.O_NONBLOCK, rel)
+    finally:
+        os.close(fd)
+    st = os.fstat(f)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(f)
+        raise NotRegularFile(rel, "a FIFO" if stat.S_ISFIFO(st.st_mode) else "not a regular file")
+    flags = fcntl.fcntl(f, fcntl.F_GETFL)
+    fcntl.fcntl(f, fcntl.F_SETFL, flags & ~os.O_NONBLOCK)
+    return os.fdopen(f, "rb")
+
+
+class NotRegularFile(OSError):
+    def __init__(self, rel: str, what: str):
+        super().__init__(f"{rel} is {what}")
+        self.rel, self.what = rel, what
+
+
+def _open_step(name: str, dir_fd: int, flags: int, rel: str) -> int:
+    try:
+        return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENOTDIR):
+            st = os.lstat(name, dir_fd=dir_fd)
+            raise NotRegularFile(rel, "a symlink" if stat.S_ISLNK(st.st_mode) else "not a directory") from None
+        raise

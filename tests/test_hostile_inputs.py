@@ -214,3 +214,82 @@ def test_a_full_work_directory_is_one_error(tmpfs, tmp_path, static_binary):
     line = _one_error_line(r)
     assert "no space left on device" in line.lower(), line
     assert os.listdir(out) == [] and os.listdir(work) == []
+
+
+# --- bounded, non-following reads of foreign images (issue 9, item 6) -------------------
+
+def _layout_with_image(tmp_path: Path) -> tuple[Layout, dict, dict]:
+    lay = Layout(tmp_path / "base")
+    man_desc = lay.image()
+    lay.index(_index_of(man_desc))
+    manifest = json.loads((lay.root / "blobs" / "sha256" / man_desc["digest"][7:]).read_bytes())
+    return lay, man_desc, manifest
+
+
+def _blob_path(lay: Layout, desc: dict) -> Path:
+    return lay.root / "blobs" / "sha256" / desc["digest"][7:]
+
+
+SECRET = b"root:$6$very-secret-hash:19000:0:99999:7:::\n"
+
+
+def _swap_for_symlink(path: Path, target: Path) -> None:
+    path.unlink()
+    path.symlink_to(target)
+
+
+FOREIGN = {
+    # a config blob that is a symlink to a secret: never read, never echoed
+    "config-symlink-to-a-secret": lambda lay, man, secret: _swap_for_symlink(
+        _blob_path(lay, man["config"]), secret),
+    "index-json-symlink-to-a-secret": lambda lay, man, secret: _swap_for_symlink(lay.root / "index.json", secret),
+    "manifest-symlink-to-dev-zero": lambda lay, man, secret: _swap_for_symlink(
+        _blob_path(lay, json.loads((lay.root / "index.json").read_text())["manifests"][0]), Path("/dev/zero")),
+    "config-a-fifo": lambda lay, man, secret: (_blob_path(lay, man["config"]).unlink(),
+                                               os.mkfifo(_blob_path(lay, man["config"]))),
+    "blobs-dir-a-symlink": lambda lay, man, secret: (
+        os.rename(lay.root / "blobs", lay.root.parent / "elsewhere"),
+        (lay.root / "blobs").symlink_to(lay.root.parent / "elsewhere")),
+    "index-json-huge": lambda lay, man, secret: (lay.root / "index.json").write_bytes(
+        b'{"manifests":[' + b" " * (5 << 20) + b"]}"),
+    "manifest-claims-10-gb": lambda lay, man, secret: lay.index(_index_of({**lay.image(), "size": 10 << 30})),
+}
+
+
+REFUSED_BECAUSE = {"config-symlink-to-a-secret": "is a symlink", "index-json-symlink-to-a-secret": "is a symlink",
+                   "manifest-symlink-to-dev-zero": "is a symlink", "config-a-fifo": "is a FIFO",
+                   "blobs-dir-a-symlink": "is a symlink", "index-json-huge": "larger than",
+                   "manifest-claims-10-gb": "claims"}
+
+
+@pytest.mark.parametrize("case", FOREIGN)
+def test_foreign_layouts_are_read_bounded_and_never_through_links(tmp_path, case):
+    secret = tmp_path / "shadow"
+    secret.write_bytes(SECRET)
+    lay, _, manifest = _layout_with_image(tmp_path)
+    FOREIGN[case](lay, manifest, secret)
+    out = tmp_path / "out.tar"
+    r = _run("assemble", "--base", f"oci:{lay.root}", "--output", f"oci-archive:{out}")
+    line = _one_error_line(r)
+    assert REFUSED_BECAUSE[case] in line, line          # refused before reading, for what it is
+    assert b"secret" not in r.stderr and "hashes to" not in line, line
+    assert not out.exists()
+
+
+def test_an_archive_base_that_is_a_fifo_does_not_hang(tmp_path):
+    fifo = tmp_path / "base.tar"
+    os.mkfifo(fifo)
+    r = _run("inspect", f"oci-archive:{fifo}")       # HANG_GUARD would catch a hang; it is refused at once
+    assert "not a regular file" in _one_error_line(r)
+
+
+def test_an_output_layout_whose_blobs_is_a_symlink_is_refused(tmp_path, static_binary):
+    target = tmp_path / "layout"
+    r = _run("assemble", "--add", f"{static_binary.path}:/cc", "--output", f"oci:{target}:a")
+    assert r.returncode == 0, r.stderr
+    os.rename(target / "blobs", tmp_path / "elsewhere")
+    (target / "blobs").symlink_to(tmp_path / "elsewhere")
+    before = sorted(os.listdir(tmp_path / "elsewhere" / "sha256"))
+    r = _run("assemble", "--add", f"{tmp_path / 'layout' / 'index.json'}:/other", "--output", f"oci:{target}:b")
+    assert "is a symlink" in _one_error_line(r)
+    assert sorted(os.listdir(tmp_path / "elsewhere" / "sha256")) == before

@@ -163,5 +163,10 @@ def check_layout_dir(root: str) -> None:
         if names and not is_layout(root):
             raise OutputError(f"{root} exists and is not an OCI layout; name a new or empty "
                               "directory, or an existing layout")
+        for sub in ("blobs", "blobs/sha256", "index.json", LAYOUT_FILE):
+            if os.path.islink(os.path.join(root, sub)):
+                # Written through, it would put files wherever the link points.
+                raise OutputError(f"{root}/{sub} is a symlink; ocibuild writes into a layout's own "
+                                  "directories only: replace the link with the directory or file")
     elif os.path.exists(root):
         raise OutputError(f"{root} exists and is not a directory")

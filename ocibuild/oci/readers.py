@@ -8,11 +8,13 @@ import io
 import json
 import os
 import re
+import stat
 import tarfile
 from collections.abc import Callable
 from typing import BinaryIO, Protocol
 
 from ..errors import BlobError, InputError
+from ..fsutil import NotRegularFile, open_regular
 from . import documents
 from .blobs import Blob, Layer, bytes_blob
 from .compression import sniff
@@ -33,6 +35,7 @@ from .model import (
 )
 from .reference import FileRef, check_image_name, familiar
 
+MAX_DOCUMENT = 4 << 20   # bytes in an index, manifest or config (the registry's own manifest limit)
 MAX_INDEX_DEPTH = 4       # an index of indexes is rare; deeper is an attack, not an image
 _BLOB_PATH = re.compile(rf"^blobs/sha256/({HEX})$")
 _OLD_CONFIG = re.compile(rf"^({HEX})\.json$")         # old `docker save`: <hex>.json
@@ -72,20 +75,31 @@ class _Files(Protocol):
 
 
 class _DirFiles:
+    """A layout directory's files: regular files only, never through a symlink."""
+
     def __init__(self, root: str, what: str):
         self.root, self.what = root, what
 
     def open(self, name: str) -> BinaryIO:
         try:
-            return open(os.path.join(self.root, name), "rb")
+            return open_regular(self.root, name)
         except FileNotFoundError:
             raise BlobError(f"{name} is missing from {self.what}") from None
+        except NotRegularFile as e:
+            raise InputError(f"{name} in {self.what} is {e.what}; a layout holds its files itself, "
+                             "as regular files") from None
+        except OSError as e:
+            raise InputError(f"cannot read {name} in {self.what}: {e.strerror}") from None
 
     def size(self, name: str) -> int:
-        return os.path.getsize(os.path.join(self.root, name))
+        with self.open(name) as f:
+            return os.fstat(f.fileno()).st_size
 
     def has(self, name: str) -> bool:
-        return os.path.isfile(os.path.join(self.root, name))
+        try:
+            return stat.S_ISREG(os.lstat(os.path.join(self.root, name)).st_mode)
+        except OSError:
+            return False
 
 
 class _TarFiles:
@@ -93,7 +107,11 @@ class _TarFiles:
         self.path, self.what = path, what
         self._members: dict[str, tuple[int, int]] = {}
         try:
-            size = os.path.getsize(path)
+            st = os.stat(path)
+            if not stat.S_ISREG(st.st_mode):
+                raise InputError(f"{what} is not a regular file (a FIFO, device or directory); "
+                                 "name an archive file")
+            size = st.st_size
             with tarfile.open(path, "r:") as tf:
                 for m in tf:
                     if m.isfile():
@@ -187,6 +205,9 @@ def _docker_archive_descriptor(files, name: str) -> Descriptor | None:
 
 
 def _blob(files, desc: Descriptor, kind: str, what: str) -> Blob:
+    if kind in ("manifest", "config") and desc.size > MAX_DOCUMENT:
+        raise InputError(f"the {kind} {desc.digest} in {what} claims {desc.size} bytes; "
+                         f"more than {MAX_DOCUMENT} is not a real {kind}")
     name = "blobs/sha256/" + hex_of(desc.digest)
     return Blob(desc, lambda: files.open(name), f"{kind} {desc.digest} in {what}")
 
@@ -194,8 +215,7 @@ def _blob(files, desc: Descriptor, kind: str, what: str) -> Blob:
 def _layout(files, ref: str, what: str, platform: Platform | None) -> Image:
     if not files.has("oci-layout"):
         raise InputError(f"{what} is not an OCI layout (no oci-layout file)")
-    with files.open("index.json") as f:
-        index = parse_json(f.read(), f"index.json of {what}")
+    index = parse_json(_document(files, "index.json", what), f"index.json of {what}")
     descs = descriptors(index, "manifests", f"index.json of {what}")
     if ref:
         picked = [d for d in descs if d.annotations.get(REF_NAME) == ref]
@@ -237,11 +257,10 @@ def _manifest(files, desc: Descriptor, what: str, platform: Platform | None, dep
 def _docker_entry(files: _Files, ref: str, what: str) -> dict:
     """The manifest.json entry for `ref` (a name:tag, matched as docker
     matches names: docker.io/library/x is x), or the only one."""
-    with files.open("manifest.json") as f:
-        try:
-            entries = json.loads(f.read())
-        except (ValueError, UnicodeDecodeError):
-            raise InputError(f"manifest.json of {what} is not valid JSON") from None
+    try:
+        entries = json.loads(_document(files, "manifest.json", what))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise InputError(f"manifest.json of {what} is not valid JSON") from None
     if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
         raise InputError(f"manifest.json of {what} lists no image")
     if ref:
@@ -256,6 +275,16 @@ def _docker_entry(files: _Files, ref: str, what: str) -> dict:
     raise InputError(f"{what} holds {len(entries)} images; name one with :NAME:TAG")
 
 
+def _document(files: _Files, name: str, what: str) -> bytes:
+    """A small JSON file of a layout or archive, refused when larger than
+    any real one (containerd's own limit is of the same order)."""
+    with files.open(name) as f:
+        data = f.read(MAX_DOCUMENT + 1)
+    if len(data) > MAX_DOCUMENT:
+        raise InputError(f"{name} of {what} is larger than {MAX_DOCUMENT} bytes; it is not an OCI document")
+    return data
+
+
 def _config_member(entry: dict, what: str) -> str:
     name = entry.get("Config")
     if not isinstance(name, str) or not name:
@@ -266,8 +295,7 @@ def _config_member(entry: dict, what: str) -> str:
 def _docker_archive(files: _Files, ref: str, what: str) -> Image:
     entry = _docker_entry(files, ref, what)
     member = _config_member(entry, what)
-    with files.open(member) as f:
-        cfg_bytes = f.read()
+    cfg_bytes = _document(files, member, what)
     config = bytes_blob(OCI_CONFIG, cfg_bytes, f"config in {what}")
     _check_named(member, config.descriptor.digest, what)
     diff_ids = documents.diff_ids(config_json(cfg_bytes, config.where))
