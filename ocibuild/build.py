@@ -68,11 +68,12 @@ def build_chaincode(req: BuildRequest, progress: Progress) -> str:
     from .builders import choose
     from .fabric.conventions import INDEXES_PATH, image_changes
     from .fabric.package import go_source, open_package
-    from .gosource import GoBuild
+    from .gosource import GoBuild, check_confined
 
     with WorkStore() as work:
         pkg = open_package(req.source, work.root, req.limits)
         src = go_source(pkg, req.import_path)
+        check_confined(src)
         platform = req.image.request.platform or Platform.host()
         go = GoBuild(src, platform, ldflags=req.ldflags, tags=req.tags, cgo=req.cgo, network=req.network)
         builder = choose(req.builder, req.builder_image, progress.say, req.env)

@@ -48,7 +48,7 @@ def detect(path: str, import_path: str | None = None) -> GoSource:
             raise InputError(f"{path!r} has no go.mod and no .go files; it is not a Go package")
         mode = GOPATH
     ip = import_path or os.path.basename(root)
-    if not _IMPORT_PATH.match(ip) or ".." in ip.split("/"):
+    if not _IMPORT_PATH.fullmatch(ip) or ".." in ip.split("/"):
         raise InputError(f"invalid Go import path {ip!r}")
     return GoSource(root, mode, ip)
 
@@ -87,6 +87,7 @@ class GoBuild:
             "GOARCH": self.platform.architecture,
             "GOFLAGS": "",
             "GOTOOLCHAIN": "local",       # never fetch another toolchain (Go >= 1.21)
+            "GOWORK": "off",              # no go.work from the source, its parents or TMPDIR
             "GO111MODULE": "off" if self.source.mode == GOPATH else "on",
         }
         if gopath:
@@ -96,6 +97,54 @@ class GoBuild:
         if not self.network:
             env["GOPROXY"] = "off"
         return env
+
+
+def check_confined(src: GoSource) -> None:
+    """Refuse a module that would compile code from outside itself: a
+    go.work at its root, or a `replace` leading to an absolute path or out
+    of the module (the peer builds in a container where such paths do not
+    exist either; on the host they would be the host's own files)."""
+    if src.mode == GOPATH:
+        return                            # GO111MODULE=off: no go.mod, no go.work
+    if os.path.lexists(os.path.join(src.root, "go.work")):
+        raise InputError("the module has a go.work file, which would make go build code from outside "
+                         "it (refused: go.work); remove it, or vendor what it points at")
+    for target in _replacements(os.path.join(src.root, "go.mod")):
+        if not target.startswith(("./", "../", "/")) and target not in (".", ".."):
+            continue                      # module path => module path: fetched, not a directory
+        if target.startswith("/") or os.path.normpath(target).split("/")[0] == "..":
+            raise InputError(f"go.mod replaces a module with the directory {target!r}, outside the module "
+                             "(refused: replace outside the module); vendor it (go mod vendor) or move it "
+                             "inside the module")
+
+
+def _replacements(gomod: str) -> list[str]:
+    """The right-hand sides (=> TARGET) of go.mod's replace directives."""
+    try:
+        with open(gomod, encoding="utf-8", errors="replace") as f:
+            text = f.read(1 << 20)
+    except OSError as e:
+        raise InputError(f"cannot read {gomod}: {e.strerror}") from None
+    out, in_block = [], False
+    for raw in text.splitlines():
+        line = raw.split("//", 1)[0].strip()
+        if in_block:
+            if line == ")":
+                in_block = False
+                continue
+        elif line.startswith("replace"):
+            rest = line[len("replace"):].strip()
+            if rest == "(":
+                in_block = True
+                continue
+            line = rest
+        else:
+            continue
+        if "=>" in line:
+            target = line.split("=>", 1)[1].split()
+            if target:
+                out.append(target[0].strip('"`'))
+    return out
 
 
 def needs_network_hint(job: GoBuild, compiler_output: str) -> str:
