@@ -293,3 +293,18 @@ def test_an_output_layout_whose_blobs_is_a_symlink_is_refused(tmp_path, static_b
     r = _run("assemble", "--add", f"{tmp_path / 'layout' / 'index.json'}:/other", "--output", f"oci:{target}:b")
     assert "is a symlink" in _one_error_line(r)
     assert sorted(os.listdir(tmp_path / "elsewhere" / "sha256")) == before
+
+
+def test_ctrl_c_while_the_cli_loads_is_no_traceback():
+    """An interrupt during start-up imports (the CLI module loading) is
+    reported like any other interrupt."""
+    code = ("import sys\n"
+            "class Interrupting:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'ocibuild.cli':\n"
+            "            raise KeyboardInterrupt\n"
+            "sys.meta_path.insert(0, Interrupting())\n"
+            "from ocibuild.__main__ import main\n"
+            "main()\n")
+    r = subprocess.run([sys.executable, "-c", code, "--version"], capture_output=True, text=True, timeout=HANG_GUARD)
+    assert r.returncode == 130 and r.stderr == "error: interrupted; nothing was written\n", r.stderr
