@@ -308,3 +308,70 @@ def test_ctrl_c_while_the_cli_loads_is_no_traceback():
             "main()\n")
     r = subprocess.run([sys.executable, "-c", code, "--version"], capture_output=True, text=True, timeout=HANG_GUARD)
     assert r.returncode == 130 and r.stderr == "error: interrupted; nothing was written\n", r.stderr
+
+
+# --- smaller ones (issue 9, item 9) -------------------------------------------------------
+
+LAYER = "application/vnd.oci.image.layer.v1.tar"
+
+
+def _tar(*members: tuple[str, str]) -> bytes:
+    """An uncompressed layer: (name, "file"|"dir") members."""
+    import io
+    import tarfile
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for name, kind in members:
+            info = tarfile.TarInfo(name)
+            if kind == "dir":
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                t.addfile(info)
+            else:
+                info.size = 1
+                t.addfile(info, io.BytesIO(b"x"))
+    return buf.getvalue()
+
+
+def _layered_base(tmp_path: Path, *layers: bytes) -> Path:
+    lay = Layout(tmp_path / "base")
+    descs = [lay.blob(data, LAYER) for data in layers]
+    cfg = _good_config(rootfs={"type": "layers", "diff_ids": [d["digest"] for d in descs]})
+    man = {"schemaVersion": 2, "mediaType": MANIFEST, "config": lay.blob(cfg, CONFIG), "layers": descs}
+    lay.index(_index_of(lay.blob(man, MANIFEST)))
+    return lay.root
+
+
+@pytest.mark.parametrize("second", [
+    _tar(("etc", "dir"), ("etc/.wh.foo", "file")),                 # foo whited out
+    _tar(("etc", "dir"), ("etc/.wh..wh..opq", "file")),            # etc made opaque
+])
+def test_whiteouts_in_base_layers_are_honoured(tmp_path, static_binary, second):
+    """/etc/foo is a file in the first layer and gone after the second: a
+    directory may now be added there, as a runtime would see it."""
+    base = _layered_base(tmp_path, _tar(("etc", "dir"), ("etc/foo", "file")), second)
+    r = _run("assemble", "--base", f"oci:{base}", "--add", f"{static_binary.path}:/etc/foo/cc",
+             "--output", f"oci:{tmp_path / 'out'}")
+    assert r.returncode == 0, r.stderr
+
+
+def test_without_a_whiteout_the_base_file_still_blocks(tmp_path, static_binary):
+    base = _layered_base(tmp_path, _tar(("etc", "dir"), ("etc/foo", "file")), _tar(("etc", "dir")))
+    r = _run("assemble", "--base", f"oci:{base}", "--add", f"{static_binary.path}:/etc/foo/cc",
+             "--output", f"oci:{tmp_path / 'out'}")
+    assert "/etc/foo is a file in the base image" in _one_error_line(r)
+
+
+@pytest.mark.root
+def test_a_full_disk_under_a_package_names_the_output(tmpfs, tmp_path):
+    """ENOSPC while `fabric package` writes: the message names the output
+    (where space ran out), not the source file being read."""
+    src = tmp_path / "cc"
+    (src).mkdir()
+    (src / "go.mod").write_text("module example.com/cc\n\ngo 1.19\n")
+    (src / "main.go").write_text("package main\n\nfunc main() {}\n")
+    (src / "noise.go").write_bytes(b"package main\n\n// " + os.urandom(3 << 20).hex().encode() + b"\n")
+    out = tmpfs("1m") / "cc.tar.gz"
+    r = _run("fabric", "package", str(src), "--label", "cc_1", "--output", str(out))
+    line = _one_error_line(r)
+    assert str(out) in line and "no space left on device" in line.lower() and "noise.go" not in line, line
+    assert os.listdir(out.parent) == []

@@ -79,10 +79,25 @@ def assemble(req: Request, work: WorkStore, open_base: OpenBase) -> Image:
 
 
 def _image_paths(image: Image) -> dict[str, Node]:
+    """What the base holds at each path once its layers are stacked, as a
+    runtime stacks them: each layer's whiteouts delete from those below."""
     paths: dict[str, Node] = {}
     for lay in image.layers:
-        paths.update(layer_paths(lay))
+        added, removed, opaque = layer_paths(lay)
+        for gone in removed:
+            _drop(paths, gone, keep_top=False)
+        for d in opaque:
+            _drop(paths, d, keep_top=True)
+        paths.update(added)
     return paths
+
+
+def _drop(paths: dict[str, Node], top: str, keep_top: bool) -> None:
+    """Remove everything below `top` (and `top` itself unless keep_top)."""
+    prefix = top + "/" if top else ""
+    for p in [p for p in paths if p.startswith(prefix) or (p == top and not keep_top)]:
+        if p != top or not keep_top:
+            del paths[p]
 
 
 def _elves(entries: list[Entry]) -> dict[str, tuple[str, ElfInfo]]:
@@ -125,21 +140,30 @@ def _check_loaders(entries: list[Entry], elves: dict[str, tuple[str, ElfInfo]],
                 "-extldflags -static), or use a base that has its libc")
 
 
-def layer_paths(layer: Layer) -> dict[str, Node]:
-    """What a base layer holds at each path (whiteouts left out): to avoid
-    re-emitting the base's directories, to refuse replacing them, and to find
-    a binary's loader. Reading it verifies it, too."""
-    out = {}
+def layer_paths(layer: Layer) -> tuple[dict[str, Node], set[str], set[str]]:
+    """What a base layer holds at each path, and what it deletes from the
+    layers below: whiteouts (`.wh.NAME`: NAME and all under it) and opaque
+    directories (`.wh..wh..opq`: everything below the directory). Used to
+    avoid re-emitting the base's directories, to refuse replacing them, and
+    to find a binary's loader. Reading it verifies it, too."""
+    out: dict[str, Node] = {}
+    removed: set[str] = set()
+    opaque: set[str] = set()
     try:
         with layer.open() as blob, decompressed(blob, of_media_type(layer.descriptor.media_type)) as raw, \
                 tarfile.open(fileobj=raw, mode="r|") as tf:
             for m in tf:
                 name = os.path.normpath(m.name).lstrip("/")
-                if not os.path.basename(name).startswith(".wh."):
+                parent, base = os.path.split(name)
+                if base == ".wh..wh..opq":
+                    opaque.add(parent)
+                elif base.startswith(".wh."):
+                    removed.add(os.path.join(parent, base[len(".wh."):]))
+                else:
                     out[name] = (Node(SYMLINK, m.linkname) if m.issym() else Node(DIR) if m.isdir()
                                  else Node(FILE) if m.isfile() or m.islnk() else Node("special file"))
             while raw.read(CHUNK) or blob.read(CHUNK):   # to the end: the digest gets checked
                 pass
     except (tarfile.TarError, EOFError, zlib.error, zstandard.ZstdError, gzip.BadGzipFile) as e:
         raise BlobError(f"{layer.where} is not a readable layer ({e}); rewrite or re-fetch it") from None
-    return out
+    return out, removed, opaque

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import tarfile
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, BinaryIO
 
 from ..errors import InputError
 from .digest import Reader, Writer
@@ -50,21 +50,29 @@ def _write_content(e: Entry, out: Writer) -> None:
     else:
         left = e.size
         try:
-            with open(e.source, "rb") as f:
-                while left:
-                    chunk = f.read(min(_CHUNK, left))
-                    if not chunk:
-                        break
-                    out.write(chunk)
-                    left -= len(chunk)
-                grew = bool(f.read(1))
+            f = open(e.source, "rb")  # noqa: SIM115 -- closed below; write errors are not read errors
         except OSError as err:
             raise InputError(f"cannot read {e.source!r}: {err.strerror}") from None
+        with f:
+            while left:
+                chunk = _read_source(f, min(_CHUNK, left), e.source)
+                if not chunk:
+                    break
+                out.write(chunk)        # an OSError here is the destination's (a full disk), not the source's
+                left -= len(chunk)
+            grew = bool(_read_source(f, 1, e.source))
         if left or grew:
             raise InputError(f"{e.source!r} changed size while it was being read; retry when it is stable")
     pad = -e.size % BLOCK
     if pad:
         out.write(b"\0" * pad)
+
+
+def _read_source(f: BinaryIO, n: int, source: str) -> bytes:
+    try:
+        return f.read(n)
+    except OSError as err:
+        raise InputError(f"cannot read {source!r}: {err.strerror}") from None
 
 
 def write_member(out: Writer, name: str, size: int, stream: Reader | None,
