@@ -1129,3 +1129,60 @@ def test_a_registry_base_is_recorded_by_the_name_given(registry, tmp_path, typed
     ann = json.loads(image.manifest)["annotations"]
     assert ann[ANN_BASE_NAME] == f"{registry.host}/{typed}"
     assert ann[ANN_BASE_DIGEST] == base.digest
+
+
+# -- issue 9, item 8: credentials stay out of messages and off plain HTTP --------------
+
+def _echoing(status: int, challenge: dict | None = None):
+    """A registry that puts the request's Authorization into its error message."""
+    def handle(r):
+        auth = r.headers.get("authorization", "")
+        if not auth and challenge:
+            return Reply(401, challenge)
+        body = json.dumps({"errors": [{"code": "DENIED", "message": f"not allowed for {auth}"}]}).encode()
+        return Reply(status, {"Content-Type": "application/json"}, body)
+    return handle
+
+
+def test_a_registry_echoing_basic_credentials_does_not_get_them_printed(serve, tmp_path):
+    srv = serve(_echoing(403, {"WWW-Authenticate": 'Basic realm="registry"'}))
+    cfg = _config(tmp_path, {"auths": {srv.host: {"auth": _b64("alice:topsecret")}}})
+    with client_for(srv, docker_config=cfg) as c:
+        resp = c.request("GET", "/v2/a/manifests/1")
+        msg = str(c.error(resp, "the pull of a"))
+    assert "DENIED: not allowed for Basic <redacted>" in msg, msg
+    assert "topsecret" not in msg and _b64("alice:topsecret") not in msg
+
+
+def test_a_registry_echoing_a_bearer_token_does_not_get_it_printed(serve, tmp_path):
+    ts = TokenServer(serve)
+    real = ts.handle
+
+    def handle(r):
+        if r.path != "/token" and r.headers.get("authorization", "").startswith("Bearer "):
+            return _echoing(403)(r)
+        return real(r)
+    ts.srv.handler = handle
+    cfg = _config(tmp_path, {"auths": {ts.srv.host: {"auth": _b64("alice:pw")}}})
+    with client_for(ts.srv, docker_config=cfg) as c:
+        resp = c.request("GET", "/v2/a/manifests/1", scopes=frozenset({"repository:a:pull"}))
+        msg = str(c.error(resp, "the pull of a"))
+        token = c.auth.token(frozenset({"repository:a:pull"}))
+    assert token and token not in msg and "Bearer <redacted>" in msg, msg
+
+
+def test_basic_credentials_never_go_to_a_plain_http_realm_on_another_host(serve, tmp_path):
+    """The registry is insecure (plain HTTP, the user said so), but its token
+    server is another host on plain HTTP that the user did not name."""
+    realm = serve(lambda r: Reply(200, {"Content-Type": "application/json"}, b'{"token":"t"}'))
+    other = f"localhost:{realm.port}"              # another host name than the registry's 127.0.0.1
+    reg = serve(lambda r: Reply(401, {"WWW-Authenticate": f'Bearer realm="http://{other}/token",service="s"'}))
+    cfg = _config(tmp_path, {"auths": {reg.host: {"auth": _b64("alice:pw")}}})
+    with client_for(reg, docker_config=cfg) as c, pytest.raises(RegistryError, match="plain-HTTP token server"):
+        c.request("GET", "/v2/a/manifests/1", scopes=frozenset({"repository:a:pull"}))
+    assert realm.requests == []
+    # Named by the user, it is used.
+    opts = RegistryOptions(insecure=frozenset({reg.host, other}), docker_config=cfg)
+    with RegistryClient(reg.host, opts, sleep=Sleeps()) as c:
+        c.request("GET", "/v2/a/manifests/1", scopes=frozenset({"repository:a:pull"}))
+    assert realm.requests and {r.path for r in realm.requests} == {"/token"}

@@ -268,6 +268,23 @@ class AuthState:
             return None
         return "Basic " + base64.b64encode(f"{c.username}:{c.password}".encode()).decode()
 
+    def secrets(self) -> list[str]:
+        """Every secret this registry's requests may carry, to keep them out of
+        messages (a registry may echo a request's Authorization back)."""
+        out = [t.value for t in self._tokens.values()]
+        c = self._creds
+        if c is not None:
+            out += [c.password, c.identity_token]
+            basic = self.basic_header()
+            if basic:
+                out.append(basic.split(" ", 1)[1])
+        return [s for s in out if s and len(s) >= 4]
+
+    def scrub(self, text: str) -> str:
+        for secret in sorted(self.secrets(), key=len, reverse=True):
+            text = text.replace(secret, "<redacted>")
+        return text
+
     def who(self) -> str:
         """The credentials used, named by source, for messages."""
         c = self.credentials()

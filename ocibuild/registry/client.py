@@ -113,7 +113,7 @@ class RegistryClient:
                                     f"speak ({resp.headers.get('www-authenticate', 'none given')!r})")
         elif resp.status_code != 200:
             raise RegistryError(f"{self.host} does not look like an OCI registry: GET /v2/ answered "
-                                f"{resp.status_code}{error_text(resp)}")
+                                f"{resp.status_code}{self.error_text(resp)}")
         self._base = base
         return base
 
@@ -219,7 +219,10 @@ class RegistryClient:
         if realm.scheme not in ("https", "http"):
             raise RegistryError(f"{self.host} sends clients to a token server at {realm}, "
                                 "which is not an http(s) URL")
-        if realm.scheme == "http" and not (self.insecure or self.options.is_insecure(realm_host)):
+        same_host = realm.host == httpx.URL(f"http://{self.api_host}").host
+        if realm.scheme == "http" and not (self.options.is_insecure(realm_host)
+                                           or (same_host and self.insecure)):
+            # Credentials in clear text to another host only when the user named that host.
             raise RegistryError(f"{self.host} sends clients to a plain-HTTP token server ({realm}); "
                                 f"pass --insecure-registry {realm_host} to send credentials there")
         want = sorted(set(scopes) | ({extra} if extra else set()))
@@ -241,11 +244,11 @@ class RegistryClient:
         resp = self._with_retries(send, self.options.retries)
         if resp.status_code in (401, 403):
             raise RegistryError(f"the token server {realm_host} of {self.host} refused "
-                                f"{self.auth.who()} ({resp.status_code}{error_text(resp)})"
+                                f"{self.auth.who()} ({resp.status_code}{self.error_text(resp)})"
                                 + self._login_hint())
         if resp.status_code != 200:
             raise RegistryError(f"the token server {realm_host} of {self.host} answered "
-                                f"{resp.status_code}{error_text(resp)}")
+                                f"{resp.status_code}{self.error_text(resp)}")
         try:
             doc = resp.json()
             token = doc.get("token") or doc.get("access_token")
@@ -262,12 +265,16 @@ class RegistryClient:
 
     # -- errors ---------------------------------------------------------------
 
+    def error_text(self, resp: httpx.Response) -> str:
+        """The registry's own error text, with every secret of ours taken out."""
+        return self.auth.scrub(error_text(resp))
+
     def error(self, resp: httpx.Response, doing: str) -> RegistryError:
         """A one-line error for a response that was not what `doing` needed:
         the status, the registry's own error codes, and for 401/403 which
         credentials were used (never the secret)."""
         status = resp.status_code
-        text = error_text(resp)
+        text = self.error_text(resp)
         if status == 401:
             return RegistryError(f"{self.host} refused {doing} (401{text}) with {self.auth.who()}"
                                  + self._login_hint())

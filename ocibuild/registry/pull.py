@@ -29,7 +29,7 @@ from ..oci.model import (
 from ..oci.reference import RegistryRef
 from .auth import scope
 from .cache import BlobCache
-from .client import RegistryClient, error_text
+from .client import RegistryClient
 from .options import RegistryOptions
 
 ACCEPT = ", ".join((OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST))
@@ -223,5 +223,5 @@ def _media_type(data: bytes, content_type: str) -> str:
 
 
 def _codes(client: RegistryClient, resp: httpx.Response) -> str:
-    text = error_text(resp)
+    text = client.error_text(resp)
     return f" on {client.host} ({text[2:]})" if text else f" on {client.host}"
