@@ -1092,13 +1092,28 @@ def test_pulled_blobs_are_verified_when_read_from_the_cache(registry, tmp_path):
     img = make_image(1000)
     push(registry, img, "acme/base:1", tmp_path / "p")
     options = RegistryOptions(insecure=frozenset({registry.host}), cache_dir=str(tmp_path / "cache"))
+    got = pull_image(parse_registry_ref(f"{registry.host}/acme/base:1"), None, options)
+    path = BlobCache(str(tmp_path / "cache")).path(img.layers[0].descriptor.digest)
+    with open(path, "r+b") as f:           # damaged after the pull: the read says so
+        f.write(b"Z")
+    with pytest.raises(BlobError, match="cached in .* is corrupt"):
+        got.layers[0].read()
+
+
+def test_a_damaged_cached_blob_is_fetched_again_not_trusted_by_size(registry, tmp_path):
+    """Issue 9, item 8: a same-size damaged copy in the cache does not fail
+    every later pull; it is noticed by its digest and fetched again."""
+    img = make_image(1000)
+    push(registry, img, "acme/base:1", tmp_path / "p")
+    options = RegistryOptions(insecure=frozenset({registry.host}), cache_dir=str(tmp_path / "cache"))
     pull_image(parse_registry_ref(f"{registry.host}/acme/base:1"), None, options)
     path = BlobCache(str(tmp_path / "cache")).path(img.layers[0].descriptor.digest)
     with open(path, "r+b") as f:
         f.write(b"Z")
+    gets = registry.srv.count("GET", "/blobs/")
     got = pull_image(parse_registry_ref(f"{registry.host}/acme/base@{img.digest}"), None, options)
-    with pytest.raises(BlobError, match="cached in .* is corrupt"):
-        got.layers[0].read()
+    assert got.layers[0].read() == img.layers[0].read()
+    assert registry.srv.count("GET", "/blobs/") == gets + 1       # that one blob, again
 
 
 def test_cache_locations_are_a_bounded_hint(tmp_path):
@@ -1186,3 +1201,42 @@ def test_basic_credentials_never_go_to_a_plain_http_realm_on_another_host(serve,
     with RegistryClient(reg.host, opts, sleep=Sleeps()) as c:
         c.request("GET", "/v2/a/manifests/1", scopes=frozenset({"repository:a:pull"}))
     assert realm.requests and {r.path for r in realm.requests} == {"/token"}
+
+
+def test_a_manifest_cut_off_on_the_way_is_fetched_again(registry, tmp_path):
+    """Issue 9, item 8: a truncated manifest response is retried like a blob."""
+    img = make_image(100)
+    push(registry, img, "acme/base:1", tmp_path / "p")
+    real, cut = registry.handle, []
+
+    def truncating(r):
+        reply = real(r)
+        if r.method == "GET" and "/manifests/" in r.path and not cut:
+            cut.append(r.path)
+            reply.truncate = 10
+        return reply
+    registry.srv.handler = truncating
+    options = RegistryOptions(insecure=frozenset({registry.host}), cache_dir=str(tmp_path / "cache"))
+    with Puller(parse_registry_ref(f"{registry.host}/acme/base:1"), options,
+                RegistryClient(registry.host, options, sleep=Sleeps())) as p:
+        got = p.image(AMD64)
+    assert cut and got.digest == img.digest
+
+
+def test_a_damaged_blob_in_an_output_layout_is_rewritten(tmp_path):
+    """Issue 9, item 8: an existing same-size blob is trusted by digest."""
+    from ocibuild.oci.layout import blob_name
+    from ocibuild.transports import open_image, open_output
+    img = make_image(1000)
+    layout = tmp_path / "lay"
+    for attempt in range(2):
+        with WorkStore(str(tmp_path)) as work:
+            out = open_output(f"oci:{layout}:v1", 0)
+            out.check()
+            write_all([out], img, work)
+        if attempt == 0:
+            path = layout / blob_name(img.layers[0].descriptor.digest)
+            data = bytearray(path.read_bytes())
+            data[0] ^= 0xFF
+            path.write_bytes(bytes(data))
+    assert open_image(f"oci:{layout}:v1").layers[0].read() == img.layers[0].read()

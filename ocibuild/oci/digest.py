@@ -140,6 +140,18 @@ class VerifyingReader:
         self.close()
 
 
+def file_digest(path: str) -> str | None:
+    """The sha256 digest of a file's content; None if it cannot be read."""
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            while data := f.read(CHUNK):
+                h.update(data)
+    except OSError:
+        return None
+    return "sha256:" + h.hexdigest()
+
+
 def copy_stream(src, dst, chunk: int = CHUNK) -> int:
     """Copy until EOF; return the byte count."""
     total = 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import io
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from typing import BinaryIO
 from ..errors import OutputError
 from ..fsutil import atomic_write, publish, unlink_quietly
 from .blobs import Blob, bytes_blob
-from .digest import CHUNK, copy_stream, hex_of
+from .digest import CHUNK, copy_stream, file_digest, hex_of
 from .image import Image
 from .model import CONTAINERD_NAME, OCI_INDEX, REF_NAME, Descriptor, canonical_json, index_json, parse_json
 from .tarwriter import DIR, end_archive, write_member
@@ -95,11 +96,8 @@ def put_blob(root: str, blob: Blob) -> bool:
     """Write `blob` into the layout at `root` unless a file of its size is
     there; verified while copied, renamed into place. True if written."""
     path = os.path.join(root, blob_name(blob.descriptor.digest))
-    try:
-        if os.path.getsize(path) == blob.descriptor.size:
-            return False
-    except FileNotFoundError:
-        pass
+    if has_blob(root, blob.descriptor):
+        return False
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
     try:
@@ -110,6 +108,18 @@ def put_blob(root: str, blob: Blob) -> bool:
         unlink_quietly(tmp)
         raise
     return True
+
+
+def has_blob(root: str, desc: Descriptor) -> bool:
+    """True when the layout at `root` holds `desc`'s blob intact: the right
+    size and digest (a same-size damaged copy is rewritten, not kept)."""
+    path = os.path.join(root, blob_name(desc.digest))
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode) or os.path.getsize(path) != desc.size:
+            return False
+    except OSError:
+        return False
+    return file_digest(path) == desc.digest
 
 
 def add_to_index(root: str, desc: Descriptor) -> None:

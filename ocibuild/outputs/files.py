@@ -10,13 +10,13 @@ import tempfile
 
 from ..errors import OutputError
 from ..fsutil import publish, umask, unlink_quietly
-from ..oci.blobs import Blob, WorkStore
+from ..oci.blobs import WorkStore
 from ..oci.image import Image
 from ..oci.layout import (
     add_to_index,
-    blob_name,
     check_layout_dir,
     docker_archive_files,
+    has_blob,
     image_blobs,
     index_annotations,
     layout_files,
@@ -94,7 +94,7 @@ class LayoutOutput:
                                      prefix=".ocibuild-", suffix=".partial")
         publish_dir_mode(self._tmp)
         for blob in image_blobs(image):
-            if existing and _has_blob(self.root, blob):
+            if existing and has_blob(self.root, blob.descriptor):
                 continue
             put_blob(self._tmp, blob)
         self._desc = image.descriptor(index_annotations(self.ref.ref, docker=False))
@@ -129,9 +129,3 @@ def publish_dir_mode(path: str) -> None:
     """A staged directory gets the mode a new directory would have (mkdtemp makes it 0700)."""
     os.chmod(path, 0o755 & ~umask())
 
-
-def _has_blob(root: str, blob: Blob) -> bool:
-    try:
-        return os.path.getsize(os.path.join(root, blob_name(blob.descriptor.digest))) == blob.descriptor.size
-    except OSError:
-        return False

@@ -13,7 +13,7 @@ from typing import BinaryIO
 
 from ..errors import BlobError
 from ..fsutil import atomic_write, publish, unlink_quietly
-from ..oci.digest import CHUNK, HashingWriter, hex_of, sha256_digest
+from ..oci.digest import CHUNK, HashingWriter, file_digest, hex_of, sha256_digest
 from ..oci.model import Descriptor
 
 MAX_LOCATIONS = 16     # a hint, not a history
@@ -33,6 +33,16 @@ class BlobCache:
             return os.path.getsize(self.path(desc.digest)) == desc.size
         except OSError:
             return False
+
+    def verified(self, desc: Descriptor) -> bool:
+        """True when the cache holds `desc` with the right size and digest; a
+        damaged copy is removed (and so fetched again)."""
+        if not self.has(desc):
+            return False
+        if file_digest(self.path(desc.digest)) == desc.digest:
+            return True
+        unlink_quietly(self.path(desc.digest))
+        return False
 
     def read(self, digest: str, limit: int) -> bytes | None:
         """A small cached blob (a manifest), checked against its digest; None

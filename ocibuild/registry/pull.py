@@ -116,24 +116,7 @@ class Puller:
         data = self.cache.read(reference, MAX_MANIFEST) if pinned else None
         if data is not None:
             return data, _media_type(data, ""), reference
-        c = self.client
-        resp = c.request("GET", f"/v2/{self.ref.repo}/manifests/{reference}", scopes=self.scopes,
-                         headers={"Accept": ACCEPT}, stream=True)
-        try:
-            if resp.status_code == 404:
-                raise RegistryError(f"not found{_codes(c, resp)}; check the repository, tag or digest")
-            if resp.status_code != 200:
-                raise c.error(resp, f"the pull of {self.name}")
-            body = bytearray()
-            for chunk in resp.iter_bytes():
-                body += chunk
-                if len(body) > MAX_MANIFEST:
-                    raise RegistryError(f"the manifest is larger than {MAX_MANIFEST} bytes; refusing it")
-        except httpx.TransportError as e:
-            raise c.transport_error(e) from None
-        finally:
-            resp.close()
-        data = bytes(body)
+        data, resp = self._get_manifest(reference)
         digest = sha256_digest(data)
         said = resp.headers.get("docker-content-digest", "")
         if (pinned and digest != reference) or (said.startswith("sha256:") and said != digest):
@@ -147,12 +130,42 @@ class Puller:
         self.cache.remember(digest, self.ref.host, self.ref.repo)
         return data, media_type, digest
 
+    def _get_manifest(self, reference: str) -> tuple[bytes, httpx.Response]:
+        """GET a manifest, bounded; a body cut off on the way is fetched
+        again (retried as a blob is), not taken for a broken registry."""
+        c = self.client
+        attempt = 0
+        while True:
+            resp = c.request("GET", f"/v2/{self.ref.repo}/manifests/{reference}", scopes=self.scopes,
+                             headers={"Accept": ACCEPT}, stream=True)
+            try:
+                if resp.status_code == 404:
+                    raise RegistryError(f"not found{_codes(c, resp)}; check the repository, tag or digest")
+                if resp.status_code != 200:
+                    raise c.error(resp, f"the pull of {self.name}")
+                body = bytearray()
+                for chunk in resp.iter_bytes():
+                    body += chunk
+                    if len(body) > MAX_MANIFEST:
+                        raise RegistryError(f"the manifest is larger than {MAX_MANIFEST} bytes; refusing it")
+                return bytes(body), resp
+            except httpx.TransportError as e:
+                err = c.transport_error(e)
+                if not isinstance(err, TransientError) or attempt >= self.options.retries:
+                    raise (err.after(attempt + 1) if isinstance(err, TransientError) else err) from None
+                c.pause(attempt)
+                attempt += 1
+            finally:
+                resp.close()
+
     # -- blobs ----------------------------------------------------------------
 
     def blob(self, desc: Descriptor, kind: str) -> Blob:
-        """A blob opened from the cache, fetched first if not there."""
+        """A blob opened from the cache, fetched first if not there. A cached
+        blob is trusted by its digest, not its size: one that no longer
+        hashes right (a damaged disk, a hand edit) is fetched again."""
         path = self.cache.path(desc.digest)
-        if not self.cache.has(desc):
+        if not self.cache.verified(desc):
             self._fetch(desc, kind)
         self.cache.remember(desc.digest, self.ref.host, self.ref.repo)
         return Blob(desc, lambda: open(path, "rb"),
