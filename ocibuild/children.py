@@ -5,9 +5,11 @@ engine's client process is found and stopped here."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import time
+from collections.abc import Callable
 
 
 def child_pids() -> set[int]:
@@ -59,3 +61,24 @@ def _kill(pid: int, sig: int) -> None:
         os.kill(pid, sig)
     except ProcessLookupError:
         pass
+
+
+def die_with_parent() -> Callable[[], None]:
+    """A `preexec_fn` for the engine and compiler processes ocibuild starts
+    itself: the child gets SIGTERM when ocibuild dies, even by kill -9
+    (Linux's parent-death signal), so nothing outlives it."""
+    parent = os.getpid()
+
+    def preexec() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        except (OSError, AttributeError):
+            return
+        if os.getppid() != parent:       # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
+_PR_SET_PDEATHSIG = 1

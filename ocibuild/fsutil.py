@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import shutil
 import stat
 import tempfile
 from collections.abc import Callable, Iterator
@@ -122,3 +123,46 @@ def _open_step(name: str, dir_fd: int, flags: int, rel: str) -> int:
             st = os.lstat(name, dir_fd=dir_fd)
             raise NotRegularFile(rel, "a symlink" if stat.S_ISLNK(st.st_mode) else "not a directory") from None
         raise
+
+
+# -- staging names a later run can tell are stale ----------------------------------
+
+def staging_prefix(tag: str) -> str:
+    """A temporary name's prefix carrying this process's pid: `{tag}{pid}-`."""
+    return f"{tag}{os.getpid()}-"
+
+
+def sweep_stale(parent: str, tag: str, suffix: str = "") -> None:
+    """Remove what runs that died (kill -9, a power cut) left in `parent`:
+    entries named `{tag}{pid}-...{suffix}` whose pid is no longer alive.
+    Best effort; a live or unknown owner's entries are left alone."""
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return
+    for name in names:
+        if not (name.startswith(tag) and name.endswith(suffix)):
+            continue
+        pid_text, sep, _ = name[len(tag):].partition("-")
+        if not sep or not pid_text.isascii() or not pid_text.isdigit() or not _dead(int(pid_text)):
+            continue
+        path = os.path.join(parent, name)
+        try:
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.unlink(path)
+        except OSError:
+            pass
+
+
+def _dead(pid: int) -> bool:
+    if pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False             # alive, another user's
+    return False

@@ -33,6 +33,7 @@ import subprocess
 import tempfile
 from collections.abc import Mapping
 
+from ..children import die_with_parent
 from ..engines import Engine, last_line, not_installed, unreachable
 from ..errors import BuildError, EngineError
 from ..gosource import BINARY, OUTPUT, GoBuild
@@ -63,7 +64,8 @@ class DockerBuilder:
             image = ensure_image(Engine("docker"), image, say)
         argv = job.argv(f"{OUTPUT}/{BINARY}")
         output = os.path.join(out_dir, BINARY)
-        with tempfile.TemporaryDirectory(prefix="ocibuild-docker-") as tmp:
+        # Inside the run's work directory: swept with it if ocibuild is killed.
+        with tempfile.TemporaryDirectory(prefix="docker-", dir=out_dir) as tmp:
             dockerfile = os.path.join(tmp, "Dockerfile")
             with open(dockerfile, "w") as f:
                 f.write(self.dockerfile(job, image, argv))
@@ -112,7 +114,8 @@ class DockerBuilder:
         failure: str | None = None            # the RUN step's ERROR line
         try:
             proc = subprocess.Popen(argv + [context], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, env=env, text=True, errors="replace")
+                                    stdin=subprocess.DEVNULL, env=env, text=True, errors="replace",
+                                    preexec_fn=die_with_parent())
         except FileNotFoundError:
             raise not_installed("docker") from None
         assert proc.stdout is not None       # stdout=PIPE

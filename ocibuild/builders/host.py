@@ -9,6 +9,7 @@ import subprocess
 import tempfile
 from collections.abc import Mapping
 
+from ..children import die_with_parent
 from ..errors import BuildError, EngineError
 from ..gosource import BINARY, GOPATH, GoBuild
 from ..progress import Say
@@ -35,7 +36,8 @@ class HostBuilder:
             raise EngineError(f"no `{self.go}` on PATH for --builder host; install Go "
                               "(apt-get install golang-go) or use --builder docker/podman")
         output = os.path.join(out_dir, BINARY)
-        with tempfile.TemporaryDirectory(prefix="ocibuild-gopath-") as gopath:
+        # Inside the run's work directory: swept with it if ocibuild is killed.
+        with tempfile.TemporaryDirectory(prefix="gopath-", dir=out_dir) as gopath:
             if job.source.mode == GOPATH:
                 # GOPATH mode needs the package at $GOPATH/src/<import path>: a copy,
                 # so the source directory itself is never touched.
@@ -55,7 +57,7 @@ class HostBuilder:
             say("compiling with the host's go: " + " ".join(argv[1:]))
             try:
                 proc = subprocess.run(argv, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, text=True)
+                                      stderr=subprocess.STDOUT, text=True, preexec_fn=die_with_parent())
             except OSError as e:
                 raise EngineError(f"cannot run {self.go}: {e.strerror}") from None
         for line in proc.stdout.splitlines():

@@ -18,7 +18,7 @@ import stat
 import tempfile
 
 from ..errors import InputError, OutputError
-from ..fsutil import publish, unlink_quietly, walk
+from ..fsutil import publish, staging_prefix, sweep_stale, unlink_quietly, walk
 from ..oci.compression import compression
 from ..oci.digest import HashingWriter, hex_of, is_digest
 from ..oci.entries import DIR, FILE, Entry
@@ -243,7 +243,9 @@ def _write_package(out: str, metadata: dict, code: list[Entry], mtime: int) -> s
     gzip = compression("gzip")
     meta = _json_bytes(metadata)
     try:
-        tmp_fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(out)}.", suffix=".tmp", dir=out_dir)
+        tag = f".{os.path.basename(out)}."
+        sweep_stale(out_dir, tag, ".tmp")
+        tmp_fd, tmp = tempfile.mkstemp(prefix=staging_prefix(tag), suffix=".tmp", dir=out_dir)
     except OSError as e:
         raise OutputError(f"cannot write in {out_dir!r}: {e.strerror}") from None
     try:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO, cast
 
-from ..fsutil import unlink_quietly
+from ..fsutil import staging_prefix, sweep_stale, unlink_quietly
 from .compression import Compression, decompressed, of_media_type
 from .digest import CHUNK, HashingWriter, VerifyingReader, hex_of
 from .entries import Entry
@@ -57,11 +57,16 @@ def bytes_blob(media_type: str, data: bytes, where: str = "blob") -> Blob:
     return Blob(Descriptor.of(media_type, data), lambda: io.BytesIO(data), where, trusted=True)
 
 
+WORK_TAG = "ocibuild-"      # work directories: ocibuild-<pid>-<random>
+
+
 class WorkStore:
     """A temporary content-addressed directory for the blobs of one run."""
 
     def __init__(self, parent: str | None = None):
-        self.root = tempfile.mkdtemp(prefix="ocibuild-", dir=parent)
+        parent = parent or tempfile.gettempdir()
+        sweep_stale(parent, WORK_TAG)           # work directories of runs that were killed
+        self.root = tempfile.mkdtemp(prefix=staging_prefix(WORK_TAG), dir=parent)
 
     def close(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)

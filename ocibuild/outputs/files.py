@@ -9,7 +9,7 @@ import shutil
 import tempfile
 
 from ..errors import OutputError
-from ..fsutil import publish, umask, unlink_quietly
+from ..fsutil import publish, staging_prefix, sweep_stale, umask, unlink_quietly
 from ..oci.blobs import WorkStore
 from ..oci.image import Image
 from ..oci.layout import (
@@ -26,6 +26,8 @@ from ..oci.layout import (
 )
 from ..oci.model import Descriptor
 from ..oci.reference import FileRef
+
+STAGING_TAG = ".ocibuild-"   # a layout staged beside or inside its destination
 
 
 class ArchiveOutput:
@@ -47,8 +49,9 @@ class ArchiveOutput:
             raise OutputError(f"cannot write {self.ref}: {self.path} is a directory")
 
     def stage(self, image: Image, work: WorkStore) -> None:
-        fd, self._tmp = tempfile.mkstemp(dir=os.path.dirname(self.path),
-                                         prefix=f".{os.path.basename(self.path)}.", suffix=".partial")
+        parent, tag = os.path.dirname(self.path), f".{os.path.basename(self.path)}."
+        sweep_stale(parent, tag, ".partial")
+        fd, self._tmp = tempfile.mkstemp(dir=parent, prefix=staging_prefix(tag), suffix=".partial")
         files = (docker_archive_files(image, self.ref.ref) if self.docker
                  else layout_files(image, index_annotations(self.ref.ref, docker=False)))
         with os.fdopen(fd, "wb", buffering=1 << 20) as f:
@@ -90,8 +93,9 @@ class LayoutOutput:
         existing = os.path.isdir(self.root)
         if existing:
             read_index(self.root)     # a damaged index.json stops us before anything moves
-        self._tmp = tempfile.mkdtemp(dir=self.root if existing else os.path.dirname(self.root),
-                                     prefix=".ocibuild-", suffix=".partial")
+        parent = self.root if existing else os.path.dirname(self.root)
+        sweep_stale(parent, STAGING_TAG, ".partial")
+        self._tmp = tempfile.mkdtemp(dir=parent, prefix=staging_prefix(STAGING_TAG), suffix=".partial")
         publish_dir_mode(self._tmp)
         for blob in image_blobs(image):
             if existing and has_blob(self.root, blob.descriptor):
