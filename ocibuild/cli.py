@@ -28,6 +28,7 @@ from .oci.entries import image_path
 from .oci.image import ConfigChanges
 from .oci.model import Platform
 from .oci.reference import EngineRef, RegistryRef, parse_reference
+from .outputs import check_distinct
 from .progress import human_size
 from .registry.options import RegistryOptions
 from .transports import open_image, open_output, parse_base
@@ -121,6 +122,7 @@ def image_job(opts: Mapping[str, Any], env: Mapping[str, str]) -> ImageJob:
     registry = registry_options(env, opts["insecure"]) if needs_registry else None
     created = source_date_epoch(env.get("SOURCE_DATE_EPOCH"))
     outs = [open_output(o, created, registry) for o in opts["outputs"]]
+    check_distinct(outs)
     changes = ConfigChanges(
         entrypoint=_argv(opts["entrypoint"], "--entrypoint"), cmd=_argv(opts["cmd"], "--cmd"),
         env=_pairs(opts["envs"], "--env", _ENV_KEY),
@@ -425,7 +427,7 @@ def main(argv=None) -> None:
         if debug:
             raise
         click.echo(f"error: {e}", err=True)
-        sys.exit(1)
+        sys.exit(130 if getattr(e, "interrupted", False) else 1)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except click.Abort:

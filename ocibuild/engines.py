@@ -166,6 +166,21 @@ class Engine:
         source = image_id if self.name == "docker" else image_id.partition(":")[2]
         self.call("tag", self.client.image.tag, source, name)
 
+    def restore_name(self, name: str, loaded: str, before: str | None) -> None:
+        """Undo a load that may have moved `name` to the image `loaded`: give
+        the name back to `before`, or remove it when it was new. Best
+        effort, and never while an interrupt is being handled twice."""
+        try:
+            now = self.image_id(name)
+            if now is None or now == before or now != loaded:
+                return
+            if before is None:
+                self.call("rmi", self.client.image.remove, name)
+            else:
+                self.tag(before, name)
+        except (EngineError, KeyboardInterrupt):
+            pass
+
     # -- containers -------------------------------------------------------------
 
     def remove_container(self, name: str) -> None:

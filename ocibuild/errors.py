@@ -30,6 +30,18 @@ class OutputError(OcibuildError):
     """An output could not be written; nothing of it was left behind."""
 
 
+class PartialWriteError(OutputError):
+    """Some outputs were committed before another failed (or the run was
+    interrupted): the message says exactly which were written."""
+
+    def __init__(self, written: list[str], not_written: list[str], cause: BaseException):
+        self.written, self.not_written = written, not_written
+        self.interrupted = isinstance(cause, KeyboardInterrupt)
+        why = "interrupted" if self.interrupted else str(cause).removesuffix("; nothing was written")
+        verb = "was" if len(written) == 1 else "were"
+        super().__init__(f"{why}; {', '.join(written)} {verb} written, {', '.join(not_written)} not")
+
+
 class EngineError(OcibuildError):
     """A container engine (docker, podman) is missing or refused a request."""
 

@@ -10,14 +10,15 @@ turns a reference into the right output."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Protocol
 
-from ..errors import OcibuildError, OutputError
+from ..errors import InputError, OcibuildError, OutputError, PartialWriteError
 from ..oci.blobs import WorkStore
 from ..oci.image import Image
-from ..oci.reference import Reference
+from ..oci.reference import FileRef, Reference
 from ..progress import Say, silent
 
 
@@ -45,19 +46,46 @@ class Output(Protocol):
         """Remove whatever stage() left; harmless after commit()."""
 
 
+def check_distinct(outputs: Sequence[Output]) -> None:
+    """Refuse two outputs naming one path (an archive twice, or an archive
+    and a layout): the second would replace the first, and one of them
+    would be reported wrongly. Several tags of one `oci:` layout are fine:
+    they are merged into its index."""
+    seen: dict[str, Output] = {}
+    for out in outputs:
+        if isinstance(out.ref, FileRef):
+            path = os.path.realpath(out.ref.path)
+            prev = seen.get(path)
+            if prev is not None and not (out.ref.transport == "oci" and prev.ref.transport == "oci"):
+                raise InputError(f"{prev.ref} and {out.ref} name the same path {path}; "
+                                 "give each output its own")
+            seen[path] = out
+
+
 def write_all(outputs: Sequence[Output], image: Image, work: WorkStore, say: Say = silent) -> None:
     """Stage every output, then commit them (commit_first ones first); on any
-    failure or interrupt, abort all of them."""
+    failure or interrupt, abort all of them. Once one output is committed,
+    a failure says exactly which were written (PartialWriteError)."""
     try:
         for out in outputs:
             say(f"writing {out.ref}")
             _os_errors(out, partial(out.stage, image, work))
-        for out in sorted(outputs, key=lambda o: not o.commit_first):
-            _os_errors(out, out.commit)
     except BaseException:
         for out in outputs:
             out.abort()
         raise
+    committed: list[Output] = []
+    try:
+        for out in sorted(outputs, key=lambda o: not o.commit_first):
+            _os_errors(out, out.commit)
+            committed.append(out)
+    except BaseException as e:
+        for out in outputs:
+            out.abort()
+        if not committed:
+            raise
+        raise PartialWriteError([str(o.ref) for o in committed],
+                                [str(o.ref) for o in outputs if o not in committed], e) from None
 
 
 def _os_errors(out: Output, step: Callable[[], None]) -> None:

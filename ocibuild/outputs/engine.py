@@ -17,6 +17,8 @@ class EngineOutput:
     def __init__(self, ref: EngineRef, engine: Engine):
         self.ref, self.engine = ref, engine
         self._archive: str | None = None
+        self._image_id = ""            # what the load brings (the config digest)
+        self._before: str | None = None  # what the name pointed at before it
 
     def check(self) -> None:
         self.engine.require()
@@ -25,10 +27,18 @@ class EngineOutput:
         if any(lay.descriptor.media_type.endswith("+zstd") for lay in image.layers):
             self.engine.require_zstd()
         self._archive = self.engine.archive(image, self.ref.name, work)
+        self._image_id = image.config.descriptor.digest
+        self._before = self.engine.image_id(self.ref.name)
 
     def commit(self) -> None:
         if self._archive:
-            self.engine.load(self._archive, self.ref.name)
+            try:
+                self.engine.load(self._archive, self.ref.name)
+            except BaseException:
+                # Interrupted or failed, the load may still have landed: put
+                # the name back where it was, so "not written" stays true.
+                self.engine.restore_name(self.ref.name, self._image_id, self._before)
+                raise
             self.abort()
 
     def abort(self) -> None:
