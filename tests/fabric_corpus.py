@@ -26,10 +26,10 @@ def f(name: str, data: bytes = b"x", mode: int = 0o644, size: int | None = None)
     return info, data
 
 
-def d(name: str):
+def d(name: str, mode: int = 0o755):
     info = tarfile.TarInfo(name)
     info.type = tarfile.DIRTYPE
-    info.mode = 0o755
+    info.mode = mode
     return info, None
 
 

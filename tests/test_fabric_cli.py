@@ -564,10 +564,12 @@ def test_every_layout_the_peer_accepts_builds(ocibuild, tmp_path, name):
         assert ann["org.hyperledger.fabric.chaincode.package-id"] == f"layout_1:{sha256_hex(pkg)}"
 
 
-def test_package_made_with_the_tar_command_builds(ocibuild, tmp_path):
-    # As people make packages by hand (Fabric's docs do, for ccaas): GNU tar,
-    # "./"-prefixed names, directory entries, the files' own owners and times.
+def _tar_package(tmp_path: Path, *code_args: str) -> Path:
+    """A package made by hand with GNU tar (as Fabric's docs do for ccaas):
+    directory entries, the files' own owners and times."""
     tree, outer = tmp_path / "tree", tmp_path / "outer"
+    shutil.rmtree(tree, ignore_errors=True)
+    shutil.rmtree(outer, ignore_errors=True)
     shutil.copytree(CHAINCODE, tree / "src", ignore=shutil.ignore_patterns("META-INF"))
     shutil.copytree(CHAINCODE / "META-INF", tree / "META-INF")
     outer.mkdir()
@@ -575,11 +577,21 @@ def test_package_made_with_the_tar_command_builds(ocibuild, tmp_path):
                                                      "label": "tarcmd_1"}))
     tar = shutil.which("tar")
     assert tar, "tar is not installed"
-    for argv in ([tar, "--format=gnu", "-czf", outer / "code.tar.gz", "-C", tree, "."],
+    for argv in ([tar, "--format=gnu", "-czf", outer / "code.tar.gz", "-C", tree, *code_args],
                  [tar, "-czf", tmp_path / "pkg.tgz", "-C", outer, "metadata.json", "code.tar.gz"]):
         r = subprocess.run(argv, capture_output=True, text=True, timeout=HANG_GUARD)
         assert r.returncode == 0, r.stderr
-    assert "./src/go.mod" in read_targz(outer / "code.tar.gz")
+    return outer / "code.tar.gz"
+
+
+def test_package_made_with_the_tar_command_builds(ocibuild, tmp_path):
+    # `tar -C tree -czf code.tar.gz .` names everything "./src/...": the peer's
+    # golang rules (every name starts src/ or META-INF/) refuse that, and so
+    # does ocibuild, saying so; `tar -C tree ... src META-INF` is what builds.
+    assert "./src/go.mod" in read_targz(_tar_package(tmp_path, "."))
+    r = ocibuild("-q", "build", "--builder", "host", tmp_path / "pkg.tgz", "--output", f"oci:{tmp_path / 'no'}")
+    assert r.returncode == 1 and "entry './' is outside src/ and META-INF/; the peer refuses it" in r.stderr, r.stderr
+    assert "src/go.mod" in read_targz(_tar_package(tmp_path, "src", "META-INF"))
     layout = tmp_path / "layout"
     printed_digest(ocibuild("-q", "build", "--builder", "host", tmp_path / "pkg.tgz", "--output", f"oci:{layout}"))
     tree_ = image_tree(layout)

@@ -270,12 +270,14 @@ def test_long_names_in_every_tar_format(tmp_path, work, fmt):
     assert Path(pkg.code_dir, deep).read_bytes() == b"package x\n"
 
 
-def test_tar_made_from_a_directory_with_dot_prefix(tmp_path, work):
-    # `tar -C dir -czf code.tar.gz .` writes "./", "./src/", "./src/main.go", ...
+def test_tar_made_from_a_directory_with_dot_prefix_is_refused_as_the_peer_does(tmp_path, work):
+    # `tar -C dir -czf code.tar.gz .` writes "./", "./src/", "./src/main.go", ...: the
+    # peer's golang ValidateCodePackage wants every name to start src/ or META-INF/.
     code = code_tar([d("./"), d("./src/"), f("./src/go.mod", GO_MOD), f("./src/main.go", MAIN_GO)])
     path = tmp_path / "cc.tar.gz"
     path.write_bytes(package(code=code))
-    assert go_source(open_package(str(path), str(work))).mode == READONLY
+    with pytest.raises(PackageError, match=r"entry '\./' is outside src/ and META-INF/.*\(outside src and META-INF\)"):
+        open_package(str(path), str(work))
 
 
 def test_directory_entry_after_its_files(tmp_path, work):
@@ -308,12 +310,15 @@ def test_metadata_keys_match_case_insensitively_like_go(tmp_path, work):
     assert (pkg.type, pkg.path, pkg.label) == ("golang", "example.com/cc", "cc_1.0")
 
 
+EXTERNAL_META = {"type": "external", "path": "example.com/cc", "label": "cc_1.0"}   # no golang rules
+
+
 def test_safe_links_are_extracted(tmp_path, work):
     code = code_tar([f("src/go.mod", GO_MOD), f("src/main.go", MAIN_GO), sym("src/alias.txt", "main.go"),
                      sym("src/up/link", "../main.go"), hard("src/copy.go.txt", "src/main.go"),
                      sym("src/dangling", "nowhere/at/all")])
     path = tmp_path / "cc.tar.gz"
-    path.write_bytes(package(code=code))
+    path.write_bytes(package(meta=EXTERNAL_META, code=code))
     pkg = open_package(str(path), str(work))
     s = Path(pkg.code_dir, "src")
     assert os.readlink(s / "alias.txt") == "main.go" and (s / "alias.txt").read_bytes() == MAIN_GO
@@ -328,7 +333,7 @@ def test_modes_are_normalised(tmp_path, work):
         code = code_tar([f("src/go.mod", GO_MOD, mode=0o600), f("src/main.go", MAIN_GO, mode=0o6777),
                          f("src/tool.sh", b"#!/bin/sh\n", mode=0o4750)])
         path = tmp_path / "cc.tar.gz"
-        path.write_bytes(package(code=code))
+        path.write_bytes(package(meta=EXTERNAL_META, code=code))
         pkg = open_package(str(path), str(work))
     finally:
         os.umask(old)
@@ -355,9 +360,35 @@ def _open(tmp_path, work, meta=None, members=()):
 
 
 def test_go_source_needs_src(tmp_path, work):
-    pkg = _open(tmp_path, work, members=[f("main.go", MAIN_GO)])
+    pkg = _open(tmp_path, work, members=[f("META-INF/statedb/couchdb/indexes/i.json", b"{}")])
     with pytest.raises(PackageError, match=r"the code package has no src/ directory; .*\(missing src\)"):
         go_source(pkg)
+
+
+@pytest.mark.parametrize("members, says", [
+    ([f("main.go", MAIN_GO)], r"entry 'main.go' is outside src/ and META-INF/"),
+    ([f("src/go.mod", GO_MOD), sym("src/alias.go", "main.go")], r"entry 'src/alias.go' is a symbolic link"),
+    ([f("src/go.mod", GO_MOD), f("src/main.go", MAIN_GO, mode=0o4755)], r"has mode 4755 \(setuid"),
+    ([d("src/"), d("src/x", mode=0o1777)], r"has mode 1777"),
+])
+def test_what_the_peer_refuses_in_a_golang_package_is_refused(tmp_path, work, members, says):
+    """Fabric 2.x's golang ValidateCodePackage: names under src/ or META-INF/,
+    regular files and directories only, no setuid/setgid/sticky bit."""
+    with pytest.raises(PackageError, match=says + r".*the peer refuses it"):
+        _open(tmp_path, work, members=members)
+
+
+def test_hard_links_and_executable_files_pass_the_peers_rules(tmp_path, work):
+    pkg = _open(tmp_path, work, members=[f("src/go.mod", GO_MOD), f("src/main.go", MAIN_GO, mode=0o755),
+                                         hard("src/copy.go.txt", "src/main.go"), d("META-INF/")])
+    assert go_source(pkg).mode == READONLY
+
+
+def test_nan_in_metadata_json_is_refused_as_go_refuses_it(tmp_path, work):
+    path = tmp_path / "cc.tar.gz"
+    path.write_bytes(package(meta=b'{"type":"golang","path":"example.com/cc","label":"cc_1","x":NaN}'))
+    with pytest.raises(PackageError, match=r"metadata.json is not valid JSON"):
+        open_package(str(path), str(work))
 
 
 def test_go_source_path_outside_the_module(tmp_path, work):
@@ -382,9 +413,12 @@ def test_go_source_gopath_package_missing(tmp_path, work):
 
 def test_go_source_gopath_package_through_escaping_path(tmp_path, work):
     # src/example.com is a symlink to a directory inside the tree: followed
-    # as the peer's shell would, and still inside.
-    pkg = _open(tmp_path, work, members=[d("real/cc"), f("real/cc/main.go", MAIN_GO),
-                                         sym("src/example.com", "../real")])
+    # as the peer's shell would, and still inside. (A legacy 1.x package: a
+    # lifecycle golang package may hold no links at all.)
+    code = code_tar([d("real/cc"), f("real/cc/main.go", MAIN_GO), sym("src/example.com", "../real")])
+    path = tmp_path / "cc.cds"
+    path.write_bytes(cds(code, path="example.com/cc"))
+    pkg = open_package(str(path), str(work))
     src = go_source(pkg)
     assert src.mode == GOPATH and os.path.realpath(src.root).startswith(os.path.realpath(pkg.code_dir))
 

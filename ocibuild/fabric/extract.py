@@ -176,7 +176,8 @@ class TarMember:
     kind: str        # FILE, DIR, SYMLINK, HARDLINK, or a special kind (refused by users)
     size: int        # FILE: bytes of data
     link: str        # SYMLINK / HARDLINK target as written
-    mode: int
+    mode: int        # permission bits (0o7777)
+    raw_mode: int = 0  # the header's whole mode field, type bits included (as Go reads it)
 
 
 class TarReader:
@@ -291,7 +292,8 @@ class TarReader:
         name = self._decode(raw, raw)
         self._last = name
         link_s = self._decode(link, raw) if link else ""
-        mode = self._number(blk[100:108], "mode") & 0o7777
+        raw_mode = self._number(blk[100:108], "mode")
+        mode = raw_mode & 0o7777
         if flag in (b"0", b"\0", b"7"):
             kind = DIR if flag == b"\0" and name.endswith("/") else FILE
         elif flag == b"5":
@@ -318,7 +320,7 @@ class TarReader:
                 raise PackageError(f"{self.where} entry {show(name)} is {human_size(size_)}, more than {room} "
                                    "the package may inflate to (size limit)", entry=name, rule="size limit")
             self._left, self._pad = size_, -size_ % BLOCK
-        return TarMember(name, kind, size_ if kind == FILE else 0, link_s, mode)
+        return TarMember(name, kind, size_ if kind == FILE else 0, link_s, mode, raw_mode)
 
     def _decode(self, raw: bytes, entry_raw: bytes) -> str:
         try:
@@ -409,6 +411,7 @@ class Extractor:
     before them; devices and fifos refused; duplicates refused."""
 
     def __init__(self, root: str, limits: Limits, where: str):
+        self.seen: list[TarMember] = []     # every entry, as read (for the type's own rules)
         self.root = root
         self.limits = limits
         self.where = where
@@ -501,6 +504,7 @@ class Extractor:
         return fd
 
     def add(self, m: TarMember, reader: TarReader) -> None:
+        self.seen.append(m)
         if m.kind not in (FILE, DIR, SYMLINK, HARDLINK):
             self._fail(m.name, f"is a {kind_name(m.kind)}", "device and fifo entries are not allowed")
         path = self.clean(m.name)

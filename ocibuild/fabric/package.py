@@ -30,7 +30,21 @@ from ..oci.entries import kind_name
 from ..progress import human_size
 from . import cds
 from .common import LABEL_RULE, Limits, show, valid_label
-from .extract import FILE, Extractor, FileWindow, Inflater, TarReader, clean_name, extract, inside, regular_file
+from .extract import (
+    DIR,
+    FILE,
+    HARDLINK,
+    SYMLINK,
+    Extractor,
+    FileWindow,
+    Inflater,
+    TarMember,
+    TarReader,
+    clean_name,
+    extract,
+    inside,
+    regular_file,
+)
 
 LIFECYCLE, LEGACY, DIRECTORY = "lifecycle", "cds", "directory"
 CHAINCODE_TYPES = ("golang", "node", "java", "ccaas", "k8s", "external")
@@ -176,6 +190,11 @@ def _read_outer(fd: int, length: int, limits: Limits, on_code: Callable[[TarRead
     return _metadata(meta_bytes), hasher.hexdigest()
 
 
+def _no_constant(name: str) -> None:
+    # NaN, Infinity: Python's json takes them, Go's encoding/json (the peer) does not.
+    raise ValueError(f"{name} is not JSON")
+
+
 def _metadata(data: bytes) -> dict:
     """metadata.json checked as the peer reads it: a JSON object whose keys
     match type/path/label case-insensitively (Go's encoding/json), string
@@ -184,7 +203,7 @@ def _metadata(data: bytes) -> dict:
         raise PackageError(f"metadata.json {problem} ({rule})", entry=METADATA, rule=rule)
 
     try:
-        obj = json.loads(data.decode("utf-8"))
+        obj = json.loads(data.decode("utf-8"), parse_constant=_no_constant)
     except UnicodeDecodeError:
         fail("is not UTF-8 text", "bad metadata")
     except (ValueError, RecursionError) as e:
@@ -225,10 +244,14 @@ def _check_import_path(path: str, what: str, entry: str = "") -> None:
 
 
 def _open_lifecycle(fd: int, length: int, path: str, code_dir: str, limits: Limits) -> ChaincodePackage:
+    seen: list[TarMember] = []
+
     def on_code(outer: TarReader) -> None:
-        _extract_code(outer.read, code_dir, limits, CODE)
+        seen.extend(_extract_code(outer.read, code_dir, limits, CODE))
 
     meta, digest = _read_outer(fd, length, limits, on_code)
+    if meta["type"].lower() == "golang":
+        _peer_golang_rules(seen)
     pkg = ChaincodePackage(LIFECYCLE, path, meta["type"], code_dir, path=meta["path"], label=meta["label"],
                            package_id=f"{meta['label']}:{digest}")
     _check_indexes(code_dir, limits)
@@ -239,12 +262,37 @@ def _open_lifecycle(fd: int, length: int, path: str, code_dir: str, limits: Limi
     return pkg
 
 
-def _extract_code(read, code_dir: str, limits: Limits, where: str) -> None:
+def _extract_code(read, code_dir: str, limits: Limits, where: str) -> list[TarMember]:
     stream = Inflater(read, limits.max_bytes, where, limits.max_entries)
     tar = TarReader(stream, limits, where, lambda: stream.remaining)
     with Extractor(code_dir, limits, where) as ex:
         extract(tar, ex)
     stream.drain()
+    return ex.seen
+
+
+# The golang platform's ValidateCodePackage (Fabric 2.x), which the peer runs
+# at install: every name under src/ or META-INF/ as written, and only
+# regular files and directories, with no setuid, setgid or sticky bit.
+_PEER_NAME = re.compile(r"(src|META-INF)/")
+_SPECIAL_BITS = 0o7000
+_TYPE_BITS_ALLOWED = {FILE: (0, 0o100000), DIR: (0, 0o040000), HARDLINK: (0, 0o100000)}
+
+
+def _peer_golang_rules(members: list[TarMember]) -> None:
+    for m in members:
+        def fail(problem: str, rule: str, m: TarMember = m) -> None:
+            raise PackageError(f"{CODE} entry {show(m.name)} {problem}; the peer refuses it ({rule})",
+                               entry=m.name, rule=rule)
+
+        if not _PEER_NAME.match(m.name):
+            fail("is outside src/ and META-INF/", "outside src and META-INF")
+        if m.kind == SYMLINK:
+            fail("is a symbolic link", "link in package")
+        if m.raw_mode & _SPECIAL_BITS:
+            fail(f"has mode {m.raw_mode & 0o7777:04o} (setuid, setgid or sticky)", "illegal mode")
+        if m.raw_mode & ~0o7777 not in _TYPE_BITS_ALLOWED.get(m.kind, (0,)):
+            fail(f"has a mode field {m.raw_mode:o} that names another file type", "illegal mode")
 
 
 def read_lifecycle_metadata(path: str, limits: Limits = Limits()) -> tuple[dict, str]:

@@ -1,0 +1,3 @@
+module ocibuild.test/tar_lister
+
+go 1.19
