@@ -12,7 +12,7 @@ import re
 import stat
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..errors import PackageError
 from ..oci.compression import GZIP_MAGIC
@@ -28,6 +28,13 @@ _OUT_CHUNK = 1 << 18
 _SPECIAL = {b"3": "character device", b"4": "block device", b"6": "fifo"}
 _UNSUPPORTED = {b"S": "a GNU sparse file", b"V": "a volume label", b"M": "a multi-volume continuation",
                 b"N": "an old GNU long-name record", b"D": "a GNU directory dump"}
+_PAX_STRINGS = ("path", "linkpath", "uname", "gname")
+_PAX_NUMBERS = {  # the records Go parses (and refuses the archive when they do not parse)
+    "uid": re.compile(rb"[+-]?[0-9]{1,18}"), "gid": re.compile(rb"[+-]?[0-9]{1,18}"),
+    "size": re.compile(rb"[+-]?[0-9]{1,18}"),
+    "mtime": re.compile(rb"[+-]?[0-9]{1,18}(\.[0-9]*)?"), "atime": re.compile(rb"[+-]?[0-9]{1,18}(\.[0-9]*)?"),
+    "ctime": re.compile(rb"[+-]?[0-9]{1,18}(\.[0-9]*)?"),
+}
 _MAX_SYMLINK_HOPS = 40   # Linux's own limit (ELOOP)
 _MAX_RESOLVE_STEPS = 1_000_000   # path components walked checking all symlinks of one archive
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -180,6 +187,18 @@ class TarMember:
     raw_mode: int = 0  # the header's whole mode field, type bits included (as Go reads it)
 
 
+@dataclass
+class _Extensions:
+    pax: dict[str, bytes] = field(default_factory=dict)
+    long_name: bytes | None = None
+    long_link: bytes | None = None
+    seen_x: bool = False
+
+    @property
+    def pending(self) -> bool:
+        return self.seen_x or self.long_name is not None or self.long_link is not None
+
+
 class TarReader:
     """Headers and data of a tar stream (ustar, pax, GNU long names), with
     every field checked before it is believed. Iterate for members; read a
@@ -234,47 +253,67 @@ class TarReader:
             yield m
 
     def _next(self) -> TarMember | None:
-        pax: dict[str, bytes] = {}
-        long_name = long_link = None
+        ext = _Extensions()              # the extension headers read for the coming entry
         while True:
             blk = self._stream.read(BLOCK)
             if not blk:
-                if pax or long_name is not None or long_link is not None:
+                if ext.pending:
                     raise PackageError(f"{self.where} is truncated: an extended header has no entry (truncated)",
                                        rule="truncated")
                 return None          # end of data on a header boundary: an archive without end blocks
             if len(blk) != BLOCK:
                 raise PackageError(f"{self.where} is truncated: a header ends early (truncated)", rule="truncated")
             if blk == _ZERO:
-                if pax or long_name is not None or long_link is not None:
+                if ext.pending:
                     raise PackageError(f"{self.where} is corrupt: an extended header has no entry (corrupt tar)",
                                        rule="corrupt tar")
-                return None          # end-of-archive marker
+                self._end_of_archive()
+                return None
             self.headers += 1
             if self.headers > self._limits.max_entries:
                 raise PackageError(f"{self.where} holds more than {self._limits.max_entries} entries "
                                    "(entry limit)", rule="entry limit")
             self._check_sum(blk)
+            self._check_header(blk)
             flag = blk[156:157]
             size_ = self._number(blk[124:136], "size")
-            if flag in (b"x", b"g", b"L", b"K"):
-                cap = self._limits.max_header if flag in (b"x", b"g") else self._limits.max_path + 1
-                if size_ > cap:
-                    what = "pax header" if flag in (b"x", b"g") else "GNU long name"
-                    raise PackageError(f"{self.where} has a {what} of {human_size(size_)}, more than "
-                                       f"{human_size(cap)} (header limit)", rule="header limit")
-                data = self._exact(size_, "an extended header")
-                self._skip(-size_ % BLOCK)
-                if flag == b"x":
-                    pax.update(self._pax(data))
-                elif flag == b"g":
-                    self._pax(data)            # checked, then ignored (no global defaults)
-                elif flag == b"L":
-                    long_name = data.split(b"\0", 1)[0]
-                else:
-                    long_link = data.split(b"\0", 1)[0]
+            if flag == b"g":
+                # Go returns a global header as an entry of its own (the peer's
+                # name rule then refuses it) and drops pending extensions.
+                self._ambiguous("a global pax header (g)", "global pax header")
+            if flag in (b"x", b"L", b"K"):
+                self._extension(flag, size_, ext)
                 continue
-            return self._member(blk, flag, size_, pax, long_name, long_link)
+            if "path" in ext.pax and ext.long_name is not None:
+                self._ambiguous("both a pax path and a GNU long name", "ambiguous header")
+            if "linkpath" in ext.pax and ext.long_link is not None:
+                self._ambiguous("both a pax linkpath and a GNU long link", "ambiguous header")
+            return self._member(blk, flag, size_, ext.pax, ext.long_name, ext.long_link)
+
+    def _extension(self, flag: bytes, size_: int, ext: _Extensions) -> None:
+        """Read an x, L or K header's data into `ext`. Readers disagree on
+        repeated or mixed extensions (Go: a second x replaces the first
+        whole; a GNU long name beats a pax path): an archive that needs the
+        answer is refused, not guessed at."""
+        cap = self._limits.max_header if flag == b"x" else self._limits.max_path + 1
+        if size_ > cap:
+            what = "pax header" if flag == b"x" else "GNU long name"
+            raise PackageError(f"{self.where} has a {what} of {human_size(size_)}, more than "
+                               f"{human_size(cap)} (header limit)", rule="header limit")
+        data = self._exact(size_, "an extended header")
+        self._skip(-size_ % BLOCK)
+        if flag == b"x":
+            if ext.seen_x:
+                self._ambiguous("two pax headers (x) for one entry", "ambiguous header")
+            ext.seen_x, ext.pax = True, self._pax(data)
+        elif flag == b"L":
+            if ext.long_name is not None:
+                self._ambiguous("two GNU long names for one entry", "ambiguous header")
+            ext.long_name = data.split(b"\0", 1)[0]
+        else:
+            if ext.long_link is not None:
+                self._ambiguous("two GNU long links for one entry", "ambiguous header")
+            ext.long_link = data.split(b"\0", 1)[0]
 
     def _member(self, blk: bytes, flag: bytes, size_: int, pax: dict, long_name, long_link) -> TarMember:
         raw = blk[0:100].split(b"\0", 1)[0]
@@ -286,7 +325,7 @@ class TarReader:
         link = pax.get("linkpath", long_link if long_link is not None else blk[157:257].split(b"\0", 1)[0])
         if "size" in pax:
             text = pax["size"]
-            if not text.isdigit() or len(text) > 20:
+            if not text.isascii() or not text.isdigit() or len(text) > 18:
                 raise PackageError(f"{self.where} is corrupt: bad pax size (corrupt tar)", rule="corrupt tar")
             size_ = int(text)
         name = self._decode(raw, raw)
@@ -294,7 +333,7 @@ class TarReader:
         link_s = self._decode(link, raw) if link else ""
         raw_mode = self._number(blk[100:108], "mode")
         mode = raw_mode & 0o7777
-        if flag in (b"0", b"\0", b"7"):
+        if flag in (b"0", b"\0"):
             kind = DIR if flag == b"\0" and name.endswith("/") else FILE
         elif flag == b"5":
             kind = DIR
@@ -346,18 +385,60 @@ class TarReader:
                                "(corrupt tar)", rule="corrupt tar")
 
     def _number(self, field: bytes, what: str) -> int:
-        if field[:1] and field[0] & 0x80:                 # base-256 (GNU) for large values
-            if field[0] == 0xFF:
-                raise PackageError(f"{self.where} is corrupt: negative {what} in a header (corrupt tar)",
-                                   rule="corrupt tar")
-            return int.from_bytes(bytes([field[0] & 0x7F]) + field[1:], "big")
-        text = field.split(b"\0", 1)[0].strip(b" ")
+        """An octal header field read as Go's archive/tar reads it (spaces
+        and NULs trimmed at both ends, the rest octal digits). Base-256
+        numbers (GNU, for huge values) no chaincode needs: refused, since
+        readers disagree on them (sign, which fields allow them)."""
+        if field[:1] and field[0] & 0x80:
+            raise PackageError(f"{self.where} has a base-256 {what} field in a header, which a chaincode "
+                               "package does not need and readers disagree on (ambiguous header)",
+                               rule="ambiguous header")
+        text = field.strip(b" \0")
         if not text:
             return 0
         if any(c not in b"01234567" for c in text):
             raise PackageError(f"{self.where} is corrupt: bad {what} field in a header (corrupt tar)",
                                rule="corrupt tar")
         return int(text, 8)
+
+    def _check_header(self, blk: bytes) -> None:
+        """The numeric fields Go parses in every header block (and refuses
+        the archive when they do not parse), and header shapes Go reads
+        differently (STAR; a GNU header whose atime/ctime hide a prefix)."""
+        for start, end, what in ((100, 108, "mode"), (108, 116, "uid"), (116, 124, "gid"),
+                                 (136, 148, "mtime")):
+            self._number(blk[start:end], what)
+        magic = blk[257:263]
+        if magic == b"ustar\0" and blk[508:512] == b"tar\0":
+            self._ambiguous("a STAR header (its name prefix is read differently)", "ambiguous header")
+        gnu = magic == b"ustar " and blk[263:265] == b" \0"
+        if magic == b"ustar\0" or gnu:
+            for start, end, what in ((329, 337, "devmajor"), (337, 345, "devminor")):
+                self._number(blk[start:end], what)
+        if gnu:
+            for start, end, what in ((345, 357, "atime"), (357, 369, "ctime")):
+                if blk[start] != 0:
+                    try:
+                        self._number(blk[start:end], what)
+                    except PackageError:
+                        # Go then reads these bytes as a ustar name prefix.
+                        self._ambiguous(f"a GNU header whose {what} is not a number", "ambiguous header")
+
+    def _ambiguous(self, what: str, rule: str) -> None:
+        raise PackageError(f"{self.where} has {what}; readers disagree on what it means, so the package "
+                           f"is refused ({rule})", rule=rule)
+
+    def _end_of_archive(self) -> None:
+        """After the first zero block: a second one, or the end of the data,
+        as Go requires; anything else is refused, not silently dropped."""
+        blk = self._stream.read(BLOCK)
+        if not blk or blk == _ZERO:
+            return
+        if len(blk) != BLOCK:
+            raise PackageError(f"{self.where} is truncated: its end-of-archive marker ends early (truncated)",
+                               rule="truncated")
+        raise PackageError(f"{self.where} has data after a zero block, which ends a tar archive for some "
+                           "readers and not others (data after end of archive)", rule="data after end of archive")
 
     def _pax(self, data: bytes) -> dict[str, bytes]:
         out: dict[str, bytes] = {}
@@ -370,8 +451,19 @@ class TarReader:
             rec = data[pos:pos + length]
             if length <= sp - pos + 1 or len(rec) != length or not rec.endswith(b"\n") or b"=" not in rec:
                 raise PackageError(f"{self.where} is corrupt: bad pax record (corrupt tar)", rule="corrupt tar")
-            key, _, value = rec[sp - pos + 1:-1].partition(b"=")
-            out[key.decode("utf-8", "replace")] = value
+            key_b, _, value = rec[sp - pos + 1:-1].partition(b"=")
+            key = key_b.decode("utf-8", "replace")
+            if not key or b"\0" in key_b:
+                raise PackageError(f"{self.where} is corrupt: a pax record with an empty or NUL key (corrupt tar)",
+                                   rule="corrupt tar")
+            if key in out:
+                self._ambiguous(f"the pax record {key!r} twice in one header", "ambiguous header")
+            if key in _PAX_STRINGS and b"\0" in value:
+                raise PackageError(f"{self.where} is corrupt: a NUL in the pax {key} (corrupt tar)", rule="corrupt tar")
+            rule = _PAX_NUMBERS.get(key)
+            if rule is not None and not rule.fullmatch(value):
+                raise PackageError(f"{self.where} is corrupt: bad pax {key} (corrupt tar)", rule="corrupt tar")
+            out[key] = value
             pos += length
         return out
 
