@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,50 @@ def test_a_go_work_in_tmpdir_does_not_steer_a_package_build(ocibuild, tmp_path):
     without = ocibuild("-q", "build", str(pkg), "--builder", "host", "--output", f"oci-archive:{tmp_path / 'b.tar'}")
     assert printed_digest(with_work) == printed_digest(without)
     assert os.listdir(tmp) == ["go.work"]
+
+
+# --- the host builder's sandbox -------------------------------------------------------
+
+CGO_INCBIN = '''package main
+
+/*
+__asm__(".section .rodata\\n.incbin \\"{secret}\\"\\n.previous");
+*/
+import "C"
+
+func main() {{}}
+'''
+
+
+def test_a_cgo_incbin_of_a_host_file_finds_nothing_in_the_sandbox(ocibuild, tmp_path):
+    """With --cgo, a preamble can make the assembler read any host file into
+    the binary. In the host builder's sandbox the host's files are not there."""
+    secret = tmp_path / "secret" / "shadow"
+    secret.parent.mkdir()
+    secret.write_text("root:$6$not-for-the-image$:19000:0:99999:7:::\n")
+    root = tmp_path / "cc"
+    root.mkdir()
+    (root / "go.mod").write_text(GO_MOD)
+    (root / "main.go").write_text(CGO_INCBIN.format(secret=secret))
+    r = ocibuild("build", str(root), "--builder", "host", "--cgo", "--output", f"oci-archive:{tmp_path / 'o.tar'}")
+    assert r.returncode == 1, r.stderr
+    assert str(secret) in r.stderr and "file not found" in r.stderr.lower(), r.stderr   # the assembler's words
+    assert not (tmp_path / "o.tar").exists()
+
+
+def test_the_sandbox_sees_no_etc_and_no_network(tmp_path):
+    """What a build can see, asked directly: the sandbox command line the
+    host builder uses, run on a shell instead of go."""
+    from ocibuild.builders.sandbox import bwrap, sandboxed
+    work = tmp_path / "out"
+    work.mkdir()
+    probe = ("ls /etc 2>&1 | head -3; test -e /etc/shadow && echo shadow-visible; "
+             "test -e /root && ls /root | head -1; cat /proc/net/dev | tail -n +3 | cut -d: -f1; "
+             f"touch {work}/written && echo wrote; touch /usr/x 2>/dev/null && echo usr-writable; true")
+    argv = sandboxed(["/bin/sh", "-c", probe], bwrap_path=bwrap(os.environ), go="/usr/bin/go",
+                     source=str(FIXTURES / "chaincode"), writable=[str(work)], cwd=str(work), network=False)
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=60).stdout
+    assert "shadow-visible" not in out and "usr-writable" not in out
+    assert "No such file" in out or out.startswith("ls:"), out          # no /etc at all
+    assert [line.strip() for line in out.splitlines() if line.strip() in ("lo", "eth0")] == ["lo"], out
+    assert "wrote" in out and (work / "written").exists()

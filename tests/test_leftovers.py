@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -50,9 +49,12 @@ def test_a_killed_runs_leftovers_are_removed_by_the_next_run(tmp_path, static_bi
 
 
 def _fake_tool(bin_dir: Path, name: str) -> Path:
+    """A stand-in that hangs; its command line names its own path. A shell
+    script, so it also runs inside the host builder's sandbox (which sees
+    /usr, not this checkout's Python)."""
     bin_dir.mkdir(exist_ok=True)
     fake = bin_dir / name
-    fake.write_text(f"#!{sys.executable}\nimport time\ntime.sleep(300)\n")
+    fake.write_text("#!/bin/sh\nsleep 300\n")
     fake.chmod(0o755)
     return fake
 

@@ -1,5 +1,7 @@
 """The host's own Go toolchain: for CI jobs already inside a Go image, and
-air-gapped hosts with Debian's Go. Same GoBuild as every other builder."""
+air-gapped hosts with Debian's Go. Same GoBuild as every other builder,
+run in a bubblewrap sandbox (sandbox.py) that sees none of the host's own
+files: chaincode is code from strangers."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from ..children import die_with_parent
 from ..errors import BuildError, EngineError
 from ..gosource import BINARY, GOPATH, GoBuild
 from ..progress import Say
+from .sandbox import bwrap, sandboxed
 
 # Debian's Go library packages install their sources here (GOPATH layout).
 SYSTEM_GOPATH = "/usr/share/gocode"
@@ -35,6 +38,8 @@ class HostBuilder:
         if not self.available():
             raise EngineError(f"no `{self.go}` on PATH for --builder host; install Go "
                               "(apt-get install golang-go) or use --builder docker/podman")
+        bwrap_path = bwrap(self.env)
+        go = shutil.which(self.go, path=self.env.get("PATH")) or self.go
         output = os.path.join(out_dir, BINARY)
         # Inside the run's work directory: swept with it if ocibuild is killed.
         with tempfile.TemporaryDirectory(prefix="gopath-", dir=out_dir) as gopath:
@@ -51,12 +56,16 @@ class HostBuilder:
             else:
                 cwd = job.source.root
                 env = job.env()
-            env = {**self.env, **env}
+            caches = self._caches()
+            env = {**self.env, **env, **caches, "TMPDIR": "/tmp"}
             argv = job.argv(output)
-            argv[0] = self.go
-            say("compiling with the host's go: " + " ".join(argv[1:]))
+            argv[0] = go
+            say("compiling with the host's go (sandboxed): " + " ".join(argv[1:]))
+            source = job.source.root if job.source.mode != GOPATH else gopath
+            argv = sandboxed(argv, bwrap_path=bwrap_path, go=go, source=source, cwd=cwd,
+                             writable=[out_dir, *caches.values()], network=job.network)
             try:
-                proc = subprocess.run(argv, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                proc = subprocess.run(argv, env=env, stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, text=True, preexec_fn=die_with_parent())
             except OSError as e:
                 raise EngineError(f"cannot run {self.go}: {e.strerror}") from None
@@ -65,3 +74,18 @@ class HostBuilder:
         if proc.returncode != 0:
             raise BuildError("host", proc.returncode, proc.stdout)
         return output
+
+    def _caches(self) -> dict[str, str]:
+        """GOCACHE and GOMODCACHE where go would put them for this user (the
+        sandbox's only writable places besides the output), created."""
+        home = self.env.get("HOME") or "/nonexistent"
+        xdg = self.env.get("XDG_CACHE_HOME") or os.path.join(home, ".cache")
+        caches = {"GOCACHE": self.env.get("GOCACHE") or os.path.join(xdg, "go-build"),
+                  "GOMODCACHE": self.env.get("GOMODCACHE") or os.path.join(home, "go", "pkg", "mod")}
+        for path in caches.values():
+            try:
+                os.makedirs(path, exist_ok=True)
+            except OSError as e:
+                raise EngineError(f"cannot create the Go cache {path}: {e.strerror}; set GOCACHE/GOMODCACHE "
+                                  "to a writable directory") from None
+        return caches
