@@ -6,6 +6,7 @@ was interrupted but landed is undone (the name is given back)."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from conftest import unique_name
@@ -105,3 +106,59 @@ def test_an_interrupted_engine_load_that_landed_is_undone(require_engine, engine
     with WorkStore(str(tmp_path)) as work, pytest.raises(KeyboardInterrupt):
         write_all([out], _image(work, static_binary), work)
     assert (docker.image_id(name) if docker.has_image(name) else None) == before
+
+
+def _blob_names(layout: Path) -> set[str]:
+    return set(os.listdir(layout / "blobs" / "sha256"))
+
+
+def test_a_layout_commit_that_fails_takes_its_new_blobs_out_again(tmp_path, static_binary, monkeypatch):
+    """Issue 9, item 3: the index write of an existing layout fails (a full
+    disk, no inodes): the blobs this run moved in are removed, the index
+    is as it was."""
+    import ocibuild.oci.layout as layout_module
+    from ocibuild.transports import open_image, open_output
+    layout = tmp_path / "lay"
+    with WorkStore(str(tmp_path)) as work:
+        old = open_output(f"oci:{layout}:old", 0)
+        write_all([old], _image(work, static_binary), work)
+    before_blobs, before_index = _blob_names(layout), (layout / "index.json").read_bytes()
+    noise = tmp_path / "noise"
+    noise.write_bytes(os.urandom(1 << 20))
+
+    def full_disk(path, data, mode=0o644):
+        raise OSError(28, "No space left on device", path)
+    with WorkStore(str(tmp_path)) as work:
+        from ocibuild.oci.assembly import Add
+        image = assemble_image(Request(adds=(Add(str(noise), "/noise"),), platform=Platform("linux", "amd64")), work)
+        out = open_output(f"oci:{layout}:new", 0)
+        out.stage(image, work)
+        monkeypatch.setattr(layout_module, "atomic_write", full_disk)
+        with pytest.raises(OSError):
+            out.commit()
+        out.abort()
+    monkeypatch.undo()
+    assert _blob_names(layout) == before_blobs and (layout / "index.json").read_bytes() == before_index
+    assert open_image(f"oci:{layout}:old").digest
+
+
+def test_a_blob_taken_away_between_stage_and_commit_is_put_back(tmp_path, static_binary):
+    """A blob already in the layout is not staged again; if it is gone by the
+    commit (another writer's failed commit took its own copy out), the
+    commit puts it back under the lock, so the image is complete."""
+    from ocibuild.oci.layout import blob_name
+    from ocibuild.transports import open_image, open_output
+    layout = tmp_path / "lay"
+    with WorkStore(str(tmp_path)) as work:
+        image = _image(work, static_binary)
+        first = open_output(f"oci:{layout}:a", 0)
+        write_all([first], image, work)
+        second = open_output(f"oci:{layout}:b", 0)
+        second.stage(image, work)
+        victim = layout / blob_name(image.layers[-1].descriptor.digest)
+        victim.unlink()
+        second.commit()
+        second.abort()
+        want = image.layers[-1].read()
+    assert victim.exists()
+    assert open_image(f"oci:{layout}:b").layers[-1].read() == want

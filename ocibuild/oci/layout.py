@@ -8,7 +8,8 @@ import io
 import os
 import stat
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -122,31 +123,71 @@ def has_blob(root: str, desc: Descriptor) -> bool:
     return file_digest(path) == desc.digest
 
 
+@contextmanager
+def locked(root: str) -> Iterator[None]:
+    """The layout's writers' lock (flock on its directory)."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def add_to_index(root: str, desc: Descriptor) -> None:
     """Add `desc` to root/index.json, moving its ref name from any other
     image. Serialised by a lock on the layout directory, replaced atomically,
     so concurrent writers each keep their image."""
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        path = os.path.join(root, "index.json")
-        doc = read_index(root)
-        name = desc.annotations.get(REF_NAME)
-        kept = []
-        for d in doc.get("manifests") or []:
-            ann = d.get("annotations") or {}
-            if name is not None and ann.get(REF_NAME) == name:
-                continue
-            if d.get("digest") == desc.digest and ann == desc.annotations:
-                continue
-            kept.append(d)
-        kept.append(desc.to_json())
-        doc["manifests"] = kept
-        atomic_write(path, canonical_json(doc))
-        if not os.path.exists(os.path.join(root, LAYOUT_FILE)):
-            atomic_write(os.path.join(root, LAYOUT_FILE), LAYOUT_VERSION)
-    finally:
-        os.close(fd)
+    with locked(root):
+        _add_to_index(root, desc)
+
+
+def merge_into(root: str, staged: str, blobs: list[Blob], desc: Descriptor) -> None:
+    """Commit an image staged in `staged` into the existing layout `root`,
+    under its lock: move the staged blobs in, put any other blob of the
+    image that is no longer there (another writer's failed commit may have
+    taken it away), then add `desc` to the index. If anything fails, the
+    blobs this commit moved in are taken out again: the layout is as it was."""
+    sha = os.path.join(staged, "blobs", "sha256")
+    dest = os.path.join(root, "blobs", "sha256")
+    moved: list[str] = []
+    with locked(root):
+        try:
+            os.makedirs(dest, exist_ok=True)
+            for name in sorted(os.listdir(sha)) if os.path.isdir(sha) else []:
+                target = os.path.join(dest, name)
+                new = not os.path.exists(target)      # else damaged (so staged again) or just arrived
+                os.replace(os.path.join(sha, name), target)
+                if new:
+                    moved.append(target)
+            for blob in blobs:
+                path = os.path.join(root, blob_name(blob.descriptor.digest))
+                if not os.path.exists(path) and put_blob(root, blob):
+                    moved.append(path)
+            _add_to_index(root, desc)
+        except BaseException:
+            for path in moved:
+                unlink_quietly(path)
+            raise
+
+
+def _add_to_index(root: str, desc: Descriptor) -> None:
+    path = os.path.join(root, "index.json")
+    doc = read_index(root)
+    name = desc.annotations.get(REF_NAME)
+    kept = []
+    for d in doc.get("manifests") or []:
+        ann = d.get("annotations") or {}
+        if name is not None and ann.get(REF_NAME) == name:
+            continue
+        if d.get("digest") == desc.digest and ann == desc.annotations:
+            continue
+        kept.append(d)
+    kept.append(desc.to_json())
+    doc["manifests"] = kept
+    atomic_write(path, canonical_json(doc))
+    if not os.path.exists(os.path.join(root, LAYOUT_FILE)):
+        atomic_write(os.path.join(root, LAYOUT_FILE), LAYOUT_VERSION)
 
 
 def read_index(root: str) -> dict:

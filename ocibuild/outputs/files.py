@@ -10,7 +10,7 @@ import tempfile
 
 from ..errors import OutputError
 from ..fsutil import publish, staging_prefix, sweep_stale, umask, unlink_quietly
-from ..oci.blobs import WorkStore
+from ..oci.blobs import Blob, WorkStore
 from ..oci.image import Image
 from ..oci.layout import (
     add_to_index,
@@ -20,6 +20,7 @@ from ..oci.layout import (
     image_blobs,
     index_annotations,
     layout_files,
+    merge_into,
     put_blob,
     read_index,
     write_archive,
@@ -81,6 +82,7 @@ class LayoutOutput:
         self.root = os.path.abspath(ref.path)
         self._tmp: str | None = None
         self._desc: Descriptor | None = None
+        self._blobs: list[Blob] = []
 
     def check(self) -> None:
         check_layout_dir(self.root)
@@ -97,7 +99,8 @@ class LayoutOutput:
         sweep_stale(parent, STAGING_TAG, ".partial")
         self._tmp = tempfile.mkdtemp(dir=parent, prefix=staging_prefix(STAGING_TAG), suffix=".partial")
         publish_dir_mode(self._tmp)
-        for blob in image_blobs(image):
+        self._blobs = image_blobs(image)
+        for blob in self._blobs:
             if existing and has_blob(self.root, blob.descriptor):
                 continue
             put_blob(self._tmp, blob)
@@ -115,12 +118,7 @@ class LayoutOutput:
                 return
             except OSError:
                 check_layout_dir(self.root)         # created meanwhile: merge into it
-        sha = os.path.join(tmp, "blobs", "sha256")
-        if os.path.isdir(sha):
-            os.makedirs(os.path.join(self.root, "blobs", "sha256"), exist_ok=True)
-            for name in sorted(os.listdir(sha)):
-                os.replace(os.path.join(sha, name), os.path.join(self.root, "blobs", "sha256", name))
-        add_to_index(self.root, desc)
+        merge_into(self.root, tmp, self._blobs, desc)
         self.abort()
 
     def abort(self) -> None:
