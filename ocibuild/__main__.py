@@ -10,9 +10,13 @@ import sys
 def main() -> None:
     try:
         from .cli import main as cli_main
-    except KeyboardInterrupt:
-        sys.stderr.write("error: interrupted; nothing was written\n")
-        sys.exit(130)
+    except BaseException as e:
+        # Python wraps an interrupt that lands in a class body being set up
+        # (__set_name__) in a RuntimeError: an interrupt all the same.
+        if isinstance(e, KeyboardInterrupt) or isinstance(e.__cause__, KeyboardInterrupt):
+            sys.stderr.write("error: interrupted; nothing was written\n")
+            sys.exit(130)
+        raise
     cli_main()
 
 

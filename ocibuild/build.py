@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import posixpath
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -31,6 +31,31 @@ class ImageJob:
     request: Request
     outputs: Sequence[Output]
     registry: RegistryOptions | None = None    # for docker:// bases (outputs hold their own)
+
+
+def run_job(job: ImageJob, progress: Progress) -> str:
+    """write_image in a work store of its own; the digest. Once every output
+    is written, an interrupt during the clean-up does not undo the answer."""
+    return _finished(lambda work: write_image(job, work, progress))
+
+
+def _finished(step: Callable[[WorkStore], str]) -> str:
+    """`step(work)` in a fresh work store, removed afterwards. An interrupt
+    that arrives once `step` has returned (while the work store is being
+    removed) does not undo the answer: the outputs are written, so
+    "interrupted; nothing was written" would be false. The removal is
+    finished, and the digest returned."""
+    work = WorkStore()
+    try:
+        digest = step(work)
+    except BaseException:
+        work.close()
+        raise
+    try:
+        work.close()
+    except KeyboardInterrupt:
+        work.close()
+    return digest
 
 
 def write_image(job: ImageJob, work: WorkStore, progress: Progress) -> str:
@@ -64,40 +89,43 @@ class BuildRequest:
 def build_chaincode(req: BuildRequest, progress: Progress) -> str:
     """Compile the chaincode and write its image; the image digest. The
     package is read, checked and extracted before any container starts."""
+    return _finished(lambda work: _build_in(req, work, progress))
+
+
+def _build_in(req: BuildRequest, work: WorkStore, progress: Progress) -> str:
     # Imported here: `assemble` needs none of the package readers or builders.
     from .builders import choose
     from .fabric.conventions import INDEXES_PATH, image_changes
     from .fabric.package import go_source, open_package
     from .gosource import GoBuild, check_confined
 
-    with WorkStore() as work:
-        pkg = open_package(req.source, work.root, req.limits)
-        src = go_source(pkg, req.import_path)
-        check_confined(src)
-        platform = req.image.request.platform or Platform.host()
-        go = GoBuild(src, platform, ldflags=req.ldflags, tags=req.tags, cgo=req.cgo, network=req.network)
-        builder = choose(req.builder, req.builder_image, progress.say, req.env)
-        out_dir = os.path.join(work.root, "out")
-        os.mkdir(out_dir)
-        with progress.phase(f"compiling {pkg.source} ({src.mode} mode) with {builder.name}"):
-            shown: list[str] = []          # what the builder said: the compiler's messages
+    pkg = open_package(req.source, work.root, req.limits)
+    src = go_source(pkg, req.import_path)
+    check_confined(src)
+    platform = req.image.request.platform or Platform.host()
+    go = GoBuild(src, platform, ldflags=req.ldflags, tags=req.tags, cgo=req.cgo, network=req.network)
+    builder = choose(req.builder, req.builder_image, progress.say, req.env)
+    out_dir = os.path.join(work.root, "out")
+    os.mkdir(out_dir)
+    with progress.phase(f"compiling {pkg.source} ({src.mode} mode) with {builder.name}"):
+        shown: list[str] = []          # what the builder said: the compiler's messages
 
-            def say(line: str) -> None:
-                shown.append(line)
-                progress.say(line)
+        def say(line: str) -> None:
+            shown.append(line)
+            progress.say(line)
 
-            try:
-                binary = builder.compile(go, out_dir, say)
-            except BuildError as e:
-                raise explained(e, go, shown, progress.quiet) from None
-        adds = [Add(binary, req.binary_path)]
-        if pkg.couchdb_indexes:
-            adds.append(Add(pkg.couchdb_indexes, INDEXES_PATH))
-        given = req.image.request
-        changes = replace(given.changes.over(image_changes(pkg, req.fabric_version)),
-                          on_path=posixpath.dirname(req.binary_path))
-        request = replace(given, adds=tuple(adds), platform=platform, changes=changes)
-        return write_image(replace(req.image, request=request), work, progress)
+        try:
+            binary = builder.compile(go, out_dir, say)
+        except BuildError as e:
+            raise explained(e, go, shown, progress.quiet) from None
+    adds = [Add(binary, req.binary_path)]
+    if pkg.couchdb_indexes:
+        adds.append(Add(pkg.couchdb_indexes, INDEXES_PATH))
+    given = req.image.request
+    changes = replace(given.changes.over(image_changes(pkg, req.fabric_version)),
+                      on_path=posixpath.dirname(req.binary_path))
+    request = replace(given, adds=tuple(adds), platform=platform, changes=changes)
+    return write_image(replace(req.image, request=request), work, progress)
 
 
 _GO_POSITION = re.compile(r"\.go:\d+(:\d+)?: ")

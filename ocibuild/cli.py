@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from . import __version__
-from .build import BuildRequest, ImageJob, build_chaincode, write_image
+from .build import BuildRequest, ImageJob, build_chaincode, run_job
 from .builders import BUILDERS, DEFAULT_IMAGE
 from .errors import InputError, OcibuildError
 from .fabric.common import Limits
@@ -146,10 +146,7 @@ def image_job(opts: Mapping[str, Any], env: Mapping[str, str]) -> ImageJob:
 @click.pass_obj
 def assemble(ctx: Ctx, **opts):
     """Assemble an image from a base and host files; print its digest."""
-    job = image_job(opts, os.environ)
-    with WorkStore() as work:
-        digest = write_image(job, work, ctx)
-    click.echo(digest)
+    click.echo(run_job(image_job(opts, os.environ), ctx))
 
 
 @cli.command("build")
@@ -448,6 +445,9 @@ def main(argv=None) -> None:
     except Exception as e:             # a safety net, not a substitute for the specific messages
         if debug:
             raise
+        if isinstance(e.__cause__, KeyboardInterrupt):   # e.g. wrapped by a class being created
+            click.echo("error: interrupted; nothing was written", err=True)
+            sys.exit(130)
         what = " ".join(f"{type(e).__name__}: {e}".split())[:300]
         click.echo(f"error: internal error: {what} (rerun with --debug and report it)", err=True)
         sys.exit(1)

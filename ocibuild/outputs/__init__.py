@@ -11,7 +11,9 @@ turns a reference into the right output."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+import signal
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import partial
 from typing import Protocol
 
@@ -77,15 +79,46 @@ def write_all(outputs: Sequence[Output], image: Image, work: WorkStore, say: Say
     committed: list[Output] = []
     try:
         for out in sorted(outputs, key=lambda o: not o.commit_first):
-            _os_errors(out, out.commit)
-            committed.append(out)
+            if out.commit_first:
+                _os_errors(out, out.commit)     # engines and registries handle an interrupt themselves
+                committed.append(out)
+            else:
+                # A local commit is a rename: quick, and with Ctrl-C/SIGTERM held
+                # off for it, "committed" is always exactly what was written.
+                with _signals_held():
+                    _os_errors(out, out.commit)
+                    committed.append(out)
     except BaseException as e:
         for out in outputs:
             out.abort()
+        if isinstance(e, KeyboardInterrupt) and len(committed) == len(outputs):
+            return              # held off until the last commit was done: everything is written
         if not committed:
             raise
         raise PartialWriteError([str(o.ref) for o in committed],
                                 [str(o.ref) for o in outputs if o not in committed], e) from None
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM delivered only after the block (main thread only)."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    try:
+        before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    except (OSError, ValueError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+        _deliver_pending()
+
+
+def _deliver_pending() -> None:
+    """A Python-level call: CPython runs a signal handler that became due
+    (one held above) on entering a function, so an interrupt is raised
+    here, inside the block, not later in the caller."""
 
 
 def _os_errors(out: Output, step: Callable[[], None]) -> None:
