@@ -22,7 +22,7 @@ from conftest import processes_mentioning, wait_for
 
 from ocibuild.errors import EngineError
 from ocibuild.oci.digest import sha256_digest
-from ocibuild.oci.readers import config_digest, open_image
+from ocibuild.oci.readers import archive_identity, open_image
 from ocibuild.oci.reference import FileRef
 
 
@@ -111,11 +111,11 @@ def test_an_archives_image_id_is_found_without_reading_its_layers(tmp_path):
     good, bad = tmp_path / "good.tar", tmp_path / "bad.tar"
     want = _old_docker_save(good, corrupt_layer=False)
     assert _old_docker_save(bad, corrupt_layer=True) == want
-    assert config_digest(FileRef("docker-archive", str(good))) == want
+    assert archive_identity(FileRef("docker-archive", str(good))) == (want, "acme/b:1")
     assert open_image(FileRef("docker-archive", str(good))).config.descriptor.digest == want
     # The layers are not read: a damaged layer does not stop the lookup (it
     # would stop a real read of the image, as it should).
-    assert config_digest(FileRef("docker-archive", str(bad))) == want
+    assert archive_identity(FileRef("docker-archive", str(bad)))[0] == want
     from ocibuild.errors import BlobError
     with pytest.raises(BlobError, match="corrupt"):
         open_image(FileRef("docker-archive", str(bad)))

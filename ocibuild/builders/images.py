@@ -13,7 +13,7 @@ import os
 from ..engines import Engine
 from ..errors import EngineError, InputError
 from ..oci.blobs import WorkStore
-from ..oci.readers import config_digest, docker_archive_name, open_image
+from ..oci.readers import archive_identity, open_image
 from ..oci.reference import FileRef, parse_reference
 from ..progress import Say
 
@@ -44,9 +44,8 @@ def ensure_image(engine: Engine, ref: str, say: Say) -> str:
     assert isinstance(archive, FileRef)
     if not os.path.exists(archive.path):
         raise InputError(f"--builder-image {ref}: {archive.path} does not exist")
-    config = config_digest(archive)    # the manifest and config only, never the layers
-    name = (docker_archive_name(archive) if archive.transport == "docker-archive" else None) \
-        or f"{LOADED_REPO}:{config.partition(':')[2]}"
+    config, named = archive_identity(archive)    # the manifest and config only, never the layers
+    name = named or f"{LOADED_REPO}:{config.partition(':')[2]}"
     if engine.image_id(name) == config:
         return name
     say(f"loading the builder image {name} from {archive.path} into {engine.name}")

@@ -163,38 +163,35 @@ def open_image(ref: FileRef, platform: Platform | None = None) -> Image:
     return _layout(files, ref.ref, what, platform)
 
 
-def config_digest(ref: FileRef) -> str:
-    """The config digest (what docker and podman call the image ID) of the
-    image in `ref`, reading as little as possible: of an old `docker save`
-    archive only manifest.json and the config, never its layers."""
-    if ref.transport == "docker-archive":
-        what = f"{ref.transport}:{ref.path}"
-        files = _TarFiles(ref.path, what)
-        if _docker_archive_descriptor(files, ref.ref) is None:
-            with files.open(_config_member(_docker_entry(files, ref.ref, what), what)) as f:
-                return sha256_digest(f.read())
-    return open_image(ref).config.descriptor.digest
-
-
-def docker_archive_name(ref: FileRef) -> str | None:
-    """The name of the image a docker-archive holds: the reference's own
-    NAME:TAG, else the first tag its manifest.json gives it; None if untagged."""
-    if ref.ref:
-        return ref.ref
+def archive_identity(ref: FileRef) -> tuple[str, str | None]:
+    """(config digest, name) of the image in `ref`, reading the archive's
+    member table once and as little else as possible: of an old `docker
+    save` archive only manifest.json and the config, never its layers. The
+    config digest is what docker and podman call the image ID; the name is
+    a docker-archive's NAME:TAG (given, else its first RepoTag), or None."""
     what = f"{ref.transport}:{ref.path}"
-    tags = _docker_entry(_TarFiles(ref.path, what), "", what).get("RepoTags") or []
-    return check_image_name(str(tags[0]), what) if tags else None
+    if ref.transport != "docker-archive":
+        return open_image(ref).config.descriptor.digest, None
+    files = _TarFiles(ref.path, what)
+    desc = _docker_archive_descriptor(files, ref.ref)
+    if desc is not None:
+        config = _manifest(files, desc, what, None).config.descriptor.digest
+    else:
+        config = sha256_digest(_document(files, _config_member(_docker_entry(files, ref.ref, what), what), what))
+    if ref.ref:
+        return config, ref.ref
+    tags = _docker_entry(files, "", what).get("RepoTags") or []
+    return config, check_image_name(str(tags[0]), what) if tags else None
 
 
 def _docker_archive_descriptor(files, name: str) -> Descriptor | None:
     if not (files.has("oci-layout") and files.has("index.json")):
         return None
-    with files.open("index.json") as f:
-        try:
-            index = json.loads(f.read())
-            descs = [Descriptor.from_json(d) for d in index.get("manifests") or []]
-        except (ValueError, UnicodeDecodeError, AttributeError, InputError):
-            return None
+    try:
+        index = json.loads(_document(files, "index.json", "docker archive"))
+        descs = [Descriptor.from_json(d) for d in index.get("manifests") or []]
+    except (ValueError, UnicodeDecodeError, AttributeError, RecursionError, InputError):
+        return None
     if not name:
         return descs[0] if len(descs) == 1 else None
     for d in descs:

@@ -150,13 +150,21 @@ class Puller:
                         raise RegistryError(f"the manifest is larger than {MAX_MANIFEST} bytes; refusing it")
                 return bytes(body), resp
             except httpx.TransportError as e:
-                err = c.transport_error(e)
-                if not isinstance(err, TransientError) or attempt >= self.options.retries:
-                    raise (err.after(attempt + 1) if isinstance(err, TransientError) else err) from None
-                c.pause(attempt)
+                self._again_after(e, attempt)
                 attempt += 1
             finally:
                 resp.close()
+
+    def _again_after(self, e: httpx.TransportError, attempt: int) -> None:
+        """A connection dropped mid-body: raise if it is not worth another try
+        or the retries are spent, else wait before attempt number `attempt` + 2."""
+        c = self.client
+        err = c.transport_error(e)
+        if not isinstance(err, TransientError):
+            raise err from None
+        if attempt >= self.options.retries:
+            raise err.after(attempt + 1) from None
+        c.pause(attempt)
 
     # -- blobs ----------------------------------------------------------------
 
@@ -199,12 +207,7 @@ class Puller:
                         w.write(chunk)
                     break
                 except httpx.TransportError as e:
-                    err = c.transport_error(e)
-                    if not isinstance(err, TransientError):
-                        raise err from None
-                    if attempt >= self.options.retries:
-                        raise err.after(attempt + 1) from None
-                    c.pause(attempt)
+                    self._again_after(e, attempt)
                     attempt += 1
                 finally:
                     resp.close()
