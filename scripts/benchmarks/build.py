@@ -427,10 +427,5 @@ def report(cold: list[Tool], warm: list[Tool], checks: list[str], enforce: bool 
                                   by["oci"], by["bx"], 1.0,
                                   "must be <= 1.0: not slower warm, and should be faster", enforce)
     failed = failed or any(t.failed for t in cold + warm)
-    status = exit_status(missing, failed)
-    if missing:
-        print(f"\nbench: competitor not available: docker buildx — exit status {status}", file=sys.stderr)
-    elif failed:
-        print(f"\nbench: build: the acceptance ratio was missed or a tool failed — exit status {status}",
-              file=sys.stderr)
-    return status
+    return exit_status(missing, failed, "competitor not available: docker buildx",
+                       "build: the acceptance ratio was missed or a tool failed")

@@ -235,6 +235,11 @@ def check_ratio(text: str, a: Tool, b: Tool, limit: float, must: str, enforce: b
     return False, not ok and enforce
 
 
-def exit_status(missing: bool, failed: bool) -> int:
-    """3 a tool was not available, 1 one failed or missed its ratio, else 0."""
-    return 3 if missing else 1 if failed else 0
+def exit_status(missing: bool, failed: bool, missing_says: str = "", failed_says: str = "") -> int:
+    """3 a tool was not available, 1 one failed or missed its ratio, else 0;
+    with the matching `*_says`, a last line on stderr saying which."""
+    status = 3 if missing else 1 if failed else 0
+    says = missing_says if missing else failed_says if failed else ""
+    if says:
+        print(f"\nbench: {says} — exit status {status}", file=sys.stderr)
+    return status

@@ -355,10 +355,5 @@ def report(tools: list[Tool], blobs: dict[str, tuple[int, int]], checks: list[st
             print(line)
     missing = any(t.missing for t in tools)
     failed = any(t.failed for t in tools)
-    status = exit_status(missing, failed)
-    if missing:
-        print(f"\nbench: registry: a tool or the registry was not available — exit status {status}",
-              file=sys.stderr)
-    elif failed:
-        print(f"\nbench: registry: a push failed — exit status {status}", file=sys.stderr)
-    return status
+    return exit_status(missing, failed, "registry: a tool or the registry was not available",
+                       "registry: a push failed")

@@ -505,10 +505,5 @@ def report(rows: list[SizeRow], notes: list[str]) -> int:
     missing = any(r.missing for r in rows)
     failed = any(r.failed for r in rows) or any(not r.missing and not r.binary for r in rows) or \
         len({r.binary for r in measured}) > 1
-    status = exit_status(missing, failed)
-    if missing:
-        print(f"\nbench: size: not every image could be made — exit status {status}", file=sys.stderr)
-    elif failed:
-        print(f"\nbench: size: an image failed, did not start, or holds another binary — exit status {status}",
-              file=sys.stderr)
-    return status
+    return exit_status(missing, failed, "size: not every image could be made",
+                       "size: an image failed, did not start, or holds another binary")
