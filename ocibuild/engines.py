@@ -11,6 +11,7 @@ not pay."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import tempfile
 from typing import TYPE_CHECKING
@@ -48,6 +49,19 @@ def not_installed(engine: str) -> EngineError:
     return EngineError(f"{engine} is not installed; {WHAT_TO_DO[engine]}")
 
 
+def client_call(name: str) -> list[str]:
+    """How python-on-whales starts the engine's client. It takes no
+    `preexec_fn`, so util-linux's setpriv (in every Debian) sets the
+    parent-death signal and execs the client: a `docker load` or `podman
+    run` then ends when ocibuild dies, even by kill -9. A client missing
+    from PATH stays bare, for python-on-whales' own "not found" answer."""
+    found = shutil.which(name)
+    setpriv = shutil.which("setpriv", path="/usr/bin:/bin")
+    if not found or not setpriv:
+        return [name]
+    return [setpriv, "--pdeathsig", "TERM", found]
+
+
 class Engine:
     """docker or podman, as the current user reaches it (podman rootless too)."""
 
@@ -62,7 +76,7 @@ class Engine:
         """The python-on-whales client (for a builder's own container calls)."""
         if self._client is None:
             from python_on_whales import DockerClient
-            self._client = DockerClient(client_call=[self.name])
+            self._client = DockerClient(client_call=client_call(self.name))
         return self._client
 
     def call(self, doing: str, fn, *args, passthrough: tuple[type[Exception], ...] = (), **kwargs):

@@ -6,6 +6,7 @@ archives and layouts) carries its pid, so the next run removes it."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -73,6 +74,43 @@ def test_the_compiler_dies_with_a_killed_ocibuild(tmp_path, builder, tool):
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         wait_for(lambda: not processes_mentioning(str(fake)), f"the stand-in {tool} to end", timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for line in processes_mentioning(str(fake)):
+            os.kill(int(line.split(":")[0]), signal.SIGKILL)
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize("engine", ["docker", "podman"])
+def test_an_engine_load_dies_with_a_killed_ocibuild(tmp_path, static_binary, engine, require_engine):
+    """kill -9 of ocibuild while python-on-whales runs `ENGINE image load`:
+    the client gets the parent-death signal (set through setpriv, as
+    python-on-whales takes no preexec_fn) and ends. The stand-in hangs in
+    `load` only and passes every other call to the real engine."""
+    require_engine(engine)
+    real = shutil.which(engine)
+    assert real, f"no {engine} on PATH"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / engine
+    # exec: the hanging process is the one python-on-whales started (its pid,
+    # its parent-death signal); its command line names the stand-in's path.
+    fake.write_text("#!/bin/sh\ncase \" $* \" in *\" load \"*)\n"
+                    f"  exec /usr/bin/python3 -c 'import time; time.sleep(300)' \"$0\" ;;\nesac\n"
+                    f"exec {real} \"$@\"\n")
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "TMPDIR": str(tmp_path)}
+    name = f"localhost/ocibuild-test/killed-load:{os.getpid()}"
+    prefix = "docker-daemon" if engine == "docker" else "containers-storage"
+    proc = subprocess.Popen([OCIBUILD, "-q", "assemble", "--add", f"{static_binary.path}:/usr/local/bin/cc",
+                             "--output", f"{prefix}:{name}"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: processes_mentioning(str(fake)), f"the stand-in {engine} load to start", timeout=60)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        wait_for(lambda: not processes_mentioning(str(fake)), f"the stand-in {engine} load to end", timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
