@@ -448,6 +448,36 @@ def test_too_many_entries(refuse):
     assert e.rule == "entry limit"
 
 
+@pytest.mark.parametrize("legacy", [False, True], ids=["lifecycle", "cds"])
+@pytest.mark.parametrize("last", ["entry limit", "duplicate entry", "symlink escape"])
+def test_a_package_refused_for_its_last_entry_writes_nothing(refuse, monkeypatch, last, legacy):
+    """The code is checked in a first pass that writes nothing: a package
+    over the entry limit (issue 9: 100 001 entries once took 19 s to refuse)
+    or with a bad last entry is refused before any file is made."""
+    members = [f(f"src/f{i}.go") for i in range(100)]
+    limit = 1000
+    if last == "entry limit":
+        members += [f("src/one-too-many.go"), f("src/two-too-many.go")]
+        limit = 101
+    elif last == "duplicate entry":
+        members.append(f("src/f3.go"))
+    else:
+        members.append(sym("src/out", "../../.."))
+    made = []
+    real_open = os.open
+
+    def spying_open(path, flags, *args, **kwargs):
+        if flags & os.O_CREAT:
+            made.append(path)
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", spying_open)
+    data = cds(code_tar(members)) if legacy else code(*members)
+    e = refuse(data, f"({last})", limits=Limits(max_entries=limit), name="cc.cds" if legacy else "pkg.tar.gz")
+    assert e.rule == last
+    assert made == [], f"{len(made)} files were made before the refusal"
+
+
 def test_too_many_headers_even_without_files(refuse):
     # Extension headers count too: 60 empty files, each with a pax header,
     # are 120 headers. (A flood of extension headers for one entry, or of

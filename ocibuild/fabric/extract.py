@@ -502,12 +502,15 @@ class Extractor:
     resolves inside the tree; hard links only to regular files extracted
     before them; devices and fifos refused; duplicates refused."""
 
-    def __init__(self, root: str, limits: Limits, where: str):
+    def __init__(self, root: str | None, limits: Limits, where: str):
+        """`root` None: a first pass that writes nothing and checks all the
+        same (names, duplicates, links, the entry limit), so a package that
+        will be refused is refused before a single file is made."""
         self.seen: list[TarMember] = []     # every entry, as read (for the type's own rules)
         self.root = root
         self.limits = limits
         self.where = where
-        self._root_fd = os.open(root, _DIR_FLAGS)
+        self._root_fd = os.open(root, _DIR_FLAGS) if root is not None else -1
         self._kinds: dict[str, str] = {"": DIR}     # every path made or to be made, implied parents too
         self._explicit: set[str] = set()
         self._links: dict[str, str] = {}
@@ -517,7 +520,8 @@ class Extractor:
 
     def close(self) -> None:
         self._drop_chain()
-        os.close(self._root_fd)
+        if self._root_fd >= 0:
+            os.close(self._root_fd)
 
     def __enter__(self):
         return self
@@ -605,6 +609,12 @@ class Extractor:
                 return                     # "./": the root itself
             self._fail(m.name, "has an empty name", "empty name")
         self._claim(m.name, path, FILE if m.kind == HARDLINK else m.kind)
+        target = self._check_hardlink(m, path) if m.kind == HARDLINK else ""
+        if m.kind == SYMLINK:
+            self._check_symlink(m)
+            self._links[path] = m.link      # made in finish(), once all of them resolve inside
+        if self._root_fd < 0:
+            return
         parent, _, base = path.rpartition("/")
         try:
             if m.kind == DIR:
@@ -612,9 +622,9 @@ class Extractor:
             elif m.kind == FILE:
                 self._write(m, reader, self._dir_fd(parent), base)
             elif m.kind == HARDLINK:
-                self._hardlink(m, path, parent, base)
+                self._hardlink(target, parent, base)
             else:
-                self._symlink(m, path, parent)
+                self._dir_fd(parent)        # its parents exist now
         except OSError as e:
             raise PackageError(f"{self.where} entry {show(m.name)} could not be extracted: "
                                f"{e.strerror} (extraction failed)", entry=m.name,
@@ -636,7 +646,8 @@ class Extractor:
             os.close(fd)
         self.files += 1
 
-    def _hardlink(self, m: TarMember, path: str, parent: str, base: str) -> None:
+    def _check_hardlink(self, m: TarMember, path: str) -> str:
+        """The path a hard link entry links to, checked."""
         self._check_target(m)
         if m.link.startswith("/") or ".." in m.link.split("/"):
             self._fail(m.name, f"is a hard link to {show(m.link)}, outside the package", "hard link escape")
@@ -644,6 +655,9 @@ class Extractor:
         if self._kinds.get(target) != FILE or target == path:
             self._fail(m.name, f"is a hard link to {show(m.link)}, which is not a regular file "
                                "extracted before it", "hard link target")
+        return target
+
+    def _hardlink(self, target: str, parent: str, base: str) -> None:
         tparent, _, tbase = target.rpartition("/")
         tfd = os.dup(self._dir_fd(tparent))
         try:
@@ -665,18 +679,18 @@ class Extractor:
             self._fail(m.name, f"has a link target component longer than {self.limits.max_name} bytes",
                        "over-long name")
 
-    def _symlink(self, m: TarMember, path: str, parent: str) -> None:
+    def _check_symlink(self, m: TarMember) -> None:
         self._check_target(m)
         if m.link.startswith("/"):
             self._fail(m.name, f"is a symlink to {show(m.link)}, outside the package",
                        "absolute symlink target")
-        self._dir_fd(parent)        # parents exist now; the link itself is made in finish()
-        self._links[path] = m.link
 
     def finish(self) -> None:
         """Check every symlink against the whole tree, then create them."""
         for path in sorted(self._links):
             self._resolve(path)
+        if self._root_fd < 0:
+            return
         for path in sorted(self._links):
             parent, _, base = path.rpartition("/")
             try:

@@ -249,6 +249,15 @@ def _open_lifecycle(fd: int, length: int, path: str, code_dir: str, limits: Limi
     def on_code(outer: TarReader) -> None:
         seen.extend(_extract_code(outer.read, code_dir, limits, CODE))
 
+    # Two passes: the first writes nothing, so a package refused for its
+    # code (100 001 entries, a duplicate, a link out) costs a read, not
+    # 100 000 files made and removed. The second still checks everything:
+    # the file may have changed in between.
+    planned: list[TarMember] = []
+    meta, _ = _read_outer(fd, length, limits,
+                          lambda outer: planned.extend(_extract_code(outer.read, None, limits, CODE)))
+    if meta["type"].lower() == "golang":
+        _peer_golang_rules(planned)
     meta, digest = _read_outer(fd, length, limits, on_code)
     if meta["type"].lower() == "golang":
         _peer_golang_rules(seen)
@@ -262,7 +271,8 @@ def _open_lifecycle(fd: int, length: int, path: str, code_dir: str, limits: Limi
     return pkg
 
 
-def _extract_code(read, code_dir: str, limits: Limits, where: str) -> list[TarMember]:
+def _extract_code(read, code_dir: str | None, limits: Limits, where: str) -> list[TarMember]:
+    """Check and extract a code tar.gz into `code_dir`; with None, only check."""
     stream = Inflater(read, limits.max_bytes, where, limits.max_entries)
     tar = TarReader(stream, limits, where, lambda: stream.remaining)
     with Extractor(code_dir, limits, where) as ex:
@@ -333,8 +343,8 @@ def _open_legacy(fd: int, length: int, path: str, code_dir: str, limits: Limits)
                            "'_.+-' (Fabric's chaincode version rule)", rule="Fabric's chaincode version rule")
     if dep.type == "golang":
         _check_import_path(dep.path, f"{what} chaincode path")
-    window = FileWindow(fd, *dep.code)
-    _extract_code(window.read, code_dir, limits, "code package")
+    _extract_code(FileWindow(fd, *dep.code).read, None, limits, "code package")   # first, write nothing
+    _extract_code(FileWindow(fd, *dep.code).read, code_dir, limits, "code package")
     _check_indexes(code_dir, limits)
     return ChaincodePackage(LEGACY, path, dep.type, code_dir, path=dep.path, name=dep.name,
                             version=dep.version, signed=signed)
