@@ -1,5 +1,5 @@
 """Kill / interrupt trials at random moments (issue 9, "Done when"): for every
-output kind but docker:// (which needs the registry harness), ocibuild is
+output kind (docker:// against Debian's docker-registry on loopback), ocibuild is
 sent SIGINT, SIGTERM or SIGKILL after a seeded random delay. Afterwards the
 destination holds exactly the old state or the complete new image, nothing
 ocibuild started is still running, and after SIGINT/SIGTERM nothing is left
@@ -15,6 +15,8 @@ import shutil
 import signal
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +33,7 @@ from conftest import (
     unique_name,
     wait_for,
 )
+from registry_harness import Registry
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +58,19 @@ KINDS = [
     pytest.param(Kind("docker-archive"), id="docker-archive"),
     pytest.param(Kind("docker-daemon", "docker"), id="docker-daemon", marks=pytest.mark.engine),
     pytest.param(Kind("containers-storage", "podman"), id="containers-storage", marks=pytest.mark.engine),
+    pytest.param(Kind("docker"), id="docker-registry", marks=pytest.mark.registry),
 ]
+
+
+@pytest.fixture(scope="module")
+def plain_registry(tmp_path_factory):
+    """A plain-HTTP, no-auth registry of the kill trials' own."""
+    reg = Registry(tmp_path_factory.mktemp("kill-registry"), tls=None)
+    reg.start()
+    try:
+        yield reg
+    finally:
+        reg.stop()
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +144,7 @@ class Destination:
     means to tell 'exactly old' from 'complete new'."""
 
     def __init__(self, kind: Kind, root: Path, big: Path, old_file: Path, engine: Engine | None,
-                 engine_cleanup):
+                 engine_cleanup, registry: Registry | None = None):
         self.kind, self.root, self.big, self.old_file = kind, root, big, old_file
         self.engine, self.cleanup = engine, engine_cleanup
         self.out = root / "out"         # holds only the destination (files, layouts)
@@ -149,6 +164,11 @@ class Destination:
         elif k == "docker-archive":
             self.path = self.out / "image.tar"
             self.old_ref = self.ref = f"docker-archive:{self.path}:acme/kill:1"
+        elif k == "docker":
+            self.registry = registry
+            self.repo = f"kill/{os.getpid()}-{time.monotonic_ns()}"
+            self.old_ref = self.ref = registry.ref(f"{self.repo}:t")
+            self.measure_ref = registry.ref(f"{self.repo}:measure")
         else:
             self.name = unique_name(f"kill-{k}") + ":trial"
             self.measure_name = unique_name(f"kill-{k}-measure") + ":t"
@@ -161,17 +181,22 @@ class Destination:
     @property
     def mention(self) -> str:
         """What a process working on this destination has in its command line."""
+        if self.kind.name == "docker":
+            return self.repo
         return self.name if self.kind.engine else str(self.path)
 
     def argv(self, ref: str, add: Path) -> list[str]:
-        return [str(OCIBUILD), "-q", "assemble", "--add", f"{add}:/opt/big", "--output", ref]
+        argv = [str(OCIBUILD), "-q", "assemble", "--add", f"{add}:/opt/big", "--output", ref]
+        if self.kind.name == "docker":
+            argv += ["--insecure-registry", self.registry.hostport]
+        return argv
 
     # -- set-up ----------------------------------------------------------------
     def measure(self) -> float:
         """One uninterrupted run of the new image to a scratch destination of
         this kind: its duration, and the reference (digest, bytes, ids)."""
         k = self.kind.name
-        if self.kind.engine:
+        if self.kind.engine or k == "docker":
             ref = self.measure_ref
         elif k.startswith("oci-") and k != "oci-archive":
             ref = f"oci:{self.scratch / 'layout'}:{self.ref.rsplit(':', 1)[1]}"
@@ -183,6 +208,10 @@ class Destination:
         r = run_ocibuild(*self.argv(ref, self.big)[1:], env={"TMPDIR": str(tmp)})
         took = time.monotonic() - start
         self.new_digest = printed_digest(r)
+        if k == "docker":
+            assert self._tagged("measure") == self.new_digest
+            shutil.rmtree(tmp)
+            return took
         info = _inspect(ref, self.root / "tmp-inspect")
         self.new_config = info["manifest"]["config"]["digest"]
         if self.kind.engine:
@@ -202,7 +231,9 @@ class Destination:
         r = run_ocibuild(*self.argv(self.old_ref, self.old_file)[1:], env={"TMPDIR": str(tmp)})
         self.old_digest = printed_digest(r)
         shutil.rmtree(tmp)
-        if self.kind.engine:
+        if self.kind.name == "docker":
+            assert self._tagged("t") == self.old_digest != self.new_digest
+        elif self.kind.engine:
             self.old_id = self.engine.image_id(self.name)
             assert self.old_id != self.new_id
         elif self.kind.name.startswith("oci-") and self.kind.name != "oci-archive":
@@ -216,7 +247,15 @@ class Destination:
 
     def restore_old(self) -> None:
         """Put the old state back before the next trial."""
-        if self.kind.engine:
+        if self.kind.name == "docker":
+            if self._tagged("t") != self.old_digest:
+                tmp = self.root / "tmp-old"
+                tmp.mkdir(exist_ok=True)
+                printed_digest(run_ocibuild(*self.argv(self.old_ref, self.old_file)[1:],
+                                            env={"TMPDIR": str(tmp)}))
+                shutil.rmtree(tmp)
+            assert self._tagged("t") == self.old_digest
+        elif self.kind.engine:
             if self.engine.image_id(self.name) != self.old_id:
                 self.engine("tag", self.old_id, self.name, check=True)
             assert self.engine.image_id(self.name) == self.old_id
@@ -244,6 +283,8 @@ class Destination:
 
     def state(self) -> str:
         """'old', 'new', or a description of what is there instead."""
+        if self.kind.name == "docker":
+            return self._registry_state()
         if self.kind.engine:
             return self._engine_state()
         if self.kind.name in ("oci-archive", "docker-archive"):
@@ -264,6 +305,35 @@ class Destination:
                 return f"{self.ref} has the new id but reads back as {info}"
             return "new"
         return f"{self.name} is image {got}, neither old {self.old_id} nor new {self.new_id}"
+
+    def _get(self, what: str, method: str = "GET") -> tuple[int, dict, bytes]:
+        req = urllib.request.Request(f"http://{self.registry.hostport}/v2/{self.repo}/{what}", method=method,
+                                     headers={"Accept": "application/vnd.oci.image.manifest.v1+json, "
+                                                        "application/vnd.oci.image.index.v1+json"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, dict(r.headers), r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers), b""
+
+    def _tagged(self, tag: str) -> str | None:
+        """The digest the registry gives for `tag` (None: no such tag)."""
+        status, headers, _ = self._get(f"manifests/{tag}")
+        return headers.get("Docker-Content-Digest") if status == 200 else None
+
+    def _registry_state(self) -> str:
+        got = self._tagged("t")
+        if got == self.old_digest:
+            return "old"
+        if got != self.new_digest:
+            return f"tag t is {got}, neither old {self.old_digest} nor new {self.new_digest}"
+        # The new manifest is tagged: everything it names must be there.
+        _, _, body = self._get(f"manifests/{got}")
+        manifest = json.loads(body)
+        for d in [manifest["config"], *manifest["layers"]]:
+            if self._get(f"blobs/{d['digest']}", "HEAD")[0] != 200:
+                return f"new manifest tagged, but blob {d['digest']} is missing"
+        return "new"
 
     def _archive_state(self) -> str:
         if not self.path.is_file():
@@ -301,7 +371,7 @@ class Destination:
     def leftovers(self, tmp: Path) -> list[str]:
         """What is in TMPDIR, and staging entries beside or inside the destination."""
         left = [str(tmp / n) for n in sorted(os.listdir(tmp))]
-        if not self.kind.engine:
+        if not self.kind.engine and self.kind.name != "docker":
             left += [str(self.out / n) for n in sorted(os.listdir(self.out)) if n != self.path.name]
             if self.path.is_dir():
                 left += _staging_entries(self.path)
@@ -313,11 +383,12 @@ def _engine_for(kind: Kind, require_engine) -> Engine | None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_kill_trials(kind, tmp_path, big, require_engine, engine_cleanup):
+def test_kill_trials(kind, tmp_path, big, require_engine, engine_cleanup, request):
     engine = _engine_for(kind, require_engine)
+    registry = request.getfixturevalue("plain_registry") if kind.name == "docker" else None
     old_file = tmp_path / "old"
     old_file.write_bytes(f"the old image of {kind.name}\n".encode())
-    dest = Destination(kind, tmp_path, big, old_file, engine, engine_cleanup)
+    dest = Destination(kind, tmp_path, big, old_file, engine, engine_cleanup, registry)
     took = dest.measure()
     dest.make_old()
     assert dest.state() == "old"
