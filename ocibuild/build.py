@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import posixpath
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -95,10 +94,12 @@ def build_chaincode(req: BuildRequest, progress: Progress) -> str:
 def _build_in(req: BuildRequest, work: WorkStore, progress: Progress) -> str:
     # Imported here: `assemble` needs none of the package readers or builders.
     from .builders import choose
+    from .diagnoses import check_go_platform
     from .fabric.conventions import INDEXES_PATH, image_changes
     from .fabric.package import go_source, open_package
     from .gosource import GoBuild, check_confined
 
+    check_go_platform(req.image.request.platform or Platform.host())    # before anything is read or started
     pkg = open_package(req.source, work.root, req.limits)
     src = go_source(pkg, req.import_path)
     check_confined(src)
@@ -128,13 +129,11 @@ def _build_in(req: BuildRequest, work: WorkStore, progress: Progress) -> str:
     return write_image(replace(req.image, request=request), work, progress)
 
 
-_GO_POSITION = re.compile(r"\.go:\d+(:\d+)?: ")
-
-
 def explained(e: BuildError, go: GoBuild, shown: list[str], quiet: bool) -> BuildError:
-    """The compile failure in one line: where (the first file:line the
-    compiler named), or, when the cause is a missing network, what to do."""
-    from .gosource import needs_network_hint
-    hint = needs_network_hint(go, e.output)
-    position = "" if hint else next((line.strip() for line in shown if _GO_POSITION.search(line)), "")
+    """The compile failure in one line: what to do when a diagnosis knows
+    the cause (diagnoses.compile_hint), else where (the first file:line the
+    compiler named)."""
+    from .diagnoses import compile_hint, first_position
+    hint = compile_hint(go, e.output)
+    position = "" if hint else first_position(shown)
     return BuildError(e.builder, e.exit_code, e.output, position=position, hint=hint, shown=not quiet)

@@ -18,6 +18,7 @@ import click
 from . import __version__
 from .build import BuildRequest, ImageJob, build_chaincode, run_job
 from .builders import BUILDERS, DEFAULT_IMAGE
+from .diagnoses import check_linux
 from .errors import InputError, OcibuildError
 from .fabric.common import Limits
 from .fabric.conventions import BINARY_PATH, DEFAULT_VERSION
@@ -132,7 +133,7 @@ def image_job(opts: Mapping[str, Any], env: Mapping[str, str]) -> ImageJob:
     platform = opts["platform"]
     req = Request(adds=tuple(_add(a) for a in opts.get("adds", ())), base=opts["base"],
                   compression=compression(opts["comp"]),
-                  platform=Platform.parse(platform) if platform else None,
+                  platform=check_linux(Platform.parse(platform)) if platform else None,     # bases are Linux
                   created=created, owner=_owner(opts["chown"]), changes=changes)
     for out in outs:
         out.check()

@@ -146,12 +146,3 @@ def _replacements(gomod: str) -> list[str]:
                 out.append(target[0].strip('"`'))
     return out
 
-
-def needs_network_hint(job: GoBuild, compiler_output: str) -> str:
-    """Why a build failed, in words a user can act on, when it is the network."""
-    if job.source.mode == READONLY and not job.network and (
-            "GOPROXY=off" in compiler_output or "module lookup disabled" in compiler_output
-            or "missing go.sum entry" in compiler_output or "cannot find module" in compiler_output):
-        return ("the module needs dependencies that are not vendored, and the build has no "
-                "network: run `go mod vendor` in the module, or pass --network default")
-    return ""

@@ -36,9 +36,10 @@ from ocibuild.builders import DEFAULT_IMAGE
 from ocibuild.builders.docker import DockerBuilder
 from ocibuild.builders.images import LOADED_REPO, ensure_image
 from ocibuild.builders.podman import NAME_PREFIX, PodmanBuilder
+from ocibuild.diagnoses import needs_network_hint
 from ocibuild.engines import Engine
 from ocibuild.errors import InputError, OcibuildError
-from ocibuild.gosource import GOPATH, GoBuild, detect, needs_network_hint
+from ocibuild.gosource import GOPATH, GoBuild, detect
 from ocibuild.oci.model import Platform
 
 IMAGE = DEFAULT_IMAGE

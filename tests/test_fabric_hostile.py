@@ -269,7 +269,7 @@ def test_duplicate_code_package(refuse):
 
 def test_missing_metadata(refuse):
     data = gz(tar_bytes([f("code.tar.gz", code_tar([f("src/main.go", MAIN_GO)]))]))
-    refuse(data, "package has no metadata.json (missing metadata)")
+    refuse(data, "has no metadata.json, so it is not a chaincode package", "(missing metadata)")
 
 
 def test_missing_code_package(refuse):
@@ -354,17 +354,17 @@ def test_trailing_garbage_after_gzip(refuse):
 
 
 def test_package_not_a_tar(refuse):
-    refuse(gz(b"this is not a tar archive. " * 40), "package is not a tar archive (bad header checksum)")
+    refuse(gz(b"this is not a tar archive. " * 40), "is not a chaincode package: it is gzip-compressed, but not a tar "
+           "archive", "(bad header checksum)")
 
 
 def test_package_tiny_gzip(refuse):
-    refuse(gz(b"hello"), "package is truncated: a header ends early (truncated)")
+    refuse(gz(b"hello"), "is not a chaincode package: it is gzip-compressed, but not a tar archive", "(truncated)")
 
 
 def test_not_a_package_at_all(refuse):
     refuse(b"#!/bin/sh\necho this is not a chaincode package\n" * 10,
-           "is not a chaincode package: not a gzip-compressed lifecycle package (.tar.gz), nor a "
-           "ChaincodeDeploymentSpec")
+           "is not a chaincode package (it is a text file): expected a lifecycle package", "(not a package)")
 
 
 def test_random_bytes(refuse):
@@ -437,7 +437,8 @@ def test_legacy_code_not_gzip(refuse):
 
 
 def test_legacy_truncated_message(refuse):
-    refuse(cds(code_tar([f("src/a.go")]))[:-10], "is not a chaincode package", "runs past the end", name="cc.cds")
+    refuse(cds(code_tar([f("src/a.go")]))[:-10], "is not a chaincode package ocibuild can read",
+           "ChaincodeDeploymentSpec (of 'mycc'), but is damaged or cut short", "runs past the end", name="cc.cds")
 
 
 # -- limits and bombs -----------------------------------------------------------

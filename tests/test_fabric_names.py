@@ -135,7 +135,7 @@ def test_package_id_checks_the_label(tmp_path):
 
 @pytest.mark.parametrize("data, message", [
     (b"", "is empty"),
-    (b"not a package", "is not a lifecycle package"),
+    (b"not a package", "is not a chaincode package .* a package ID is that of a lifecycle package"),
     (gz(tar_bytes([f("metadata.json", b'{"type":"golang","path":"a/b","label":"x"}')])), "missing code package"),
 ])
 def test_package_id_refuses_non_packages(tmp_path, data, message):

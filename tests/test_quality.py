@@ -25,15 +25,16 @@ ALLOWED = {
     "children": set(),
     "oci": {"errors", "fsutil"},
     "gosource": {"errors", "oci"},
-    "fabric": BOTTOM | {"oci", "gosource"},
+    "diagnoses": {"errors", "oci", "gosource"},
+    "fabric": BOTTOM | {"oci", "gosource", "diagnoses"},
     "engines": BOTTOM | {"oci", "children"},
     "outputs": BOTTOM | {"oci", "engines"},
     "registry": BOTTOM | {"oci", "outputs", "__init__"},      # __init__: the version, for User-Agent
     "builders": BOTTOM | {"oci", "gosource", "engines", "children"},
     "transports": BOTTOM | {"oci", "outputs", "engines", "registry"},
-    "build": BOTTOM | {"oci", "gosource", "fabric", "builders", "outputs", "registry", "transports"},
-    "cli": BOTTOM | {"oci", "gosource", "fabric", "builders", "outputs", "registry", "transports", "build",
-                     "__init__"},
+    "build": BOTTOM | {"oci", "gosource", "diagnoses", "fabric", "builders", "outputs", "registry", "transports"},
+    "cli": BOTTOM | {"oci", "gosource", "diagnoses", "fabric", "builders", "outputs", "registry", "transports",
+                     "build", "__init__"},
     "__init__": set(),
     "__main__": {"cli"},
 }
@@ -42,6 +43,7 @@ ALLOWED = {
 FORBIDDEN_THIRD_PARTY = {
     "oci": {"click", "rich", "httpx", "python_on_whales"},
     "gosource": {"click", "rich", "httpx", "python_on_whales"},
+    "diagnoses": {"click", "rich", "httpx", "python_on_whales"},
     "fabric": {"click", "rich", "httpx", "python_on_whales"},
     "outputs": {"click", "rich", "httpx"},
     "registry": {"click", "rich", "python_on_whales"},

@@ -29,7 +29,14 @@ VARINT, I64, LEN, I32 = 0, 1, 2, 5
 
 
 class ProtoError(Exception):
-    """Not the protobuf message expected (internal: the caller words the error)."""
+    """Not the protobuf message expected (internal: the caller words the
+    error). `chaincode` is the chaincode name when a chaincode_spec was read
+    before the failure: then the file is a ChaincodeDeploymentSpec, damaged
+    or cut short, rather than something else altogether."""
+
+    def __init__(self, message: str, chaincode: str = ""):
+        super().__init__(message)
+        self.chaincode = chaincode
 
 
 class Source:
@@ -126,21 +133,26 @@ def parse_cds(src: Source, start: int, end: int, limit: int) -> Deployment:
     spec: dict = {"type": 0, "path": "", "name": "", "version": ""}
     seen_spec = False
     code = None
-    for number, wire, value in fields(src, start, end):
-        if number == 1:
-            _expect(wire, LEN, "chaincode_spec")
-            s, e = value
-            if e - s > limit:
-                raise ProtoError(f"chaincode_spec is longer than {limit} bytes")
-            _parse_spec(Source(data=src.read(s, e - s)), 0, e - s, spec, limit)
-            seen_spec = True
-        elif number == 3:
-            _expect(wire, LEN, "code_package")
-            code = value
-    if not seen_spec:
-        raise ProtoError("no chaincode_spec")
-    if code is None or code[0] == code[1]:
-        raise ProtoError("no code_package")
+    try:
+        for number, wire, value in fields(src, start, end):
+            if number == 1:
+                _expect(wire, LEN, "chaincode_spec")
+                s, e = value
+                if e - s > limit:
+                    raise ProtoError(f"chaincode_spec is longer than {limit} bytes")
+                _parse_spec(Source(data=src.read(s, e - s)), 0, e - s, spec, limit)
+                seen_spec = True
+            elif number == 3:
+                _expect(wire, LEN, "code_package")
+                code = value
+        if not seen_spec:
+            raise ProtoError("no chaincode_spec")
+        if code is None or code[0] == code[1]:
+            raise ProtoError("no code_package")
+    except ProtoError as e:
+        if seen_spec and spec["name"]:
+            e.chaincode = spec["name"]
+        raise
     return Deployment(spec["type"], spec["path"], spec["name"], spec["version"], code)
 
 
@@ -186,12 +198,13 @@ def _only(src: Source, start: int, end: int, want: int, what: str) -> tuple[int,
 
 def parse(fd: int, length: int, limit: int) -> tuple[Deployment, bool]:
     """The deployment in a legacy package file: (deployment, signed?).
-    Raises ProtoError with the bare-CDS reason when it is neither."""
+    Raises ProtoError with the bare-CDS reason when it is neither (the
+    signed one's when only that read a chaincode_spec)."""
     src = Source(fd=fd)
     try:
         return parse_cds(src, 0, length, limit), False
     except ProtoError as first:
         try:
             return parse_signed(src, 0, length, limit), True
-        except ProtoError:
-            raise first from None
+        except ProtoError as second:
+            raise (second if second.chaincode and not first.chaincode else first) from None

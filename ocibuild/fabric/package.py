@@ -19,9 +19,10 @@ import re
 import shutil
 import stat
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 
+from ..diagnoses import LANGUAGE_OF_TYPE, describe_content, other_language, refuse_other_languages
 from ..errors import InputError, PackageError
 from ..gosource import GOPATH, READONLY, VENDOR, GoSource, detect
 from ..oci.compression import GZIP_MAGIC
@@ -54,6 +55,9 @@ INDEXES = "META-INF/statedb/couchdb/indexes"
 _IMPORT_PATH = re.compile(r"[A-Za-z0-9._~+\-]+(?:/[A-Za-z0-9._~+\-]+)*", re.ASCII)
 _CC_NAME = re.compile(r"[a-zA-Z0-9]+(?:[-_][a-zA-Z0-9]+)*", re.ASCII)      # Fabric 1.x lscc rules
 _CC_VERSION = re.compile(r"[A-Za-z0-9_.+\-]+", re.ASCII)
+
+# What a package is, for the messages refusing a file that is none.
+LIFECYCLE_IS = "a gzip-compressed tar holding metadata.json and code.tar.gz (`peer lifecycle chaincode package`)"
 
 
 @dataclass(frozen=True)
@@ -129,7 +133,7 @@ def open_package(path: str, work_dir: str, limits: Limits = Limits()) -> Chainco
             if len(head) == 512 and head[257:262] == b"ustar":
                 raise PackageError(f"{path!r} is an uncompressed tar; a lifecycle package is gzip-compressed, "
                                    "as `peer lifecycle chaincode package` writes it (not gzip)", rule="not gzip")
-            return _open_legacy(fd, length, path, code_dir, limits)
+            return _open_legacy(fd, length, path, head, code_dir, limits)
         finally:
             os.close(fd)
     except BaseException:
@@ -148,7 +152,38 @@ def _open_regular(path: str) -> int:
     return fd
 
 
-def _read_outer(fd: int, length: int, limits: Limits, on_code: Callable[[TarReader], None]) -> tuple[dict, str]:
+def _it_is(head: bytes) -> str:
+    """" (it is a zip archive)", or "" when the content says nothing known."""
+    what = describe_content(head)
+    if what.endswith("-compressed"):
+        return f" (it is {what}; a package is gzip-compressed)"
+    return f" (it is {what})" if what else ""
+
+
+def _not_a_package(path: str, head: bytes) -> PackageError:
+    return PackageError(f"{path!r} is not a chaincode package{_it_is(head)}: expected a lifecycle package, "
+                        f"{LIFECYCLE_IS}, or a Fabric 1.x ChaincodeDeploymentSpec (`peer chaincode package`) "
+                        "(not a package)", rule="not a package")
+
+
+def _outer_members(tar: TarReader, path: str) -> Iterator[TarMember]:
+    """The members of a lifecycle package; a gzip file whose first header
+    is no tar header is refused as what it is, gzip but not a tar."""
+    members = iter(tar)
+    try:
+        first = next(members, None)
+    except PackageError as e:
+        if e.rule in ("bad header checksum", "truncated"):
+            raise PackageError(f"{path!r} is not a chaincode package: it is gzip-compressed, but not a tar "
+                               f"archive; expected {LIFECYCLE_IS} ({e.rule})", rule=e.rule) from None
+        raise
+    if first is not None:
+        yield first
+        yield from members
+
+
+def _read_outer(fd: int, length: int, path: str, limits: Limits,
+                on_code: Callable[[TarReader], None]) -> tuple[dict, str]:
     """Walk a lifecycle package: metadata.json is read, code.tar.gz handed to
     `on_code` as a stream, other regular files skipped (the peer warns and
     ignores them). Returns (checked metadata, sha256 hex of the whole file)."""
@@ -159,7 +194,7 @@ def _read_outer(fd: int, length: int, limits: Limits, on_code: Callable[[TarRead
     meta_bytes = None
     has_code = False
     seen: set[str] = set()
-    for m in tar:
+    for m in _outer_members(tar, path):
         clean = clean_name(m.name, limits, "package")
         if clean in seen:
             raise PackageError(f"package entry {show(m.name)} appears more than once (duplicate entry)",
@@ -182,8 +217,8 @@ def _read_outer(fd: int, length: int, limits: Limits, on_code: Callable[[TarRead
     stream.drain()
     raw.finish()
     if meta_bytes is None:
-        raise PackageError("package has no metadata.json (missing metadata)", entry=METADATA,
-                           rule="missing metadata")
+        raise PackageError(f"{path!r} has no metadata.json, so it is not a chaincode package: expected "
+                           f"{LIFECYCLE_IS} (missing metadata)", entry=METADATA, rule="missing metadata")
     if not has_code:
         raise PackageError("package has no code.tar.gz (missing code package)", entry=CODE,
                            rule="missing code package")
@@ -254,11 +289,11 @@ def _open_lifecycle(fd: int, length: int, path: str, code_dir: str, limits: Limi
     # 100 000 files made and removed. The second still checks everything:
     # the file may have changed in between.
     planned: list[TarMember] = []
-    meta, _ = _read_outer(fd, length, limits,
+    meta, _ = _read_outer(fd, length, path, limits,
                           lambda outer: planned.extend(_extract_code(outer.read, None, limits, CODE)))
     if meta["type"].lower() == "golang":
         _peer_golang_rules(planned)
-    meta, digest = _read_outer(fd, length, limits, on_code)
+    meta, digest = _read_outer(fd, length, path, limits, on_code)
     if meta["type"].lower() == "golang":
         _peer_golang_rules(seen)
     pkg = ChaincodePackage(LIFECYCLE, path, meta["type"], code_dir, path=meta["path"], label=meta["label"],
@@ -311,25 +346,40 @@ def read_lifecycle_metadata(path: str, limits: Limits = Limits()) -> tuple[dict,
     fd = _open_regular(path)
     try:
         length = os.fstat(fd).st_size
-        head = os.pread(fd, 2, 0)
+        head = os.pread(fd, 512, 0)
         if not head:
             raise PackageError(f"{path!r} is empty; expected a lifecycle package (empty file)", rule="empty file")
-        if head != GZIP_MAGIC:
-            raise PackageError(f"{path!r} is not a lifecycle package, a gzip-compressed tar holding "
-                               "metadata.json and code.tar.gz (not a lifecycle package)",
-                               rule="not a lifecycle package")
-        return _read_outer(fd, length, limits, lambda outer: None)
+        if not head.startswith(GZIP_MAGIC):
+            raise _not_lifecycle(fd, length, path, head, limits)
+        return _read_outer(fd, length, path, limits, lambda outer: None)
     finally:
         os.close(fd)
 
 
-def _open_legacy(fd: int, length: int, path: str, code_dir: str, limits: Limits) -> ChaincodePackage:
+def _not_lifecycle(fd: int, length: int, path: str, head: bytes, limits: Limits) -> PackageError:
+    """Why a file that is no gzip has no package ID: a 1.x package (named
+    name:version by its peers), or no package at all."""
+    try:
+        dep, _ = cds.parse(fd, length, limits.max_header)
+    except cds.ProtoError:
+        return PackageError(f"{path!r} is not a chaincode package{_it_is(head)}: a package ID is that of a "
+                            f"lifecycle package, {LIFECYCLE_IS} (not a lifecycle package)",
+                            rule="not a lifecycle package")
+    return PackageError(f"{path!r} is a Fabric 1.x package (a ChaincodeDeploymentSpec of {show(dep.name)}), "
+                        f"which has no package ID: 1.x peers call it {show(f'{dep.name}:{dep.version}')}; "
+                        "a package ID is that of a lifecycle package (not a lifecycle package)",
+                        rule="not a lifecycle package")
+
+
+def _open_legacy(fd: int, length: int, path: str, head: bytes, code_dir: str, limits: Limits) -> ChaincodePackage:
     try:
         dep, signed = cds.parse(fd, length, limits.max_header)
     except cds.ProtoError as e:
-        raise PackageError(f"{path!r} is not a chaincode package: not a gzip-compressed lifecycle package "
-                           f"(.tar.gz), nor a ChaincodeDeploymentSpec: {e} (not a package)",
-                           rule="not a package") from None
+        if e.chaincode:
+            raise PackageError(f"{path!r} is not a chaincode package ocibuild can read: it starts as a Fabric 1.x "
+                               f"ChaincodeDeploymentSpec (of {show(e.chaincode)}), but is damaged or cut short: {e} "
+                               "(damaged package)", rule="damaged package") from None
+        raise _not_a_package(path, head) from None
     what = "ChaincodeDeploymentSpec"
     if not dep.type:
         raise PackageError(f"{what} has chaincode type {dep.type_code}, not one of "
@@ -416,10 +466,10 @@ def go_source(pkg: ChaincodePackage, import_path: str | None = None) -> GoSource
     with the package at src/<path>. A directory is read as before
     (`gosource.detect`, with `import_path`)."""
     if pkg.kind == DIRECTORY:
+        refuse_other_languages(pkg.code_dir)
         return detect(pkg.code_dir, import_path or pkg.path or None)
     if pkg.type != "golang":
-        raise PackageError(f"the package is {pkg.type} chaincode; ocibuild compiles only golang chaincode "
-                           "(unsupported type)", rule="unsupported type")
+        raise PackageError(f"the package is {_not_golang(pkg.type)} (unsupported type)", rule="unsupported type")
     code = pkg.code_dir
     src = os.path.join(code, "src")
     if not os.path.isdir(src) or not inside(code, src):
@@ -445,6 +495,18 @@ def go_source(pkg: ChaincodePackage, import_path: str | None = None) -> GoSource
                            f"src/{path}/go.mod the peer builds in GOPATH mode, from src/{path} "
                            "(missing Go package)", entry=f"src/{path}", rule="missing Go package")
     return GoSource(pkg_dir, GOPATH, path, gopath_root=code)
+
+
+def _not_golang(kind: str) -> str:
+    """`the package is …`: what a package of another type is, and what to do."""
+    if kind in LANGUAGE_OF_TYPE:
+        return other_language(LANGUAGE_OF_TYPE[kind])
+    if kind == "ccaas":
+        return ("a ccaas package: its chaincode runs as a server (connection.json says where), "
+                "so there is nothing to compile")
+    if kind == "k8s":
+        return "a k8s package: it names an image (image.json) to run, so there is nothing to compile"
+    return f"{kind} chaincode; ocibuild compiles only golang chaincode"
 
 
 def _module_target(src: str, path: str, code: str) -> str:
