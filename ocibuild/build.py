@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import posixpath
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from .errors import BuildError
@@ -75,7 +75,11 @@ class BuildRequest:
     binary_path: str                   # absolute, in the image
     env: Mapping[str, str]             # the caller's environment (builders pass on parts of it)
     builder: str = "auto"
-    builder_image: str = ""
+    builder_image: str = ""            # "": the builder's image whose Go fits the module
+    go: str = ""                       # --go: a toolchain version (1.24, 1.24.4)
+    go_proxy: str = ""                 # --go-proxy: a directory, a `fabric deps` tarball or a URL
+    package: str = ""                  # --package: the module's package to build (./cmd/cc)
+    go_env: Mapping[str, str] = field(default_factory=dict)   # the caller's GOPROXY, GOFLAGS, ...
     network: bool = False
     ldflags: str = ""
     tags: str = ""
@@ -97,15 +101,26 @@ def _build_in(req: BuildRequest, work: WorkStore, progress: Progress) -> str:
     from .diagnoses import check_go_platform
     from .fabric.conventions import INDEXES_PATH, image_changes
     from .fabric.package import go_source, open_package
-    from .gosource import GoBuild, check_confined
+    from .gomodules import modules_from
+    from .gosource import GOPATH, GoBuild, check_confined, check_target, select_package
+    from .oci.elf import go_version
+    from .toolchains import BUILT_WITH_LABEL, Requirement, pick, read_requirement
 
     check_go_platform(req.image.request.platform or Platform.host())    # before anything is read or started
     pkg = open_package(req.source, work.root, req.limits)
     src = go_source(pkg, req.import_path)
+    if req.package:
+        src = select_package(src, req.package)
+    check_target(src)
     check_confined(src)
     platform = req.image.request.platform or Platform.host()
-    go = GoBuild(src, platform, ldflags=req.ldflags, tags=req.tags, cgo=req.cgo, network=req.network)
     builder = choose(req.builder, req.builder_image, progress.say, req.env)
+    need = read_requirement(os.path.join(src.root, "go.mod")) if src.mode != GOPATH else Requirement()
+    toolchain = pick(builder.toolchains(), need, req.go, builder.name)     # before any container starts
+    progress.say(f"toolchain: {toolchain}, for {need}")
+    modules = modules_from(req.go_proxy, req.network, req.go_env, work.root, req.limits)
+    go = GoBuild(src, platform, ldflags=req.ldflags, tags=req.tags, cgo=req.cgo, network=req.network,
+                 toolchain=toolchain, modules=modules)
     out_dir = os.path.join(work.root, "out")
     os.mkdir(out_dir)
     with progress.phase(f"compiling {pkg.source} ({src.mode} mode) with {builder.name}"):
@@ -123,8 +138,11 @@ def _build_in(req: BuildRequest, work: WorkStore, progress: Progress) -> str:
     if pkg.couchdb_indexes:
         adds.append(Add(pkg.couchdb_indexes, INDEXES_PATH))
     given = req.image.request
-    changes = replace(given.changes.over(image_changes(pkg, req.fabric_version)),
-                      on_path=posixpath.dirname(req.binary_path))
+    defaults = image_changes(pkg, req.fabric_version)
+    built_with = go_version(binary)       # what the binary says, whatever the toolchain's label claimed
+    if built_with:
+        defaults = replace(defaults, labels={**defaults.labels, BUILT_WITH_LABEL: built_with.removeprefix("go")})
+    changes = replace(given.changes.over(defaults), on_path=posixpath.dirname(req.binary_path))
     request = replace(given, adds=tuple(adds), platform=platform, changes=changes)
     return write_image(replace(req.image, request=request), work, progress)
 
@@ -137,3 +155,51 @@ def explained(e: BuildError, go: GoBuild, shown: list[str], quiet: bool) -> Buil
     hint = compile_hint(go, e.output)
     position = "" if hint else first_position(shown)
     return BuildError(e.builder, e.exit_code, e.output, position=position, hint=hint, shown=not quiet)
+
+
+@dataclass(frozen=True)
+class DepsRequest:
+    """`ocibuild fabric deps`: every module SOURCE needs, fetched through the
+    configured proxy by the host's go, written as a tarball in the GOPROXY
+    layout (`build --go-proxy FILE` reads it, offline)."""
+    source: str                        # a Fabric package or a Go module directory
+    output: str
+    env: Mapping[str, str]             # the caller's environment (PATH, HOME: the host toolchains)
+    go_env: Mapping[str, str] = field(default_factory=dict)   # GOPROXY, GOPRIVATE, ... as the CLI read them
+    go_proxy: str = ""
+    network: bool = True
+    go: str = ""
+    import_path: str | None = None
+    mtime: int = 0                     # SOURCE_DATE_EPOCH for the tarball's entries
+    limits: Limits = Limits()
+
+
+def fetch_deps(req: DepsRequest, progress: Progress) -> str:
+    """Write the dependency tarball; a one-line summary of it."""
+    return _finished(lambda work: _deps_in(req, work, progress))
+
+
+def _deps_in(req: DepsRequest, work: WorkStore, progress: Progress) -> str:
+    from .builders.host import HostBuilder
+    from .errors import InputError
+    from .fabric.package import go_source, open_package
+    from .gomodules import modules_from, write_deps
+    from .gosource import GOPATH, GoBuild, check_confined
+    from .toolchains import pick, read_requirement
+
+    pkg = open_package(req.source, work.root, req.limits)
+    src = go_source(pkg, req.import_path)
+    if src.mode == GOPATH:
+        raise InputError(f"{pkg.source} has no go.mod (GOPATH mode): it has no modules to fetch; its "
+                         "dependencies travel inside the package, under src/")
+    check_confined(src)
+    host = HostBuilder(req.env)
+    toolchain = pick(host.toolchains(), read_requirement(os.path.join(src.root, "go.mod")), req.go, "host")
+    modules = modules_from(req.go_proxy, req.network, req.go_env, work.root, req.limits)
+    job = GoBuild(src, Platform.host(), network=req.network, toolchain=toolchain, modules=modules)
+    fetch = os.path.join(work.root, "fetch")
+    os.mkdir(fetch)
+    with progress.phase(f"fetching the modules of {pkg.source} with go{toolchain.version}"):
+        download = host.download(job, fetch, progress.say)
+    count = write_deps(download, req.output, req.mtime)     # no modules at all: an empty proxy
+    return f"{req.output}: {count} module(s)"

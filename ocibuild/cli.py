@@ -16,12 +16,13 @@ from typing import Any
 import click
 
 from . import __version__
-from .build import BuildRequest, ImageJob, build_chaincode, run_job
-from .builders import BUILDERS, DEFAULT_IMAGE
+from .build import BuildRequest, DepsRequest, ImageJob, build_chaincode, fetch_deps, run_job
+from .builders import BUILDERS
 from .diagnoses import check_linux
 from .errors import InputError, OcibuildError
 from .fabric.common import Limits
 from .fabric.conventions import BINARY_PATH, DEFAULT_VERSION
+from .gosource import NETWORK_VARS
 from .oci.assembly import Add, Request
 from .oci.blobs import WorkStore
 from .oci.compression import compression
@@ -82,7 +83,8 @@ def cli(ctx, debug, quiet):
 
 _IMAGE_OPTIONS = [
     click.option("--base", default="static", show_default=True,
-                 help="Built-in base (static, scratch) or oci:DIR[:ref], oci-archive:FILE[:ref], "
+                 help="Built-in base (static: users, CA certificates, time zones; static-bare; scratch) "
+                      "or oci:DIR[:ref], oci-archive:FILE[:ref], "
                       "docker-archive:FILE[:name:tag], docker-daemon:NAME:TAG, containers-storage:NAME:TAG, "
                       "docker://HOST/REPO[:TAG|@DIGEST]."),
     click.option("--entrypoint", help="JSON array, or a string split as a shell would."),
@@ -155,11 +157,25 @@ def assemble(ctx: Ctx, **opts):
 @click.option("--builder", "builder_name", default="auto", show_default=True,
               type=click.Choice(BUILDERS),
               help="auto: docker with buildx if reachable, else podman, else the host's go.")
-@click.option("--builder-image", envvar="OCIBUILD_BUILDER_IMAGE", default=DEFAULT_IMAGE,
-              show_default=True, help="Go toolchain image (or docker-archive:FILE / oci-archive:FILE "
-                                      "to load first). Env: OCIBUILD_BUILDER_IMAGE.")
+@click.option("--builder-image", envvar="OCIBUILD_BUILDER_IMAGE", default="",
+              help="Go toolchain image (or docker-archive:FILE / oci-archive:FILE to load first); "
+                   "default: of the engine's images labelled org.ocibuild.builder.go-version, the lowest Go "
+                   "that fits the module's go line. Env: OCIBUILD_BUILDER_IMAGE.")
+@click.option("--go", "go_version", default="", metavar="VERSION",
+              help="The Go toolchain (1.24, 1.24.4); default: the lowest available that fits the "
+                   "module's go and toolchain lines. Host toolchains: go on PATH, /usr/lib/go-*, "
+                   "~/.cache/ocibuild/toolchains, /var/cache/ocibuild/toolchains, OCIBUILD_TOOLCHAINS.")
 @click.option("--network", type=click.Choice(["none", "default"]), default="none", show_default=True,
-              help="Network during the build: none means no module downloads.")
+              help="Network during the build: none means no module downloads (but from a --go-proxy "
+                   "directory); default passes on GOPROXY, GOPRIVATE, GONOPROXY, GONOSUMDB, GOSUMDB, "
+                   "GOINSECURE and GOFLAGS.")
+@click.option("--package", "go_package", default="", metavar="./DIR|IMPORT-PATH",
+              help="The module's main package to build (./cmd/cc, or its import path); default: the "
+                   "SOURCE directory (one inside a module is built from the module's root).")
+@click.option("--go-proxy", default="", metavar="DIR|FILE|URL",
+              help="Modules from a proxy: a directory in the GOPROXY layout (a GOMODCACHE's "
+                   "cache/download is one; works with --network none), a `fabric deps` tarball, or "
+                   "an http(s) mirror (needs --network default). go.sum is still verified.")
 @click.option("--ldflags", default="", help="Extra -ldflags for go build.")
 @click.option("--tags", default="", help="Go build tags (comma-separated).")
 @click.option("--cgo", is_flag=True, help="Enable cgo, linked fully static.")
@@ -175,7 +191,8 @@ def assemble(ctx: Ctx, **opts):
               help="Packages: refuse more entries than this.")
 @image_options
 @click.pass_obj
-def build_command(ctx: Ctx, source, builder_name, builder_image, network, ldflags, tags, cgo,
+def build_command(ctx: Ctx, source, builder_name, builder_image, go_version, network, go_package, go_proxy,
+                  ldflags, tags, cgo,
                   binary_path, import_path, fabric_version, max_inflated_size, max_entries, **opts):
     """Compile Go chaincode and assemble its image; print its digest.
 
@@ -185,12 +202,17 @@ def build_command(ctx: Ctx, source, builder_name, builder_image, network, ldflag
     on PATH as `chaincode`, no entrypoint, user chaincode (500), Fabric's
     labels and environment."""
     env = dict(os.environ)
+    go_env = {k: env[k] for k in NETWORK_VARS if k in env}
+    if ctx.debug and network == "default":
+        click.echo("debug: Go environment passed to the builder: "
+                   + (" ".join(f"{k}={v}" for k, v in sorted(go_env.items())) or "none set"), err=True)
     if binary_path.endswith("/"):          # a directory: the binary keeps its name
         binary_path += "chaincode"
     binary_dest = "/" + image_path(binary_path, "--binary-path")
     req = BuildRequest(
         source=source, image=image_job(opts, env), binary_path=binary_dest, env=env, builder=builder_name,
-        builder_image=builder_image, network=network == "default",
+        builder_image=builder_image, go=go_version, network=network == "default", go_proxy=go_proxy, package=go_package,
+        go_env=go_env,
         ldflags=ldflags, tags=tags, cgo=cgo, import_path=import_path, fabric_version=fabric_version,
         limits=Limits(max_bytes=max_inflated_size, max_entries=max_entries))
     click.echo(build_chaincode(req, ctx))
@@ -199,6 +221,33 @@ def build_command(ctx: Ctx, source, builder_name, builder_image, network, ldflag
 @cli.group()
 def fabric():
     """Fabric helpers: package IDs, the peer's image names, writing packages."""
+
+
+@fabric.command("deps")
+@click.argument("source")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False),
+              help="The tarball to write (a module proxy tree; `build --go-proxy FILE` reads it).")
+@click.option("--go-proxy", default="", metavar="DIR|FILE|URL",
+              help="Fetch through this proxy rather than the environment's GOPROXY.")
+@click.option("--network", type=click.Choice(["none", "default"]), default="default", show_default=True,
+              help="none: only from a --go-proxy directory or tarball.")
+@click.option("--go", "go_version", default="", metavar="VERSION", help="The host Go toolchain to use.")
+@click.option("--import-path", help="The package's import path, as for build.")
+@click.pass_obj
+def fabric_deps(ctx: Ctx, source, output, go_proxy, network, go_version, import_path):
+    """Fetch every module SOURCE needs into a reproducible tarball.
+
+    SOURCE is a Go module directory or a Fabric package. Run it on a
+    connected machine (the host's go fetches, sandboxed, through GOPROXY or
+    --go-proxy, checking go.sum); carry the tarball across the air gap and
+    build there with `ocibuild build SOURCE --go-proxy FILE`. The same
+    go.sum gives the same bytes (SOURCE_DATE_EPOCH sets the entries' mtime)."""
+    env = dict(os.environ)
+    req = DepsRequest(source=source, output=output, env=env,
+                      go_env={k: env[k] for k in NETWORK_VARS if k in env}, go_proxy=go_proxy,
+                      network=network == "default", go=go_version, import_path=import_path,
+                      mtime=source_date_epoch(env.get("SOURCE_DATE_EPOCH")))
+    click.echo(fetch_deps(req, ctx))
 
 
 @fabric.command("package-id")

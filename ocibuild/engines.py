@@ -49,17 +49,20 @@ def not_installed(engine: str) -> EngineError:
     return EngineError(f"{engine} is not installed; {WHAT_TO_DO[engine]}")
 
 
-def client_call(name: str) -> list[str]:
+def client_call(name: str, tmpdir: str = "") -> list[str]:
     """How python-on-whales starts the engine's client. It takes no
     `preexec_fn`, so util-linux's setpriv (in every Debian) sets the
     parent-death signal and execs the client: a `docker load` or `podman
-    run` then ends when ocibuild dies, even by kill -9. A client missing
-    from PATH stays bare, for python-on-whales' own "not found" answer."""
+    run` then ends when ocibuild dies, even by kill -9. `tmpdir`: the
+    client's TMPDIR (podman stages a load there, and leaves it when
+    killed: inside ocibuild's work store, the next run sweeps it). A client
+    missing from PATH stays bare, for python-on-whales' own "not found"."""
     found = shutil.which(name)
     setpriv = shutil.which("setpriv", path="/usr/bin:/bin")
     if not found or not setpriv:
         return [name]
-    return [setpriv, "--pdeathsig", "TERM", found]
+    env = ["/usr/bin/env", f"TMPDIR={tmpdir}"] if tmpdir and os.path.exists("/usr/bin/env") else []
+    return [setpriv, "--pdeathsig", "TERM", *env, found]
 
 
 class Engine:
@@ -143,13 +146,45 @@ class Engine:
     def has(self, name: str) -> bool:
         return self.image_id(name) is not None
 
-    def load(self, archive: str, name: str = "") -> None:
-        """`ENGINE load` of a docker-archive; with `name`, check it arrived.
-        Interrupted, the engine's client is stopped (python-on-whales streams
-        a load through a Popen it would leave running)."""
+    def labels(self, name: str) -> dict[str, str] | None:
+        """Image `name`'s config labels; None when the engine has no such image."""
+        from python_on_whales.exceptions import NoSuchImage
+        try:
+            image = self.call("image inspect", self.client.image.inspect, name, passthrough=(NoSuchImage,))
+        except NoSuchImage:
+            return None
+        return dict(image.config.labels or {})
+
+    def labelled(self, label: str) -> list[tuple[str, str]]:
+        """(name, value) for every named image whose config carries `label`, by name."""
+        from python_on_whales.exceptions import NoSuchImage
+        for attempt in range(3):
+            # python-on-whales lists the IDs, then inspects them: an image
+            # removed in between (another process's rmi) fails the inspect.
+            try:
+                images = self.call("image list", self.client.image.list, filters={"label": label},
+                                   passthrough=(NoSuchImage,))
+                break
+            except NoSuchImage:
+                if attempt == 2:
+                    raise unreachable(self.name, "its image list kept changing while it was read") from None
+        return sorted((tag, str((im.config.labels or {}).get(label, "")))
+                      for im in images for tag in (im.repo_tags or []))
+
+    def load(self, archive: str, name: str = "", scratch: str = "") -> None:
+        """`ENGINE load` of a docker-archive; with `name`, check it arrived;
+        `scratch`: a directory of the run's work store for the client's own
+        temporary files. Interrupted, the engine's client is stopped
+        (python-on-whales streams a load through a Popen it would leave running)."""
+        client = self.client
+        if scratch:
+            from python_on_whales import DockerClient
+            tmp = os.path.join(scratch, f"{self.name}-tmp")
+            os.makedirs(tmp, exist_ok=True)
+            client = DockerClient(client_call=client_call(self.name, tmp))
         before = child_pids()
         try:
-            self.call(f"load of {archive}", self.client.image.load, archive, quiet=True)
+            self.call(f"load of {archive}", client.image.load, archive, quiet=True)
         except BaseException:
             stop_children(before, signal.SIGTERM, grace=2)
             raise
@@ -171,7 +206,7 @@ class Engine:
         """Load `image` under `name`."""
         path = self.archive(image, name, work)
         try:
-            self.load(path, name)
+            self.load(path, name, scratch=work.root)
         finally:
             unlink_quietly(path)
 

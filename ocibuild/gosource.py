@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 
 from .errors import InputError
 from .oci.model import Platform
+from .toolchains import Toolchain
 
 VENDOR, READONLY, GOPATH = "vendor", "readonly", "gopath"
 
@@ -16,6 +18,10 @@ VENDOR, READONLY, GOPATH = "vendor", "readonly", "gopath"
 INPUT = "/chaincode/input"
 OUTPUT = "/chaincode/output"
 BINARY = "chaincode"
+# Where a --go-proxy directory is mounted (read-only) in a builder container.
+PROXY_MOUNT = "/ocibuild/goproxy"
+# The caller's Go variables that reach the build with --network default.
+NETWORK_VARS = ("GOPROXY", "GOPRIVATE", "GONOPROXY", "GONOSUMDB", "GOSUMDB", "GOINSECURE", "GOFLAGS")
 _IMPORT_PATH = re.compile(r"^[A-Za-z0-9._~+-]+(?:/[A-Za-z0-9._~+-]+)*$")
 
 
@@ -37,11 +43,16 @@ class GoSource:
 
 
 def detect(path: str, import_path: str | None = None) -> GoSource:
-    """go.mod + vendor/ → -mod=vendor; go.mod → -mod=readonly; else GOPATH mode."""
+    """go.mod + vendor/ → -mod=vendor; go.mod → -mod=readonly; else GOPATH
+    mode. A directory inside a module (its cmd/cc) is that module's
+    package, as go itself reads it: built from the module root."""
     if not os.path.isdir(path):
         raise InputError(f"{path!r} is not a directory; SOURCE must be a Go module or package directory")
     root = os.path.abspath(path)
-    if os.path.isfile(os.path.join(root, "go.mod")):
+    enclosing = _enclosing_module(root)
+    if enclosing and enclosing != root:
+        return select_package(detect(enclosing), "./" + os.path.relpath(root, enclosing))
+    if enclosing:
         mode = VENDOR if os.path.isdir(os.path.join(root, "vendor")) else READONLY
     else:
         if not any(n.endswith(".go") for n in os.listdir(root)):
@@ -53,6 +64,118 @@ def detect(path: str, import_path: str | None = None) -> GoSource:
     return GoSource(root, mode, ip)
 
 
+def _enclosing_module(path: str) -> str | None:
+    """The nearest directory at or above `path` holding a go.mod."""
+    while True:
+        if os.path.isfile(os.path.join(path, "go.mod")):
+            return path
+        parent = os.path.dirname(path)
+        if parent == path:
+            return None
+        path = parent
+
+
+def select_package(src: GoSource, package: str) -> GoSource:
+    """`src` building `package` of its module: `./cmd/cc`, or its import
+    path (`example.com/cc/cmd/cc`). The package must be a directory of Go
+    files inside the module."""
+    if src.mode == GOPATH:
+        raise InputError(f"--package {package}: the source has no go.mod; a GOPATH-mode source is one "
+                         "package (name it with --import-path)")
+    module = _module_path(os.path.join(src.root, "go.mod"))
+    if package == module or package.startswith(module + "/"):
+        rel = package[len(module):].lstrip("/") or "."
+    elif package == "." or package.startswith("./"):
+        rel = os.path.normpath(package)
+    else:
+        raise InputError(f"--package {package}: not ./DIR inside the module nor an import path under its "
+                         f"module path {module}")
+    if rel.split("/")[0] == ".." or os.path.isabs(rel):
+        raise InputError(f"--package {package}: outside the module")
+    where = os.path.join(src.root, rel)
+    if not os.path.isdir(where) or not any(n.endswith(".go") for n in os.listdir(where)):
+        raise InputError(f"--package {package}: no Go files in {rel} of the module at {src.root}")
+    return replace(src, target="." if rel == "." else "./" + rel)
+
+
+def check_target(src: GoSource) -> None:
+    """Refuse, before any builder starts, a module whose root holds no Go
+    files when no --package was given, naming its main packages."""
+    if src.mode == GOPATH or src.target != ".":
+        return
+    if any(n.endswith(".go") for n in os.listdir(src.root)):
+        return
+    mains = _main_packages(src.root)
+    hint = (f"pass --package with one of its main packages: {', '.join(mains)}" if mains
+            else "it has no main package (`package main`) at all")
+    raise InputError(f"the module at {src.root} has no Go files at its root; {hint}")
+
+
+def _main_packages(root: str, limit: int = 10) -> list[str]:
+    """./DIR of up to `limit` directories with a `package main` file (not
+    vendor/, testdata/ or hidden ones), nearest first."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in ("vendor", "testdata") and not d.startswith((".", "_")))
+        for name in sorted(filenames):
+            if name.endswith(".go") and not name.endswith("_test.go") and _is_main(os.path.join(dirpath, name)):
+                found.append("./" + os.path.relpath(dirpath, root))
+                break
+        if len(found) >= limit:
+            break
+    return found
+
+
+def _is_main(path: str) -> bool:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            head = f.read(1 << 16)
+    except OSError:
+        return False
+    return re.search(r"^package\s+main\b", head, re.M) is not None
+
+
+def _module_path(gomod: str) -> str:
+    try:
+        with open(gomod, encoding="utf-8", errors="replace") as f:
+            for line in f.read(1 << 20).splitlines():
+                words = line.split("//", 1)[0].split()
+                if len(words) == 2 and words[0] == "module":
+                    return words[1].strip('"`')
+    except OSError as e:
+        raise InputError(f"cannot read {gomod}: {e.strerror}") from None
+    raise InputError(f"{gomod} has no module line")
+
+
+@dataclass(frozen=True)
+class Modules:
+    """Where go may fetch modules from. With the network, the caller's own
+    Go variables (NETWORK_VARS, as the CLI read them); and/or a module proxy:
+    `proxy_dir`, a host directory in the GOPROXY layout (any GOMODCACHE's
+    cache/download is one; mounted read-only, works without the network), or
+    `proxy_url`, an HTTP(S) mirror. go.sum is verified either way."""
+    user_env: Mapping[str, str] = field(default_factory=dict)
+    proxy_dir: str = ""
+    proxy_url: str = ""
+
+    def env(self, network: bool, proxy_at: str) -> dict[str, str]:
+        """The variables for go; `proxy_at`: where the builder put `proxy_dir`."""
+        env = {"GOFLAGS": ""}
+        if network:
+            env.update(self.user_env)
+        if self.proxy_url:
+            env["GOPROXY"] = self.proxy_url
+        elif self.proxy_dir:
+            env["GOPROXY"] = "file://" + proxy_at
+        elif not network:
+            env["GOPROXY"] = "off"
+        if (self.proxy_dir or self.proxy_url) and not (network and "GOSUMDB" in self.user_env):
+            # No checksum database behind a private mirror or an air gap: go.sum,
+            # which go still checks every module against, is the authority.
+            env["GOSUMDB"] = "off"
+        return env
+
+
 @dataclass(frozen=True)
 class GoBuild:
     """One reproducible `go build`: -trimpath, no build ID, fixed flags and
@@ -62,7 +185,9 @@ class GoBuild:
     ldflags: str = ""
     tags: str = ""
     cgo: bool = False
-    network: bool = False    # False: no downloads (GOPROXY=off, GOFLAGS=-mod=... only)
+    network: bool = False    # False: no network; modules only from vendor/ or modules.proxy_dir
+    toolchain: Toolchain | None = None     # chosen by toolchains.pick; None: the builder's default
+    modules: Modules = Modules()
 
     def argv(self, output: str) -> list[str]:
         ldflags = "-buildid="
@@ -79,13 +204,14 @@ class GoBuild:
             argv.append(f"-tags={self.tags}")
         return argv + ["-o", output, self.source.target]
 
-    def env(self, gopath: str | None = None) -> dict[str, str]:
-        """The Go environment; `gopath` only in GOPATH mode (else the builder's own)."""
+    def env(self, gopath: str | None = None, proxy_at: str = PROXY_MOUNT) -> dict[str, str]:
+        """The Go environment; `gopath` only in GOPATH mode (else the builder's
+        own); `proxy_at`: where the builder mounted modules.proxy_dir."""
         env = {
             "CGO_ENABLED": "1" if self.cgo else "0",
             "GOOS": self.platform.os,
             "GOARCH": self.platform.architecture,
-            "GOFLAGS": "",
+            **self.modules.env(self.network, proxy_at),
             "GOTOOLCHAIN": "local",       # never fetch another toolchain (Go >= 1.21)
             "GOWORK": "off",              # no go.work from the source, its parents or TMPDIR
             "GO111MODULE": "off" if self.source.mode == GOPATH else "on",
@@ -94,8 +220,6 @@ class GoBuild:
             env["GOPATH"] = gopath
         if self.platform.architecture == "arm" and self.platform.variant.startswith("v"):
             env["GOARM"] = self.platform.variant[1:]
-        if not self.network:
-            env["GOPROXY"] = "off"
         return env
 
 

@@ -7,6 +7,7 @@ default user, the binary found on PATH by the bare name `chaincode`.
 
 Fixtures:
   chaincode    a stdlib-only module (go.mod alone: -mod=readonly)
+  modern       a stdlib-only module declaring go 1.23.0 (built with Go 1.24)
   vendored     a module with its own dependency in vendor/ (-mod=vendor)
   grpc-gopath  a GOPATH-mode gRPC server on Debian's Go libraries (no go.mod)
 
@@ -54,7 +55,7 @@ from conftest import (
     wait_for,
 )
 
-BUILDER_IMAGE = "localhost/ocibuild/go-builder:bookworm"
+BUILDER_IMAGES = {"1.19.8": "localhost/ocibuild/go-builder:bookworm", "1.24.4": "localhost/ocibuild/go-builder:go1.24"}
 BUILDERS = ["docker", "podman", "podman-rootless", "host"]
 RUN_ENGINES = ["docker", "podman", "podman-rootless"]
 GRPC_IMPORT_PATH = "example.org/chaincode/grpchealth"
@@ -104,6 +105,10 @@ SOURCES = {
     "vendored": Fixture(
         "vendored", "vendor", (), ("chaincode", "-once", "-name", "fabric"), {},
         re.compile(r"vendored hello, fabric uid (\d+)")),
+    # go 1.23.0: built by the go1.24 toolchain, picked from its go line.
+    "modern": Fixture(
+        "modern", "readonly", (), ("chaincode",), {},
+        re.compile(r"modern chaincode \[0 2 4 6 8\] uid (\d+)")),
     "grpc-gopath": Fixture(
         "grpc-gopath", "gopath", ("--import-path", GRPC_IMPORT_PATH), ("chaincode", "-once"), {},
         re.compile(r"grpchealth chaincode SERVING uid (\d+)")),
@@ -280,8 +285,9 @@ def check_builder_images(require_engine) -> None:
     """Every engine is reachable and has the Go builder image, and the host has Go."""
     for name in RUN_ENGINES:
         engine = require_engine(name)
-        if not engine.has_image(BUILDER_IMAGE):
-            pytest.fail(f"{name} has no {BUILDER_IMAGE}; scripts/setup builds and loads it", pytrace=False)
+        for image in BUILDER_IMAGES.values():
+            if not engine.has_image(image):
+                pytest.fail(f"{name} has no {image}; scripts/setup builds and loads it", pytrace=False)
     if shutil.which("go") is None:
         pytest.fail("the host Go toolchain (`go`) is not installed; run scripts/setup", pytrace=False)
 
@@ -337,6 +343,16 @@ def test_build(fixture, builder, matrix):
 def test_digest_is_the_same_with_every_builder(fixture, matrix):
     digests = {builder: matrix.get(fixture, builder).digest for builder in BUILDERS}
     assert len(set(digests.values())) == 1, f"{fixture}: digests differ by builder: {digests}"
+
+
+@pytest.mark.parametrize("fixture, go", [("chaincode", "1.19.8"), ("modern", "1.24.4")])
+def test_the_toolchain_is_picked_by_the_go_line_and_recorded(fixture, go, matrix):
+    """The lowest toolchain that fits the module's go line compiles it (the
+    host's 1.19 for go 1.19, trixie's 1.24 for go 1.23.0), and the image
+    says which, read back from the binary's own build information."""
+    b = matrix.get(fixture, "host")
+    assert re.search(rf"^ocibuild: toolchain: go{re.escape(go)} ", b.result.stderr, re.M), b.result.stderr
+    assert b.layout.config["config"]["Labels"]["org.ocibuild.go.version"] == go
 
 
 @ENGINE
@@ -557,7 +573,9 @@ BAD = {
                               says=(r"podman is not installed",)),
     "docker-not-on-path": Bad("docker", "chaincode", env={"PATH": "/nonexistent"},
                               says=(r"docker is not installed",)),
-    "go-not-on-path": Bad("host", "chaincode", env={"PATH": "/nonexistent"}, says=(r"no `go`",)),
+    # No `go` on PATH is no longer an error: Debian's /usr/lib/go-* and unpacked toolchains are found.
+    "no-such-go": Bad("host", "chaincode", args=("--go", "1.30"), says=(r"--go 1\.30: no such toolchain",
+                                                                        r"available: go1\.19\.8")),
     "docker-unreachable": Bad("docker", "chaincode", env={"DOCKER_HOST": "unix:///nonexistent.sock"},
                               says=(r"docker", r"nonexistent\.sock|not usable|reach")),
     "bad-source-date-epoch": Bad("podman", "chaincode", env={"SOURCE_DATE_EPOCH": "yesterday"},

@@ -32,9 +32,8 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES, ROOTLESS_USER, processes_mentioning, sha256_file, tree_state, unique_name, wait_for
 
-from ocibuild.builders import DEFAULT_IMAGE
 from ocibuild.builders.docker import DockerBuilder
-from ocibuild.builders.images import LOADED_REPO, ensure_image
+from ocibuild.builders.images import DEFAULT_IMAGE, LOADED_REPO, ensure_image
 from ocibuild.builders.podman import NAME_PREFIX, PodmanBuilder
 from ocibuild.diagnoses import needs_network_hint
 from ocibuild.engines import Engine

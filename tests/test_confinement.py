@@ -128,7 +128,8 @@ def test_the_sandbox_sees_no_etc_and_no_network(tmp_path):
              "test -e /root && ls /root | head -1; cat /proc/net/dev | tail -n +3 | cut -d: -f1; "
              f"touch {work}/written && echo wrote; touch /usr/x 2>/dev/null && echo usr-writable; true")
     argv = sandboxed(["/bin/sh", "-c", probe], bwrap_path=bwrap(os.environ), go="/usr/bin/go",
-                     source=str(FIXTURES / "chaincode"), writable=[str(work)], cwd=str(work), network=False)
+                     readonly=[str(FIXTURES / "chaincode")], writable=[str(work)], cwd=str(work),
+                     network=False)
     out = subprocess.run(argv, capture_output=True, text=True, timeout=60).stdout
     assert "shadow-visible" not in out and "usr-writable" not in out
     assert "No such file" in out or out.startswith("ls:"), out          # no /etc at all

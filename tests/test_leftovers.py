@@ -52,11 +52,15 @@ def test_a_killed_runs_leftovers_are_removed_by_the_next_run(tmp_path, static_bi
 def _fake_tool(bin_dir: Path, name: str) -> Path:
     """A stand-in that hangs; its command line names its own path. A shell
     script, so it also runs inside the host builder's sandbox (which sees
-    /usr, not this checkout's Python)."""
-    bin_dir.mkdir(exist_ok=True)
+    /usr, not this checkout's Python). A `go` is a GOROOT's bin/go, with
+    the VERSION file the host builder finds toolchains by (1.19.8, the
+    version the chaincode fixture's go line picks; PATH's go comes first)."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
     fake = bin_dir / name
     fake.write_text("#!/bin/sh\nsleep 300\n")
     fake.chmod(0o755)
+    if name == "go":
+        (bin_dir.parent / "VERSION").write_text("go1.19.8\n")
     return fake
 
 
@@ -64,7 +68,7 @@ def _fake_tool(bin_dir: Path, name: str) -> Path:
 def test_the_compiler_dies_with_a_killed_ocibuild(tmp_path, builder, tool):
     """kill -9 of ocibuild while its `docker buildx build` (or the host's
     `go build`) runs: the child gets the parent-death signal and ends."""
-    fake = _fake_tool(tmp_path / "bin", tool)
+    fake = _fake_tool(tmp_path / "goroot" / "bin", tool)
     env = {**os.environ, "PATH": f"{fake.parent}{os.pathsep}{os.environ['PATH']}", "TMPDIR": str(tmp_path)}
     proc = subprocess.Popen([OCIBUILD, "-q", "build", str(FIXTURES / "chaincode"), "--builder", builder,
                              "--output", f"oci-archive:{tmp_path / 'o.tar'}"], env=env,

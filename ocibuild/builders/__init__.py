@@ -13,26 +13,33 @@ from typing import Protocol
 from ..errors import EngineError, InputError
 from ..gosource import GoBuild
 from ..progress import Say
+from ..toolchains import Toolchain
 
 
 class Builder(Protocol):
     name: str
 
+    def toolchains(self) -> list[Toolchain]:
+        """The Go toolchains this builder can compile with (cheap: image
+        labels, GOROOT VERSION files; nothing is run)."""
+        ...
+
     def compile(self, job: GoBuild, out_dir: str, say: Say) -> str:
         """Compile `job`; return the path of the binary, written in `out_dir`.
-        Raises BuildError (compiler failed: its messages already shown through
+        The toolchain is `job.toolchain` (one of `toolchains()`). Raises
+        BuildError (compiler failed: its messages already shown through
         `say`), EngineError or InputError. Leaves no container behind."""
         ...
 
 
 BUILDERS = ("auto", "docker", "podman", "host")
-DEFAULT_IMAGE = "localhost/ocibuild/go-builder:bookworm"
 
 
 def choose(name: str, image: str, say: Say, env: Mapping[str, str]) -> Builder:
     """The builder `name`; for "auto", the first usable of a docker engine with
-    buildx, podman, the host's go — saying which was chosen. `env` is the
-    caller's environment (PATH finds the tools)."""
+    buildx, podman, the host's go — saying which was chosen. `image`: the
+    --builder-image, "" to pick one by Go version. `env` is the caller's
+    environment (PATH finds the tools)."""
     if name == "auto":
         name = _first_usable(env)
         say(f"builder: {name} (auto)")

@@ -36,10 +36,11 @@ from collections.abc import Mapping
 from ..children import die_with_parent
 from ..engines import Engine, last_line, not_installed, unreachable
 from ..errors import BuildError, EngineError
-from ..gosource import BINARY, OUTPUT, GoBuild
+from ..gosource import BINARY, OUTPUT, PROXY_MOUNT, GoBuild
 from ..progress import Say, silent
+from ..toolchains import Toolchain
 from .container import CACHE, builder_env, source_mount
-from .images import ensure_image, is_archive, no_go
+from .images import DEFAULT_IMAGE, engine_toolchains, ensure_image, is_archive, no_go
 
 STAGE = "ocibuild-go-build"
 
@@ -54,12 +55,15 @@ class DockerBuilder:
     name = "docker"
 
     def __init__(self, image: str, env: Mapping[str, str], cache_id: str = "ocibuild-go"):
-        self.image = image
+        self.image = image                # --builder-image; "": by Go version
         self.env = dict(env)              # the caller's environment, for the docker CLI
         self.cache_id = cache_id          # BuildKit cache mount ids: <cache_id>-build, -mod
 
+    def toolchains(self) -> list[Toolchain]:
+        return engine_toolchains(Engine("docker"), self.image)
+
     def compile(self, job: GoBuild, out_dir: str, say: Say) -> str:
-        image = self.image
+        image = self._image(job)
         if is_archive(image):                         # load it first (off the hot path)
             image = ensure_image(Engine("docker"), image, say)
         argv = job.argv(f"{OUTPUT}/{BINARY}")
@@ -67,13 +71,17 @@ class DockerBuilder:
         # Inside the run's work directory: swept with it if ocibuild is killed.
         with tempfile.TemporaryDirectory(prefix="docker-", dir=out_dir) as tmp:
             dockerfile = os.path.join(tmp, "Dockerfile")
+            nested = bool(job.modules.proxy_dir)
             with open(dockerfile, "w") as f:
-                f.write(self.dockerfile(job, image, argv))
+                f.write(self.dockerfile(job, image, argv, nested))
             context, _ = source_mount(job)
-            if os.path.lexists(os.path.join(context, ".dockerignore")):
+            if nested or os.path.lexists(os.path.join(context, ".dockerignore")):
+                # BuildKit 0.8 binds only from the one context: a context of our
+                # own, made of hard links (or copies across file systems).
                 source, context = context, os.path.join(tmp, "context")
-                shutil.copytree(source, context, symlinks=True,
-                                ignore=lambda d, names: [".dockerignore"] if d == source else [])
+                _mirror(source, os.path.join(context, "src") if nested else context, skip=".dockerignore")
+                if nested:
+                    _mirror(job.modules.proxy_dir, os.path.join(context, "goproxy"))
             say(f"compiling in a docker buildx stage from {image}: " + " ".join(argv[1:]))
             dest = tempfile.mkdtemp(prefix=".docker-out-", dir=out_dir)
             try:
@@ -86,11 +94,17 @@ class DockerBuilder:
                 shutil.rmtree(dest, ignore_errors=True)
         return output
 
-    def dockerfile(self, job: GoBuild, image: str, argv: list[str]) -> str:
+    def _image(self, job: GoBuild) -> str:
+        return job.toolchain.where if job.toolchain else (self.image or DEFAULT_IMAGE)
+
+    def dockerfile(self, job: GoBuild, image: str, argv: list[str], nested: bool = False) -> str:
+        """`nested`: the context holds the source as src/ and a module proxy as goproxy/."""
         workdir = job.source.workdir
         _, target = source_mount(job)
         env = builder_env(job)
-        mounts = [f"--mount=type=bind,target={target}",
+        source = ",source=src" if nested else ""
+        proxy = [f"--mount=type=bind,source=goproxy,target={PROXY_MOUNT}"] if nested else []
+        mounts = [f"--mount=type=bind{source},target={target}", *proxy,
                   f"--mount=type=cache,id={self.cache_id}-build,target={CACHE}/go-build",
                   f"--mount=type=cache,id={self.cache_id}-mod,target={CACHE}/mod"]
         env_lines = " \\\n    ".join(f"{k}={_quote(v)}" for k, v in sorted(env.items()))
@@ -144,13 +158,13 @@ class DockerBuilder:
             return
         text = "\n".join(lines)
         if failure is None:
-            raise self._engine_failure(lines)
+            raise self._engine_failure(lines, self._image(job))
         if 'exec: "go": executable file not found' in text:
-            raise no_go("docker", self.image)
+            raise no_go("docker", self._image(job))
         m = _EXIT.search(failure)
         raise BuildError("docker", int(m.group(1)) if m else None, text)
 
-    def _engine_failure(self, lines: list[str]) -> EngineError:
+    def _engine_failure(self, lines: list[str], image: str) -> EngineError:
         """Why buildx failed before our RUN step: say it the way a user can act on."""
         engine = Engine("docker")
         try:
@@ -164,10 +178,23 @@ class DockerBuilder:
                 return EngineError("docker buildx is not installed (`docker buildx version` fails); "
                                    "install the buildx plugin (scripts/setup does), or choose "
                                    "--builder podman or --builder host")
-        ensure_image(engine, self.image, silent)   # raises when the image is missing
+        ensure_image(engine, image, silent)   # raises when the image is missing
         errors = [line for line in lines if line.startswith("ERROR:")]
         return EngineError("docker buildx build failed: "
                            + (errors[-1][len("ERROR:"):].strip() if errors else last_line("\n".join(lines))))
+
+
+def _mirror(source: str, dest: str, skip: str = "") -> None:
+    """`source` copied to `dest` as hard links where the file system allows
+    (no bytes copied), else as copies; `skip`: a top-level name left out."""
+    def link_or_copy(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst, follow_symlinks=False)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    shutil.copytree(source, dest, symlinks=True, copy_function=link_or_copy,
+                    ignore=lambda d, names: [skip] if d == source and skip in names else [])
 
 
 def _quote(value: str) -> str:

@@ -15,12 +15,16 @@ from ..children import die_with_parent
 from ..errors import BuildError, EngineError
 from ..gosource import BINARY, GOPATH, GoBuild
 from ..progress import Say
+from ..toolchains import Toolchain, host_toolchains
 from .sandbox import bwrap, sandboxed
 
 # Debian's Go library packages install their sources here (GOPATH layout).
 SYSTEM_GOPATH = "/usr/share/gocode"
-# The only variables passed through from the caller's environment.
-_PASS = ("PATH", "HOME", "TMPDIR", "GOCACHE", "GOMODCACHE", "GOROOT", "XDG_CACHE_HOME")
+# The only variables passed through from the caller's environment (GOROOT
+# is the chosen toolchain's).
+_PASS = ("PATH", "HOME", "TMPDIR", "GOCACHE", "GOMODCACHE", "XDG_CACHE_HOME")
+# Also read, to find toolchains.
+_LOOKUP = ("PATH", "HOME", "XDG_CACHE_HOME", "OCIBUILD_TOOLCHAINS")
 
 
 class HostBuilder:
@@ -29,17 +33,16 @@ class HostBuilder:
     def __init__(self, env: Mapping[str, str], go: str = "go"):
         # Only these variables of the caller's environment reach go.
         self.env = {k: env[k] for k in _PASS if k in env}
+        self.lookup = {k: env[k] for k in _LOOKUP if k in env}
         self.go = go
+
+    def toolchains(self) -> list[Toolchain]:
+        return host_toolchains(self.lookup)
 
     def available(self) -> bool:
         return shutil.which(self.go, path=self.env.get("PATH")) is not None
 
     def compile(self, job: GoBuild, out_dir: str, say: Say) -> str:
-        if not self.available():
-            raise EngineError(f"no `{self.go}` on PATH for --builder host; install Go "
-                              "(apt-get install golang-go) or use --builder docker/podman")
-        bwrap_path = bwrap(self.env)
-        go = shutil.which(self.go, path=self.env.get("PATH")) or self.go
         output = os.path.join(out_dir, BINARY)
         # Inside the run's work directory: swept with it if ocibuild is killed.
         with tempfile.TemporaryDirectory(prefix="gopath-", dir=out_dir) as gopath:
@@ -52,28 +55,56 @@ class HostBuilder:
                                     os.path.join(gopath, "src"), symlinks=True)
                 else:
                     shutil.copytree(job.source.root, cwd, symlinks=True)
-                env = job.env(f"{gopath}:{SYSTEM_GOPATH}")
+                env = job.env(f"{gopath}:{SYSTEM_GOPATH}", proxy_at=job.modules.proxy_dir)
             else:
                 cwd = job.source.root
-                env = job.env()
-            caches = self._caches()
-            env = {**self.env, **env, **caches, "TMPDIR": "/tmp"}
+                env = job.env(proxy_at=job.modules.proxy_dir)   # a proxy: at its own path
             argv = job.argv(output)
-            argv[0] = go
-            say("compiling with the host's go (sandboxed): " + " ".join(argv[1:]))
             source = job.source.root if job.source.mode != GOPATH else gopath
-            argv = sandboxed(argv, bwrap_path=bwrap_path, go=go, source=source, cwd=cwd,
-                             writable=[out_dir, *caches.values()], network=job.network)
-            try:
-                proc = subprocess.run(argv, env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, text=True, preexec_fn=die_with_parent())
-            except OSError as e:
-                raise EngineError(f"cannot run {self.go}: {e.strerror}") from None
+            self._go(job, argv[1:], "compiling", cwd, env, [source], [out_dir], say)
+        return output
+
+    def download(self, job: GoBuild, work: str, say: Say) -> str:
+        """`go mod download` of every module the module needs, through
+        job.modules, into a fresh module cache in `work`; its cache/download
+        (a tree in the GOPROXY layout)."""
+        module, modcache = os.path.join(work, "module"), os.path.join(work, "modcache")
+        shutil.copytree(job.source.root, module, symlinks=True)    # go may add to go.sum
+        os.mkdir(modcache)
+        env = {**job.env(proxy_at=job.modules.proxy_dir), "GOMODCACHE": modcache}
+        env["GOFLAGS"] = (env.get("GOFLAGS", "") + " -mod=mod -modcacherw").strip()
+        self._go(job, ["mod", "download"], "downloading modules", module, env, [], [work], say)
+        return os.path.join(modcache, "cache", "download")
+
+    def _go(self, job: GoBuild, args: list[str], doing: str, cwd: str, env: dict[str, str],
+            readonly: list[str], writable: list[str], say: Say) -> None:
+        """`go ARGS` in the sandbox: the chosen toolchain, the caches, `env`
+        over the passed-through variables; `readonly` and `writable` bound
+        (a --go-proxy directory read-only too). Raises BuildError."""
+        if not job.toolchain and not self.available():
+            raise EngineError(f"no `{self.go}` on PATH for --builder host; install Go "
+                              "(apt-get install golang-go) or use --builder docker/podman")
+        bwrap_path = bwrap(self.env)
+        if job.toolchain:
+            go = os.path.join(job.toolchain.where, "bin", "go")
+            goroot = {"GOROOT": job.toolchain.where}
+        else:
+            go, goroot = shutil.which(self.go, path=self.env.get("PATH")) or self.go, {}
+        caches = self._caches()
+        full_env = {**self.env, **caches, **env, **goroot, "TMPDIR": "/tmp"}
+        say(f"{doing} with the host's go (sandboxed): " + " ".join(args))
+        proxy = [job.modules.proxy_dir] if job.modules.proxy_dir else []
+        argv = sandboxed([go, *args], bwrap_path=bwrap_path, go=go, readonly=[*readonly, *proxy], cwd=cwd,
+                         writable=[*writable, *caches.values()], network=job.network)
+        try:
+            proc = subprocess.run(argv, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True, errors="replace", preexec_fn=die_with_parent())
+        except OSError as e:
+            raise EngineError(f"cannot run {self.go}: {e.strerror}") from None
         for line in proc.stdout.splitlines():
             say(line)
         if proc.returncode != 0:
             raise BuildError("host", proc.returncode, proc.stdout)
-        return output
 
     def _caches(self) -> dict[str, str]:
         """GOCACHE and GOMODCACHE where go would put them for this user (the

@@ -16,8 +16,11 @@ from ..oci.blobs import WorkStore
 from ..oci.readers import archive_identity, open_image
 from ..oci.reference import FileRef, parse_reference
 from ..progress import Say
+from ..toolchains import BUILDER_LABEL, GoVersion, Toolchain
 
 ARCHIVES = ("docker-archive", "oci-archive", "oci")  # --builder-image transports loaded first
+# Used when the engine has no image labelled with its Go version.
+DEFAULT_IMAGE = "localhost/ocibuild/go-builder:bookworm"
 # Archives without a usable name are loaded under this repository, tagged
 # with their config digest: the name says exactly which image it is.
 LOADED_REPO = "localhost/ocibuild/builder"
@@ -25,6 +28,22 @@ LOADED_REPO = "localhost/ocibuild/builder"
 
 def is_archive(ref: str) -> bool:
     return ref.partition(":")[0] in ARCHIVES
+
+
+def engine_toolchains(engine: Engine, image: str) -> list[Toolchain]:
+    """The toolchains a container builder may use: the --builder-image
+    given (its Go version from its label, when it has one), else every image
+    in the engine labelled with its Go version (the first name per version),
+    else the default image."""
+    if image:
+        labels = None if is_archive(image) else engine.labels(image)
+        return [Toolchain(GoVersion.parse((labels or {}).get(BUILDER_LABEL, "")), image)]
+    found: dict[GoVersion, Toolchain] = {}
+    for name, value in engine.labelled(BUILDER_LABEL):
+        version = GoVersion.parse(value)
+        if version is not None and version not in found:
+            found[version] = Toolchain(version, name)
+    return list(found.values()) or [Toolchain(None, DEFAULT_IMAGE)]
 
 
 def no_go(engine: str, image: str) -> InputError:

@@ -27,10 +27,11 @@ from python_on_whales.exceptions import DockerException
 from ..children import child_pids, stop_children
 from ..engines import Engine, last_line, not_installed
 from ..errors import BuildError, EngineError, InputError
-from ..gosource import BINARY, OUTPUT, GoBuild
+from ..gosource import BINARY, OUTPUT, PROXY_MOUNT, GoBuild
 from ..progress import Say
+from ..toolchains import Toolchain
 from .container import CACHE, builder_env, source_mount
-from .images import ensure_image, no_go
+from .images import DEFAULT_IMAGE, engine_toolchains, ensure_image, no_go
 
 NAME_PREFIX = "ocibuild-build-"
 CACHE_VOLUME = "ocibuild-go-cache"
@@ -40,16 +41,20 @@ class PodmanBuilder:
     name = "podman"
 
     def __init__(self, image: str, cache_volume: str = CACHE_VOLUME):
-        self.image = image
+        self.image = image                # --builder-image; "": by Go version
         self.cache_volume = cache_volume
         self.engine = Engine("podman")
 
+    def toolchains(self) -> list[Toolchain]:
+        return engine_toolchains(self.engine, self.image)
+
     def compile(self, job: GoBuild, out_dir: str, say: Say) -> str:
-        for path in (source_mount(job)[0], out_dir):
+        for path in (source_mount(job)[0], out_dir, job.modules.proxy_dir):
             if ":" in path:
                 raise InputError(f"podman cannot mount {path!r} (it contains ':'); "
                                  "move it, or use --builder docker or --builder host")
-        image = ensure_image(self.engine, self.image, say)
+        wanted = job.toolchain.where if job.toolchain else (self.image or DEFAULT_IMAGE)
+        image = ensure_image(self.engine, wanted, say)
         argv = job.argv(f"{OUTPUT}/{BINARY}")
         env = builder_env(job)
         name = NAME_PREFIX + uuid.uuid4().hex[:16]
@@ -77,7 +82,8 @@ class PodmanBuilder:
                 networks=[] if job.network else ["none"],
                 volumes=[(*source_mount(job), "ro"),
                          (self.cache_volume, CACHE),
-                         (stage, OUTPUT)],
+                         (stage, OUTPUT),
+                         *([(job.modules.proxy_dir, PROXY_MOUNT, "ro")] if job.modules.proxy_dir else [])],
                 workdir=job.source.workdir, envs=env, stream=True)
             for _, raw in logs:
                 line = raw.decode(errors="replace").rstrip("\n")
@@ -89,7 +95,7 @@ class PodmanBuilder:
         except DockerException as e:
             code = e.return_code
             if code == 127:
-                raise no_go("podman", self.image) from None
+                raise no_go("podman", image) from None
             if code in (125, 126):
                 raise EngineError(f"podman could not run the builder container "
                                   f"({last_line(e.stderr)}); check podman (scripts/setup "

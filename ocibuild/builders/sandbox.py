@@ -30,11 +30,11 @@ def bwrap(env: Mapping[str, str]) -> str:
     return found
 
 
-def sandboxed(argv: list[str], *, bwrap_path: str, go: str, source: str, writable: list[str],
+def sandboxed(argv: list[str], *, bwrap_path: str, go: str, readonly: list[str], writable: list[str],
               cwd: str, network: bool) -> list[str]:
     """`argv` wrapped in a bubblewrap command line. `writable` directories
     (caches, the output, a GOPATH copy) are bound read-write at their own
-    paths; `source` read-only at its own path."""
+    paths; `readonly` ones (the source, a module proxy) read-only."""
     out = [bwrap_path, "--die-with-parent", "--new-session", "--unshare-all"]
     if network:
         out.append("--share-net")
@@ -54,7 +54,8 @@ def sandboxed(argv: list[str], *, bwrap_path: str, go: str, source: str, writabl
             path = os.path.join("/etc", name)
             if os.path.exists(path):
                 out += ["--ro-bind", path, path]
-    out += ["--ro-bind", source, source]
+    for path in readonly:
+        out += ["--ro-bind", path, path]
     for path in writable:
         out += ["--bind", path, path]
     return [*out, "--chdir", cwd, "--", *argv]

@@ -1,8 +1,11 @@
-"""Just enough ELF: the platform a binary is for, and whether it needs a
-dynamic loader. Reads the file header and program headers, nothing more."""
+"""Just enough ELF: the platform a binary is for, whether it needs a
+dynamic loader (the file and program headers), and the Go version a Go
+binary was built with."""
 
 from __future__ import annotations
 
+import mmap
+import re
 import struct
 from dataclasses import dataclass
 
@@ -61,3 +64,31 @@ def read_elf(path: str) -> ElfInfo | None:
     if machine == 0x15:
         arch = "ppc64le" if little else "ppc64"
     return ElfInfo(Platform("linux", arch, variant), interp)
+
+
+_BUILDINFO_MAGIC = b"\xff Go buildinf:"
+_GO_VERSION = re.compile(rb"go1\.\d+(?:\.\d+|(?:rc|beta)\d+)?(?: [\x21-\x7e]+)?", re.ASCII)
+
+
+def go_version(path: str) -> str | None:
+    """The Go version a binary was built with (`go1.24.4`), read from its
+    build information (Go 1.18+: the `.go.buildinfo` section holds it inline
+    after a 32-byte header, length-prefixed); None for anything else."""
+    try:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            at = m.find(_BUILDINFO_MAGIC)
+            while at >= 0 and at % 16:                  # the section is 16-byte aligned
+                at = m.find(_BUILDINFO_MAGIC, at + 1)
+            if at < 0 or not m[at + 15] & 2:            # flag 2: inline strings (Go >= 1.18)
+                return None
+            length, shift, pos = 0, 0, at + 32
+            while pos < at + 42:                        # an unsigned varint
+                byte = m[pos]
+                length |= (byte & 0x7F) << shift
+                pos, shift = pos + 1, shift + 7
+                if not byte & 0x80:
+                    break
+            raw = m[pos:pos + min(length, 64)]
+    except (OSError, ValueError, IndexError):
+        return None
+    return raw.decode("ascii") if _GO_VERSION.fullmatch(raw) else None

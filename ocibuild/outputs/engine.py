@@ -17,6 +17,7 @@ class EngineOutput:
     def __init__(self, ref: EngineRef, engine: Engine):
         self.ref, self.engine = ref, engine
         self._archive: str | None = None
+        self._scratch = ""              # the work store: the engine client's TMPDIR lives there
         self._image_id = ""            # what the load brings (the config digest)
         self._before: str | None = None  # what the name pointed at before it
 
@@ -27,13 +28,14 @@ class EngineOutput:
         if any(lay.descriptor.media_type.endswith("+zstd") for lay in image.layers):
             self.engine.require_zstd()
         self._archive = self.engine.archive(image, self.ref.name, work)
+        self._scratch = work.root
         self._image_id = image.config.descriptor.digest
         self._before = self.engine.image_id(self.ref.name)
 
     def commit(self) -> None:
         if self._archive:
             try:
-                self.engine.load(self._archive, self.ref.name)
+                self.engine.load(self._archive, self.ref.name, scratch=self._scratch)
             except BaseException:
                 # Interrupted or failed, the load may still have landed: put
                 # the name back where it was, so "not written" stays true.

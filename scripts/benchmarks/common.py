@@ -74,7 +74,7 @@ def host_env(args, work: Path, name: str) -> dict[str, str]:
 
 def builder_image() -> str:
     """The Go builder image: $OCIBUILD_BUILDER_IMAGE, else ocibuild's default."""
-    from ocibuild.builders import DEFAULT_IMAGE
+    from ocibuild.builders.images import DEFAULT_IMAGE
     return os.environ.get("OCIBUILD_BUILDER_IMAGE") or DEFAULT_IMAGE
 
 

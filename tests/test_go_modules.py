@@ -1,0 +1,221 @@
+"""Modules without vendor/ (issue 10, items 2 and 3), through a real module
+proxy made here (tests/goproxy.py: modules the tests write and Debian's
+go-cmp): `--go-proxy DIR` offline on every builder (docker, podman, rootless
+podman, host: one digest), `--go-proxy URL` and the caller's GOPROXY with
+`--network default`, `fabric deps` tarballs (reproducible, and read by the
+package rules), a wrong go.sum refused, and `--package` for a module's
+sub-package."""
+
+from __future__ import annotations
+
+import io
+import os
+import pwd
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from pathlib import Path
+
+import pytest
+from conftest import HANG_GUARD, OCIBUILD, ROOTLESS_USER, printed_digest, run_ocibuild
+from goproxy import chaincode_module, debian_module, escape, example_modules, serve_http, write_proxy
+
+GREET, LOUD = example_modules()
+
+
+@pytest.fixture(scope="module")
+def shared() -> Path:
+    """A directory the rootless user can reach (pytest's own are 0700)."""
+    d = Path(tempfile.mkdtemp(prefix="ocibuild-modules-", dir="/tmp"))
+    d.chmod(0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def proxy(shared) -> Path:
+    return write_proxy(shared / "proxy", [GREET, LOUD, debian_module()])
+
+
+@pytest.fixture
+def tmp_path(shared, request) -> Path:
+    """Each test's own directory, under `shared`."""
+    d = Path(tempfile.mkdtemp(prefix=request.node.name[:40] + "-", dir=shared))
+    d.chmod(0o755)
+    return d
+
+
+@pytest.fixture
+def module(tmp_path) -> Path:
+    """An unvendored main module needing loud (so greet) and go-cmp."""
+    return chaincode_module(tmp_path / "cc", [LOUD, debian_module()], pool=[GREET])
+
+
+def fresh_home(tmp_path: Path) -> dict:
+    """An empty HOME: the host builder's module cache starts empty, so a
+    build can only succeed through the proxy."""
+    home = tmp_path / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    return {"HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache")}
+
+
+def build(source: Path, builder: str, out: Path, *args, env=None) -> subprocess.CompletedProcess:
+    if builder != "podman-rootless":
+        return run_ocibuild("build", source, "--builder", builder, "--output", f"oci-archive:{out}", *args,
+                            env=env)
+    pw = pwd.getpwnam(ROOTLESS_USER)
+    os.chown(out.parent, pw.pw_uid, -1)
+    clean = {"PATH": os.environ["PATH"], "HOME": pw.pw_dir, "USER": ROOTLESS_USER, "LANG": "C.UTF-8",
+             "XDG_RUNTIME_DIR": f"/run/user/{pw.pw_uid}"}
+    argv = ["runuser", "-u", ROOTLESS_USER, "--", "env", "-i", *[f"{k}={v}" for k, v in clean.items()],
+            str(OCIBUILD), "build", str(source), "--builder", "podman", "--output", f"oci-archive:{out}",
+            *map(str, args)]
+    return subprocess.run(argv, capture_output=True, text=True, cwd="/", timeout=HANG_GUARD)
+
+
+def error_line(r: subprocess.CompletedProcess) -> str:
+    assert r.returncode != 0, f"expected a failure: {r.stdout}{r.stderr}"
+    assert "Traceback" not in r.stderr, r.stderr
+    return r.stderr.strip().splitlines()[-1]
+
+
+def out_in(tmp_path: Path, name: str) -> Path:
+    d = tmp_path / f"out-{name}"
+    d.mkdir(mode=0o755)
+    return d / "image.tar"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("builder", ["host", pytest.param("docker", marks=pytest.mark.engine),
+                                     pytest.param("podman", marks=pytest.mark.engine),
+                                     pytest.param("podman-rootless", marks=(pytest.mark.engine, pytest.mark.root))])
+def test_an_unvendored_module_builds_offline_through_a_proxy_directory(builder, module, proxy, tmp_path,
+                                                                        require_engine):
+    """--network none and --go-proxy DIR: every builder gives the host's digest."""
+    if builder != "host":
+        require_engine(builder)
+    r = build(module, builder, out_in(tmp_path, builder), "--go-proxy", proxy, env=fresh_home(tmp_path))
+    digest = printed_digest(r)
+    reference = build(module, "host", out_in(tmp_path, "reference"), "--go-proxy", proxy,
+                      env=fresh_home(tmp_path / "reference"))
+    assert printed_digest(reference) == digest, f"{builder} differs from the host builder"
+
+
+def test_without_a_proxy_the_offline_build_says_what_to_do(module, tmp_path):
+    line = error_line(build(module, "host", out_in(tmp_path, "x"), env=fresh_home(tmp_path)))
+    assert "--go-proxy" in line and "--network default" in line, line
+
+
+def test_a_wrong_go_sum_hash_is_refused(module, proxy, tmp_path):
+    gosum = module / "go.sum"
+    lines = gosum.read_text().splitlines()
+    i = next(i for i, text in enumerate(lines) if text.startswith("example.com/greet ") and "/go.mod" not in text)
+    name, version, _ = lines[i].split()
+    lines[i] = f"{name} {version} h1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+    gosum.write_text("\n".join(lines) + "\n")
+    out = out_in(tmp_path, "x")
+    r = build(module, "host", out, "--go-proxy", proxy, env=fresh_home(tmp_path))
+    error_line(r)
+    assert "checksum mismatch" in r.stderr and "example.com/greet" in r.stderr, r.stderr
+    assert not out.exists()
+
+
+def test_a_module_missing_from_the_proxy_names_it(module, proxy, tmp_path):
+    partial = tmp_path / "partial"
+    shutil.copytree(proxy, partial)
+    shutil.rmtree(partial / "example.com" / "greet")
+    r = build(module, "host", out_in(tmp_path, "x"), "--go-proxy", partial, env=fresh_home(tmp_path))
+    error_line(r)
+    assert "example.com/greet" in r.stderr, r.stderr
+
+
+def test_a_proxy_url_and_the_callers_goproxy_with_the_network(module, proxy, tmp_path):
+    """--go-proxy URL needs --network default; with it the build goes
+    through the server (it saw the .zip requests). With no --go-proxy, the
+    caller's GOPROXY reaches the builder under --network default (and
+    --debug shows what was passed)."""
+    with serve_http(proxy) as server:
+        line = error_line(build(module, "host", out_in(tmp_path, "a"), "--go-proxy", server.url))
+        assert "needs the network" in line and "--network default" in line, line
+        digest = printed_digest(build(module, "host", out_in(tmp_path, "b"), "--go-proxy", server.url,
+                                      "--network", "default", env=fresh_home(tmp_path)))
+        assert server.requested(f"/{escape(GREET.path)}/@v/{GREET.version}.zip"), server.requests
+    with serve_http(proxy) as server:
+        home = fresh_home(tmp_path / "second")
+        env = {**home, "GOPROXY": server.url, "GOSUMDB": "off", "GOFLAGS": "-modcacherw"}
+        r = run_ocibuild("--debug", "build", module, "--builder", "host", "--network", "default",
+                         "--output", f"oci-archive:{out_in(tmp_path, 'c')}", env=env)
+        assert printed_digest(r) == digest
+        assert f"GOPROXY={server.url}" in r.stderr and "GOSUMDB=off" in r.stderr, r.stderr
+        assert server.requested(f"/{escape(LOUD.path)}/@v/{LOUD.version}.zip"), server.requests
+
+
+def test_fabric_deps_writes_a_reproducible_tarball_that_builds_offline(module, proxy, tmp_path, require_engine):
+    first, second = tmp_path / "deps1.tar", tmp_path / "deps2.tar"
+    for out in (first, second):
+        r = run_ocibuild("fabric", "deps", module, "--go-proxy", proxy, "--network", "none", "--output", out,
+                         env=fresh_home(tmp_path / out.stem))
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == f"{out}: 3 module(s)\n", r.stdout
+    assert first.read_bytes() == second.read_bytes(), "the same go.sum gave different tarballs"
+    with tarfile.open(first) as tar:
+        names = tar.getnames()
+        assert all(m.mtime == 0 and m.uid == 0 for m in tar.getmembers())
+    assert f"{GREET.path}/@v/{GREET.version}.zip" in names and f"{LOUD.path}/@v/list" in names
+    assert not [n for n in names if "sumdb" in n or n.endswith((".lock", ".ziphash"))], names
+    direct = printed_digest(build(module, "host", out_in(tmp_path, "dir"), "--go-proxy", proxy,
+                                  env=fresh_home(tmp_path / "dir")))
+    from_tar = printed_digest(build(module, "host", out_in(tmp_path, "tar"), "--go-proxy", first,
+                                    env=fresh_home(tmp_path / "tar")))
+    assert from_tar == direct
+
+
+def _hostile_tar(path: Path, name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> Path:
+    with tarfile.open(path, "w") as tar:
+        info = tarfile.TarInfo(name)
+        info.type, info.linkname = kind, link
+        data = b"" if kind != tarfile.REGTYPE else b"x"
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+@pytest.mark.parametrize("name, kind, link, rule", [
+    ("../escape.zip", tarfile.REGTYPE, "", "(path traversal)"),
+    ("/abs/x.mod", tarfile.REGTYPE, "", "(absolute path)"),
+    ("example.com/x/@v/list", tarfile.SYMTYPE, "/etc/passwd", "(absolute symlink target)"),
+    ("dev", tarfile.CHRTYPE, "", "(device and fifo entries are not allowed)"),
+])
+def test_a_hostile_deps_tarball_is_refused_like_a_package(module, tmp_path, name, kind, link, rule):
+    bad = _hostile_tar(tmp_path / "bad.tar", name, kind, link)
+    line = error_line(build(module, "host", out_in(tmp_path, "x"), "--go-proxy", bad))
+    assert line.startswith("error: --go-proxy bad.tar entry ") and line.endswith(rule), line
+    assert not (tmp_path / "escape.zip").exists()
+
+
+def test_not_a_proxy_at_all(module, tmp_path):
+    line = error_line(build(module, "host", out_in(tmp_path, "x"), "--go-proxy", tmp_path / "nothing"))
+    assert "--go-proxy" in line and "No such file" in line and "fabric deps" in line, line
+
+
+def test_a_modules_sub_package(tmp_path):
+    """--package ./cmd/cc, its import path, and SOURCE pointing at cmd/cc
+    itself build the same image; the module root alone is refused with the
+    main packages it has."""
+    m = tmp_path / "m"
+    (m / "cmd" / "cc").mkdir(parents=True)
+    (m / "lib").mkdir()
+    (m / "go.mod").write_text("module example.com/m\n\ngo 1.19\n")
+    (m / "lib" / "lib.go").write_text('package lib\n\nconst Name = "sub"\n')
+    (m / "cmd" / "cc" / "main.go").write_text(
+        'package main\n\nimport (\n\t"fmt"\n\n\t"example.com/m/lib"\n)\n\nfunc main() { fmt.Println(lib.Name) }\n')
+    digests = {printed_digest(build(m, "host", out_in(tmp_path, "a"), "--package", "./cmd/cc")),
+               printed_digest(build(m, "host", out_in(tmp_path, "b"), "--package", "example.com/m/cmd/cc")),
+               printed_digest(build(m / "cmd" / "cc", "host", out_in(tmp_path, "c")))}
+    assert len(digests) == 1, digests
+    line = error_line(build(m, "host", out_in(tmp_path, "d")))
+    assert line == f"error: the module at {m} has no Go files at its root; pass --package with one of its " \
+                   "main packages: ./cmd/cc", line
+    line = error_line(build(m, "host", out_in(tmp_path, "e"), "--package", "./lib/../../x"))
+    assert "outside the module" in line, line
