@@ -42,6 +42,13 @@ _GOPATH_MISSING = re.compile(r'cannot find package "([^"]+)" in any of:')
 # package "." in:` and the vendor directory; later Go: `import lookup disabled by -mod=vendor`).
 _VENDOR_STALE = ("inconsistent vendoring", "import lookup disabled by -mod=vendor", 'cannot find package "." in:')
 _NO_NETWORK = ("GOPROXY=off", "module lookup disabled", "cannot find module")
+# A module proxy without the module: "example.com/greet@v1.2.0: reading
+# file:///p/example.com/greet/@v/v1.2.0.zip: no such file or directory" (or 404 Not Found, 410 Gone).
+_PROXY_LACKS = re.compile(r"(\S+@\S+): reading (?:file|https?)://\S+: (no such file or directory|404 Not Found|"
+                          r"410 Gone)")
+# One that cannot be reached: 'example.com/loud@v0.3.0: Get "http://127.0.0.1:9/...": dial tcp
+# 127.0.0.1:9: connect: connection refused'.
+_PROXY_DOWN = re.compile(r'(\S+@\S+): Get "(https?://[^/"]+)[^"]*": (?:dial tcp \S+: )?([^\n]+)')
 
 
 def compile_hint(job: GoBuild, output: str) -> str:
@@ -49,7 +56,7 @@ def compile_hint(job: GoBuild, output: str) -> str:
     "" when no rule knows the cause (the caller then points at the first
     file:line the compiler named)."""
     return (toolchain_hint(output) or go_sum_hint(output) or stale_vendor_hint(job, output)
-            or gopath_package_hint(job, output) or needs_network_hint(job, output))
+            or gopath_package_hint(job, output) or proxy_hint(output) or needs_network_hint(job, output))
 
 
 def _newer_go(need: str) -> str:
@@ -112,6 +119,17 @@ def gopath_package_hint(job: GoBuild, output: str) -> str:
     return (f'GOPATH mode (no go.mod) finds no package "{m.group(1)}" in the source or the builder\'s '
             "GOPATH: add a go.mod (`go mod init`, `go mod tidy`) and run `go mod vendor`, or, with a go.mod, "
             "pass --go-proxy DIR|URL")
+
+
+def proxy_hint(output: str) -> str:
+    """The module proxy lacks a module, or cannot be reached."""
+    if m := _PROXY_LACKS.search(output):
+        return (f"the module proxy has no {m[1]} ({m[2]}): add it to the proxy; on a connected machine "
+                "`ocibuild fabric deps SOURCE --output deps.tar` fetches everything a module needs")
+    if m := _PROXY_DOWN.search(output):
+        return (f"the module proxy {m[2]} cannot be reached for {m[1]} ({m[3].strip()}): check --go-proxy "
+                "or GOPROXY, or build from a proxy directory or a `fabric deps` tarball")
+    return ""
 
 
 def needs_network_hint(job: GoBuild, output: str) -> str:

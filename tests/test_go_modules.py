@@ -12,6 +12,7 @@ import io
 import os
 import pwd
 import shutil
+import socket
 import subprocess
 import tarfile
 import tempfile
@@ -126,8 +127,22 @@ def test_a_module_missing_from_the_proxy_names_it(module, proxy, tmp_path):
     shutil.copytree(proxy, partial)
     shutil.rmtree(partial / "example.com" / "greet")
     r = build(module, "host", out_in(tmp_path, "x"), "--go-proxy", partial, env=fresh_home(tmp_path))
-    error_line(r)
-    assert "example.com/greet" in r.stderr, r.stderr
+    line = error_line(r)
+    assert f"the module proxy has no {GREET.path}@{GREET.version} (no such file or directory)" in line, line
+    assert "ocibuild fabric deps" in line, line
+    with serve_http(proxy, missing=[GREET.path]) as server:
+        line = error_line(build(module, "host", out_in(tmp_path, "y"), "--go-proxy", server.url, "--network",
+                                "default", env=fresh_home(tmp_path / "http")))
+    assert f"the module proxy has no {GREET.path}@{GREET.version} (404 Not Found)" in line, line
+
+
+def test_an_unreachable_proxy_is_named(module, tmp_path):
+    with socket.socket() as s:           # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"
+        line = error_line(build(module, "host", out_in(tmp_path, "x"), "--go-proxy", url, "--network", "default",
+                                env=fresh_home(tmp_path)))
+    assert f"the module proxy {url} cannot be reached for " in line and "connection refused" in line, line
 
 
 def test_a_proxy_url_and_the_callers_goproxy_with_the_network(module, proxy, tmp_path):
