@@ -104,7 +104,7 @@ def _build_in(req: BuildRequest, work: WorkStore, progress: Progress) -> str:
     from .gomodules import modules_from
     from .gosource import GOPATH, GoBuild, check_confined, check_target, select_package
     from .oci.elf import go_version
-    from .toolchains import BUILT_WITH_LABEL, Requirement, pick, read_requirement
+    from .toolchains import BUILT_WITH_LABEL, Requirement, check_claim, pick, read_requirement
 
     check_go_platform(req.image.request.platform or Platform.host())    # before anything is read or started
     pkg = open_package(req.source, work.root, req.limits)
@@ -140,6 +140,7 @@ def _build_in(req: BuildRequest, work: WorkStore, progress: Progress) -> str:
     given = req.image.request
     defaults = image_changes(pkg, req.fabric_version)
     built_with = go_version(binary)       # what the binary says, whatever the toolchain's label claimed
+    check_claim(toolchain, built_with)
     if built_with:
         defaults = replace(defaults, labels={**defaults.labels, BUILT_WITH_LABEL: built_with.removeprefix("go")})
     changes = replace(given.changes.over(defaults), on_path=posixpath.dirname(req.binary_path))

@@ -178,6 +178,18 @@ def _how_to_add(builder: str) -> str:
             "go-builder:bookworm and go-builder:go1.24)")
 
 
+def check_claim(toolchain: Toolchain, built_with: str | None) -> None:
+    """Refuse a binary whose Go (from its build information) is not the
+    version its toolchain claimed: a mislabelled builder image would
+    otherwise be chosen for modules it cannot build, and its images
+    recorded wrongly."""
+    got = GoVersion.parse(built_with or "")
+    if toolchain.version is None or got is None or got == toolchain.version:
+        return
+    raise InputError(f"the toolchain {toolchain.where} claims Go {toolchain.version}, but its go is {built_with}; "
+                     f"fix its {BUILDER_LABEL} label (or VERSION file), or pass --builder-image/--go")
+
+
 # -- the host's toolchains ------------------------------------------------------
 
 def goroot_version(goroot: str) -> GoVersion | None:

@@ -9,6 +9,7 @@ Debian trixie (/var/cache/ocibuild/toolchains, go-builder:go1.24)."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -174,3 +175,25 @@ def test_go_picks_the_toolchain(tmp_path):
     assert "toolchain: go1.24.4 (/var/cache/ocibuild/toolchains/go1.24.4), for go 1.19" in r.stderr
     inspect = run_ocibuild("inspect", "--json", f"oci:{out}:b")
     assert '"org.ocibuild.go.version": "1.24.4"' in inspect.stdout
+
+
+def test_a_toolchain_that_is_not_what_it_claims_is_refused(tmp_path):
+    """A GOROOT whose VERSION says 1.30.0 but whose go is Debian's 1.19.8:
+    the binary's build information tells, and the build is refused rather
+    than labelled with a Go it was not built with."""
+    real = Path("/usr/lib/go-1.19")
+    fake = tmp_path / "liar"
+    (fake / "bin").mkdir(parents=True)
+    shutil.copy2(real / "bin" / "go", fake / "bin" / "go")      # a real file: the sandbox binds this GOROOT
+    for entry in real.iterdir():
+        if entry.name not in ("bin", "VERSION"):
+            (fake / entry.name).symlink_to(entry.resolve())
+    (fake / "VERSION").write_text("go1.30.0\n")
+    out = tmp_path / "out"
+    r = run_ocibuild("build", FIXTURES / "chaincode", "--builder", "host", "--go", "1.30",
+                     "--output", f"oci:{out}", env={"OCIBUILD_TOOLCHAINS": str(fake)})
+    assert r.returncode == 1, r.stderr
+    line = r.stderr.strip().splitlines()[-1]
+    assert line == (f"error: the toolchain {fake} claims Go 1.30.0, but its go is go1.19.8; fix its "
+                    "org.ocibuild.builder.go-version label (or VERSION file), or pass --builder-image/--go"), line
+    assert not out.exists()
