@@ -99,9 +99,10 @@ def _build_in(req: BuildRequest, work: WorkStore, progress: Progress) -> str:
     # Imported here: `assemble` needs none of the package readers or builders.
     from .builders import choose
     from .diagnoses import check_go_platform
+    from .errors import InputError
     from .fabric.conventions import INDEXES_PATH, image_changes
-    from .fabric.package import go_source, open_package
-    from .gomodules import modules_from
+    from .fabric.package import DIRECTORY, go_source, open_package
+    from .gomodules import check_reachable, modules_from
     from .gosource import GOPATH, GoBuild, check_confined, check_target, select_package
     from .oci.elf import go_version
     from .toolchains import BUILT_WITH_LABEL, Requirement, check_claim, pick, read_requirement
@@ -110,15 +111,19 @@ def _build_in(req: BuildRequest, work: WorkStore, progress: Progress) -> str:
     pkg = open_package(req.source, work.root, req.limits)
     src = go_source(pkg, req.import_path)
     if req.package:
+        if pkg.kind != DIRECTORY:
+            raise InputError(f"--package {req.package}: a chaincode package names its Go package itself "
+                             "(metadata.json path), as the peer builds it; --package is for directory builds")
         src = select_package(src, req.package)
     check_target(src)
     check_confined(src)
     platform = req.image.request.platform or Platform.host()
+    modules = modules_from(req.go_proxy, req.network, req.go_env, work.root, req.limits)
     builder = choose(req.builder, req.builder_image, progress.say, req.env)
+    check_reachable(modules, builder.name)
     need = read_requirement(os.path.join(src.root, "go.mod")) if src.mode != GOPATH else Requirement()
     toolchain = pick(builder.toolchains(), need, req.go, builder.name)     # before any container starts
     progress.say(f"toolchain: {toolchain}, for {need}")
-    modules = modules_from(req.go_proxy, req.network, req.go_env, work.root, req.limits)
     go = GoBuild(src, platform, ldflags=req.ldflags, tags=req.tags, cgo=req.cgo, network=req.network,
                  toolchain=toolchain, modules=modules)
     out_dir = os.path.join(work.root, "out")
@@ -201,6 +206,11 @@ def _deps_in(req: DepsRequest, work: WorkStore, progress: Progress) -> str:
     fetch = os.path.join(work.root, "fetch")
     os.mkdir(fetch)
     with progress.phase(f"fetching the modules of {pkg.source} with go{toolchain.version}"):
-        download = host.download(job, fetch, progress.say)
+        try:
+            download = host.download(job, fetch, progress.say)
+        except BuildError as e:
+            from .diagnoses import compile_hint
+            raise BuildError("host", e.exit_code, e.output, hint=compile_hint(job, e.output),
+                             shown=not progress.quiet, command="go mod download") from None
     count = write_deps(download, req.output, req.mtime)     # no modules at all: an empty proxy
     return f"{req.output}: {count} module(s)"

@@ -170,8 +170,8 @@ def assemble(ctx: Ctx, **opts):
                    "directory); default passes on GOPROXY, GOPRIVATE, GONOPROXY, GONOSUMDB, GOSUMDB, "
                    "GOINSECURE and GOFLAGS.")
 @click.option("--package", "go_package", default="", metavar="./DIR|IMPORT-PATH",
-              help="The module's main package to build (./cmd/cc, or its import path); default: the "
-                   "SOURCE directory (one inside a module is built from the module's root).")
+              help="Directory builds: the module's main package to build (./cmd/cc, or its import "
+                   "path); default: the module's root.")
 @click.option("--go-proxy", default="", metavar="DIR|FILE|URL",
               help="Modules from a proxy: a directory in the GOPROXY layout (a GOMODCACHE's "
                    "cache/download is one; works with --network none), a `fabric deps` tarball, or "
@@ -202,10 +202,7 @@ def build_command(ctx: Ctx, source, builder_name, builder_image, go_version, net
     on PATH as `chaincode`, no entrypoint, user chaincode (500), Fabric's
     labels and environment."""
     env = dict(os.environ)
-    go_env = {k: env[k] for k in NETWORK_VARS if k in env}
-    if ctx.debug and network == "default":
-        click.echo("debug: Go environment passed to the builder: "
-                   + (" ".join(f"{k}={v}" for k, v in sorted(go_env.items())) or "none set"), err=True)
+    go_env = _go_env(env, ctx.debug and network == "default")
     if binary_path.endswith("/"):          # a directory: the binary keeps its name
         binary_path += "chaincode"
     binary_dest = "/" + image_path(binary_path, "--binary-path")
@@ -221,6 +218,20 @@ def build_command(ctx: Ctx, source, builder_name, builder_image, go_version, net
 @cli.group()
 def fabric():
     """Fabric helpers: package IDs, the peer's image names, writing packages."""
+
+
+def _go_env(env: dict[str, str], show: bool) -> dict[str, str]:
+    """The caller's Go variables a build with the network gets (NETWORK_VARS;
+    settings made with `go env -w` live in go's own file and are not read).
+    `show`: say them on stderr (--debug), credentials in URLs hidden."""
+    go_env = {k: env[k] for k in NETWORK_VARS if k in env}
+    if show:
+        shown = " ".join(k + "=" + _USERINFO.sub(r"\1***@", v) for k, v in sorted(go_env.items()))
+        click.echo(f"debug: Go environment passed to the builder: {shown or 'none set'}", err=True)
+    return go_env
+
+
+_USERINFO = re.compile(r"(://)[^/@\s]+@")
 
 
 @fabric.command("deps")
@@ -244,7 +255,7 @@ def fabric_deps(ctx: Ctx, source, output, go_proxy, network, go_version, import_
     go.sum gives the same bytes (SOURCE_DATE_EPOCH sets the entries' mtime)."""
     env = dict(os.environ)
     req = DepsRequest(source=source, output=output, env=env,
-                      go_env={k: env[k] for k in NETWORK_VARS if k in env}, go_proxy=go_proxy,
+                      go_env=_go_env(env, ctx.debug and network == "default"), go_proxy=go_proxy,
                       network=network == "default", go=go_version, import_path=import_path,
                       mtime=source_date_epoch(env.get("SOURCE_DATE_EPOCH")))
     click.echo(fetch_deps(req, ctx))

@@ -69,15 +69,15 @@ class BuildError(OcibuildError):
     the pointer to the messages), and whether the messages were `shown`."""
 
     def __init__(self, builder: str, exit_code: int | None = None, output: str = "",
-                 position: str = "", hint: str = "", shown: bool = True):
+                 position: str = "", hint: str = "", shown: bool = True, command: str = "go build"):
         self.builder, self.exit_code, self.output = builder, exit_code, output
-        self.position, self.hint, self.shown = position, hint, shown
+        self.position, self.hint, self.shown, self.command = position, hint, shown, command
         super().__init__(self.message)
 
     @property
     def message(self) -> str:
         where = "on the host" if self.builder == "host" else f"in the {self.builder} builder"
-        head = f"go build failed {where}" + (f" (exit {self.exit_code})" if self.exit_code is not None else "")
+        head = f"{self.command} failed {where}" + (f" (exit {self.exit_code})" if self.exit_code is not None else "")
         if self.hint:
             return f"{head}: {self.hint}"
         at = f" at {self.position}" if self.position else ""

@@ -44,15 +44,13 @@ class GoSource:
 
 def detect(path: str, import_path: str | None = None) -> GoSource:
     """go.mod + vendor/ → -mod=vendor; go.mod → -mod=readonly; else GOPATH
-    mode. A directory inside a module (its cmd/cc) is that module's
-    package, as go itself reads it: built from the module root."""
+    mode, as the peer reads a package. A go.mod above SOURCE is never
+    looked for: one planted in a shared parent (/tmp) would otherwise take
+    the build over; a module's sub-package is named with --package."""
     if not os.path.isdir(path):
         raise InputError(f"{path!r} is not a directory; SOURCE must be a Go module or package directory")
     root = os.path.abspath(path)
-    enclosing = _enclosing_module(root)
-    if enclosing and enclosing != root:
-        return select_package(detect(enclosing), "./" + os.path.relpath(root, enclosing))
-    if enclosing:
+    if os.path.isfile(os.path.join(root, "go.mod")):
         mode = VENDOR if os.path.isdir(os.path.join(root, "vendor")) else READONLY
     else:
         if not any(n.endswith(".go") for n in os.listdir(root)):
@@ -62,17 +60,6 @@ def detect(path: str, import_path: str | None = None) -> GoSource:
     if not _IMPORT_PATH.fullmatch(ip) or ".." in ip.split("/"):
         raise InputError(f"invalid Go import path {ip!r}")
     return GoSource(root, mode, ip)
-
-
-def _enclosing_module(path: str) -> str | None:
-    """The nearest directory at or above `path` holding a go.mod."""
-    while True:
-        if os.path.isfile(os.path.join(path, "go.mod")):
-            return path
-        parent = os.path.dirname(path)
-        if parent == path:
-            return None
-        path = parent
 
 
 def select_package(src: GoSource, package: str) -> GoSource:
@@ -158,15 +145,15 @@ class Modules:
     proxy_dir: str = ""
     proxy_url: str = ""
 
-    def env(self, network: bool, proxy_at: str) -> dict[str, str]:
-        """The variables for go; `proxy_at`: where the builder put `proxy_dir`."""
+    def env(self, network: bool) -> dict[str, str]:
+        """The variables for go; every builder mounts `proxy_dir` at PROXY_MOUNT."""
         env = {"GOFLAGS": ""}
         if network:
             env.update(self.user_env)
         if self.proxy_url:
             env["GOPROXY"] = self.proxy_url
         elif self.proxy_dir:
-            env["GOPROXY"] = "file://" + proxy_at
+            env["GOPROXY"] = "file://" + PROXY_MOUNT
         elif not network:
             env["GOPROXY"] = "off"
         if (self.proxy_dir or self.proxy_url) and not (network and "GOSUMDB" in self.user_env):
@@ -204,14 +191,13 @@ class GoBuild:
             argv.append(f"-tags={self.tags}")
         return argv + ["-o", output, self.source.target]
 
-    def env(self, gopath: str | None = None, proxy_at: str = PROXY_MOUNT) -> dict[str, str]:
-        """The Go environment; `gopath` only in GOPATH mode (else the builder's
-        own); `proxy_at`: where the builder mounted modules.proxy_dir."""
+    def env(self, gopath: str | None = None) -> dict[str, str]:
+        """The Go environment; `gopath` only in GOPATH mode (else the builder's own)."""
         env = {
             "CGO_ENABLED": "1" if self.cgo else "0",
             "GOOS": self.platform.os,
             "GOARCH": self.platform.architecture,
-            **self.modules.env(self.network, proxy_at),
+            **self.modules.env(self.network),
             "GOTOOLCHAIN": "local",       # never fetch another toolchain (Go >= 1.21)
             "GOWORK": "off",              # no go.work from the source, its parents or TMPDIR
             "GO111MODULE": "off" if self.source.mode == GOPATH else "on",

@@ -23,7 +23,8 @@ BUILT_WITH_LABEL = "org.ocibuild.go.version"
 # Where host toolchains are looked for, besides `go` on PATH and Debian's
 # /usr/lib/go-*: each entry a GOROOT, or a directory of GOROOTs.
 TOOLCHAIN_DIRS = ("/var/cache/ocibuild/toolchains",)
-_VERSION = re.compile(r"(?:go)?(\d+)\.(\d+)(?:\.(\d+)|(rc|beta)(\d+))?", re.ASCII)
+_NUM = r"(0|[1-9]\d*)"          # Go refuses leading zeros
+_VERSION = re.compile(rf"(?:go)?{_NUM}\.{_NUM}(?:\.{_NUM}|(rc|beta){_NUM})?", re.ASCII)
 _KIND = {None: 0, "beta": 1, "rc": 2}      # 1.21 < 1.21beta1 < 1.21rc1 < 1.21.0 < 1.21.1
 
 
@@ -50,7 +51,10 @@ class GoVersion:
         return cls(int(major), int(minor))
 
     def _key(self) -> tuple[int, int, int, int]:
-        # Before Go 1.21, "1.19" was also the first release: count it as 1.19.0.
+        # Go's gover orders 1.N < 1.Nrc1 < 1.N.0. Before 1.21, though, a go line
+        # "1.19" meant the release itself (1.19.0, what toolchains of that era
+        # call themselves), so it is counted as 1.19.0 here: a go1.19.8
+        # toolchain fits `go 1.19` either way; only rc toolchains differ.
         if self.kind == 0 and (self.major, self.minor) < (1, 21):
             return self.major, self.minor, 3, 0
         return self.major, self.minor, self.kind, self.number
@@ -105,7 +109,11 @@ def read_requirement(gomod: str) -> Requirement:
     for raw in text.splitlines():
         words = raw.split("//", 1)[0].split()
         if len(words) == 2 and words[0] in ("go", "toolchain") and words[0] not in found:
-            version = GoVersion.parse(words[1])
+            if words == ["toolchain", "default"]:
+                continue                      # "whatever runs": no preference
+            # A toolchain name may carry a suffix after the version (go1.22.1+auto, -custom).
+            text = re.split(r"[-+]", words[1], maxsplit=1)[0] if words[0] == "toolchain" else words[1]
+            version = GoVersion.parse(text)
             if version is None or (words[0] == "toolchain" and not words[1].startswith("go")):
                 raise InputError(f"{gomod}: `{words[0]} {words[1]}` is not a Go version (as in `go 1.23.0`, "
                                  "`toolchain go1.23.4`); fix go.mod")
@@ -183,8 +191,8 @@ def check_claim(toolchain: Toolchain, built_with: str | None) -> None:
     version its toolchain claimed: a mislabelled builder image would
     otherwise be chosen for modules it cannot build, and its images
     recorded wrongly."""
-    got = GoVersion.parse(built_with or "")
-    if toolchain.version is None or got is None or got == toolchain.version:
+    got = GoVersion.parse((built_with or "").split(" ")[0])      # "go1.24.4 X:boringcrypto": the version
+    if toolchain.version is None or got is None or got.matches(toolchain.version):
         return
     raise InputError(f"the toolchain {toolchain.where} claims Go {toolchain.version}, but its go is {built_with}; "
                      f"fix its {BUILDER_LABEL} label (or VERSION file), or pass --builder-image/--go")

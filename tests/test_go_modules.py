@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import pwd
+import random
 import shutil
 import socket
 import subprocess
@@ -20,7 +21,9 @@ from pathlib import Path
 
 import pytest
 from conftest import HANG_GUARD, OCIBUILD, ROOTLESS_USER, printed_digest, run_ocibuild
+from fabric_corpus import package
 from goproxy import chaincode_module, debian_module, escape, example_modules, serve_http, write_proxy
+from goproxy import module as goproxy_module
 
 GREET, LOUD = example_modules()
 
@@ -209,15 +212,76 @@ def test_a_hostile_deps_tarball_is_refused_like_a_package(module, tmp_path, name
     assert not (tmp_path / "escape.zip").exists()
 
 
+def test_an_empty_tarball_is_no_deps_tarball(module, tmp_path):
+    empty = tmp_path / "empty.tar"
+    with tarfile.open(empty, "w"):
+        pass
+    line = error_line(build(module, "host", out_in(tmp_path, "x"), "--go-proxy", empty))
+    assert "holds no module" in line and "fabric deps" in line, line
+
+
+def test_fabric_deps_names_what_the_proxy_lacks(module, proxy, tmp_path):
+    partial = tmp_path / "partial"
+    shutil.copytree(proxy, partial)
+    shutil.rmtree(partial / "example.com" / "greet")
+    out = tmp_path / "deps.tar"
+    r = run_ocibuild("fabric", "deps", module, "--go-proxy", partial, "--network", "none", "--output", out,
+                     env=fresh_home(tmp_path))
+    line = error_line(r)
+    assert line.startswith("error: go mod download failed on the host (exit 1): the module proxy has no "
+                           f"{GREET.path}@{GREET.version}"), line
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".deps.tar.")]
+
+
+@pytest.mark.engine
+def test_a_loopback_proxy_is_refused_for_a_container_builder_and_the_bridge_works(module, proxy, tmp_path,
+                                                                                  require_engine):
+    """127.0.0.1 inside a builder container is the container's own: refused
+    before anything starts, for --go-proxy and for the caller's GOPROXY; the
+    same proxy served on the docker bridge builds the host's digest."""
+    require_engine("docker")
+    for i, (args, env) in enumerate(((("--go-proxy", "http://127.0.0.1:3000"), None),
+                                     ((), {"GOPROXY": "http://localhost:3000"}))):
+        line = error_line(build(module, "docker", out_in(tmp_path, f"x{i}"), *args, "--network", "default",
+                                env=env))
+        assert "on this machine's loopback, which a docker builder container cannot reach" in line, line
+    # A module version no cache has seen (the builder's module cache
+    # persists): the build can only have it from the server.
+    fresh = goproxy_module("example.com/fresh", f"v1.0.{random.getrandbits(30)}", {
+        "go.mod": "module example.com/fresh\n\ngo 1.17\n",
+        "fresh.go": "// Package fresh is new to every cache.\npackage fresh\n\n// N is a number.\nconst N = 3\n",
+    }, use=("example.com/fresh", "fresh.N"))
+    served = write_proxy(tmp_path / "served", [GREET, LOUD, debian_module(), fresh])
+    source = chaincode_module(tmp_path / "fresh-cc", [LOUD, fresh], pool=[GREET])
+    reference = printed_digest(build(source, "host", out_in(tmp_path, "ref"), "--go-proxy", served,
+                                     env=fresh_home(tmp_path)))
+    with serve_http(served, host="172.17.0.1") as server:
+        digest = printed_digest(build(source, "docker", out_in(tmp_path, "bridge"), "--go-proxy", server.url,
+                                      "--network", "default"))
+        assert server.requested(f"/example.com/fresh/@v/{fresh.version}.zip"), server.requests
+    assert digest == reference
+
+
+def test_package_is_for_directory_builds(tmp_path):
+    """A chaincode package says which Go package the peer builds (its
+    metadata path); --package would build another binary than the peer."""
+    pkg = tmp_path / "cc.tar.gz"
+    pkg.write_bytes(package())
+    line = error_line(run_ocibuild("build", pkg, "--builder", "host", "--package", "./cmd/cc",
+                                   "--output", f"oci:{tmp_path / 'o'}"))
+    assert "--package ./cmd/cc: a chaincode package names its Go package itself" in line, line
+
+
 def test_not_a_proxy_at_all(module, tmp_path):
     line = error_line(build(module, "host", out_in(tmp_path, "x"), "--go-proxy", tmp_path / "nothing"))
     assert "--go-proxy" in line and "No such file" in line and "fabric deps" in line, line
 
 
 def test_a_modules_sub_package(tmp_path):
-    """--package ./cmd/cc, its import path, and SOURCE pointing at cmd/cc
-    itself build the same image; the module root alone is refused with the
-    main packages it has."""
+    """--package ./cmd/cc and its import path build the same image; the
+    module root alone is refused with the main packages it has; cmd/cc as
+    SOURCE is not taken over by the go.mod above it (GOPATH mode, as the
+    peer reads a directory without go.mod: its module import fails)."""
     m = tmp_path / "m"
     (m / "cmd" / "cc").mkdir(parents=True)
     (m / "lib").mkdir()
@@ -226,9 +290,10 @@ def test_a_modules_sub_package(tmp_path):
     (m / "cmd" / "cc" / "main.go").write_text(
         'package main\n\nimport (\n\t"fmt"\n\n\t"example.com/m/lib"\n)\n\nfunc main() { fmt.Println(lib.Name) }\n')
     digests = {printed_digest(build(m, "host", out_in(tmp_path, "a"), "--package", "./cmd/cc")),
-               printed_digest(build(m, "host", out_in(tmp_path, "b"), "--package", "example.com/m/cmd/cc")),
-               printed_digest(build(m / "cmd" / "cc", "host", out_in(tmp_path, "c")))}
+               printed_digest(build(m, "host", out_in(tmp_path, "b"), "--package", "example.com/m/cmd/cc"))}
     assert len(digests) == 1, digests
+    r = build(m / "cmd" / "cc", "host", out_in(tmp_path, "c"))
+    assert "(gopath mode)" in r.stderr and r.returncode != 0, r.stderr
     line = error_line(build(m, "host", out_in(tmp_path, "d")))
     assert line == f"error: the module at {m} has no Go files at its root; pass --package with one of its " \
                    "main packages: ./cmd/cc", line

@@ -98,8 +98,8 @@ def test_an_interrupted_engine_load_that_landed_is_undone(require_engine, engine
         before = docker.image_id(name)
 
     class LateInterrupt(Engine):
-        def load(self, archive: str, name: str = "") -> None:
-            super().load(archive, name)
+        def load(self, archive: str, name: str = "", scratch: str = "") -> None:
+            super().load(archive, name, scratch)
             raise KeyboardInterrupt
 
     out = EngineOutput(EngineRef("docker-daemon", name), LateInterrupt("docker"))

@@ -52,6 +52,15 @@ def test_the_go_and_toolchain_lines_are_read(tmp_path):
     gomod.write_text("module m\ngo 1.21\ntoolchain 1.21.3\n")        # the line needs its go prefix
     with pytest.raises(InputError, match="toolchain 1.21.3"):
         read_requirement(str(gomod))
+    # Go's own forms: `toolchain default` (no preference), a name with a suffix.
+    gomod.write_text("module m\ngo 1.21.0\ntoolchain default\n")
+    assert read_requirement(str(gomod)) == Requirement(V("1.21.0"))
+    for name in ("go1.22.1+auto", "go1.22.1-custom"):
+        gomod.write_text(f"module m\ngo 1.21.0\ntoolchain {name}\n")
+        assert read_requirement(str(gomod)) == Requirement(V("1.21.0"), V("1.22.1")), name
+    gomod.write_text("module m\ngo 1.024\n")                       # Go refuses leading zeros
+    with pytest.raises(InputError, match="`go 1.024` is not a Go version"):
+        read_requirement(str(gomod))
 
 
 @pytest.mark.parametrize("go, toolchain, wanted, expected", [
@@ -125,6 +134,11 @@ def test_builder_images_are_found_by_their_label(engine, require_engine):
     assert found["1.19.8"] == OLD_IMAGE and found["1.24.4"] == NEW_IMAGE
     (given,) = engine_toolchains(Engine(engine), NEW_IMAGE)
     assert given == Toolchain(V("1.24.4"), NEW_IMAGE)
+    # An archive's label is read in place (manifest and config only), before any load.
+    archives = sorted(Path("/var/cache/ocibuild").glob("go-builder-go1.24-*.tar"))
+    assert archives, "scripts/setup keeps the go1.24 builder archive in /var/cache/ocibuild"
+    ref = f"docker-archive:{archives[-1]}"
+    assert engine_toolchains(Engine(engine), ref) == [Toolchain(V("1.24.4"), ref)]
 
 
 def test_the_go_version_is_read_from_the_binary(static_binary, tmp_path):
@@ -142,6 +156,13 @@ def test_the_go_version_is_read_from_the_binary(static_binary, tmp_path):
     empty = tmp_path / "empty"
     empty.write_bytes(b"")
     assert go_version(str(empty)) is None
+    # The build information is a section, not any bytes that look like it: a
+    # non-Go ELF carrying the magic and a version in its data says nothing.
+    posing = tmp_path / "posing"
+    data = bytearray(Path("/bin/sh").read_bytes())
+    data += bytes(-len(data) % 16) + b"\xff Go buildinf:\x08\x02" + bytes(16) + b"\x08go1.99.0"
+    posing.write_bytes(bytes(data))
+    assert go_version(str(posing)) is None
 
 
 @pytest.mark.parametrize("builder", ["host", pytest.param("docker", marks=pytest.mark.engine),

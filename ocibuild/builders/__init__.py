@@ -20,8 +20,8 @@ class Builder(Protocol):
     name: str
 
     def toolchains(self) -> list[Toolchain]:
-        """The Go toolchains this builder can compile with (cheap: image
-        labels, GOROOT VERSION files; nothing is run)."""
+        """The Go toolchains this builder can compile with (cheap: one
+        engine query for image labels, or GOROOT VERSION files; no go runs)."""
         ...
 
     def compile(self, job: GoBuild, out_dir: str, say: Say) -> str:

@@ -40,7 +40,7 @@ from ..gosource import BINARY, OUTPUT, PROXY_MOUNT, GoBuild
 from ..progress import Say, silent
 from ..toolchains import Toolchain
 from .container import CACHE, builder_env, source_mount
-from .images import DEFAULT_IMAGE, engine_toolchains, ensure_image, is_archive, no_go
+from .images import engine_toolchains, ensure_image, image_for, is_archive, no_go
 
 STAGE = "ocibuild-go-build"
 
@@ -95,7 +95,7 @@ class DockerBuilder:
         return output
 
     def _image(self, job: GoBuild) -> str:
-        return job.toolchain.where if job.toolchain else (self.image or DEFAULT_IMAGE)
+        return image_for(job, self.image)
 
     def dockerfile(self, job: GoBuild, image: str, argv: list[str], nested: bool = False) -> str:
         """`nested`: the context holds the source as src/ and a module proxy as goproxy/."""

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 from ..children import die_with_parent
 from ..errors import BuildError, EngineError
-from ..gosource import BINARY, GOPATH, GoBuild
+from ..gosource import BINARY, GOPATH, PROXY_MOUNT, GoBuild
 from ..progress import Say
 from ..toolchains import Toolchain, host_toolchains
 from .sandbox import bwrap, sandboxed
@@ -55,10 +55,10 @@ class HostBuilder:
                                     os.path.join(gopath, "src"), symlinks=True)
                 else:
                     shutil.copytree(job.source.root, cwd, symlinks=True)
-                env = job.env(f"{gopath}:{SYSTEM_GOPATH}", proxy_at=job.modules.proxy_dir)
+                env = job.env(f"{gopath}:{SYSTEM_GOPATH}")
             else:
                 cwd = job.source.root
-                env = job.env(proxy_at=job.modules.proxy_dir)   # a proxy: at its own path
+                env = job.env()
             argv = job.argv(output)
             source = job.source.root if job.source.mode != GOPATH else gopath
             self._go(job, argv[1:], "compiling", cwd, env, [source], [out_dir], say)
@@ -69,10 +69,11 @@ class HostBuilder:
         job.modules, into a fresh module cache in `work`; its cache/download
         (a tree in the GOPROXY layout)."""
         module, modcache = os.path.join(work, "module"), os.path.join(work, "modcache")
-        shutil.copytree(job.source.root, module, symlinks=True)    # go may add to go.sum
+        shutil.copytree(job.source.root, module, symlinks=True)    # go mod download may write go.sum
         os.mkdir(modcache)
-        env = {**job.env(proxy_at=job.modules.proxy_dir), "GOMODCACHE": modcache}
-        env["GOFLAGS"] = (env.get("GOFLAGS", "") + " -mod=mod -modcacherw").strip()
+        env = {**job.env(), "GOMODCACHE": modcache}
+        # -modcacherw: a writable cache, so the work store can be removed.
+        env["GOFLAGS"] = (env.get("GOFLAGS", "") + " -modcacherw").strip()
         self._go(job, ["mod", "download"], "downloading modules", module, env, [], [work], say)
         return os.path.join(modcache, "cache", "download")
 
@@ -93,9 +94,11 @@ class HostBuilder:
         caches = self._caches()
         full_env = {**self.env, **caches, **env, **goroot, "TMPDIR": "/tmp"}
         say(f"{doing} with the host's go (sandboxed): " + " ".join(args))
-        proxy = [job.modules.proxy_dir] if job.modules.proxy_dir else []
-        argv = sandboxed([go, *args], bwrap_path=bwrap_path, go=go, readonly=[*readonly, *proxy], cwd=cwd,
-                         writable=[*writable, *caches.values()], network=job.network)
+        # A proxy directory at the path the containers use: GOPROXY=file:///ocibuild/goproxy
+        # on every builder, whatever the host path holds (a "," or "|" would split GOPROXY).
+        proxy = ((job.modules.proxy_dir, PROXY_MOUNT),) if job.modules.proxy_dir else ()
+        argv = sandboxed([go, *args], bwrap_path=bwrap_path, go=go, readonly=readonly, cwd=cwd,
+                         writable=[*writable, *caches.values()], network=job.network, mounts=proxy)
         try:
             proc = subprocess.run(argv, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                   text=True, errors="replace", preexec_fn=die_with_parent())

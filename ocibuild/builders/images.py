@@ -12,6 +12,7 @@ import os
 
 from ..engines import Engine
 from ..errors import EngineError, InputError
+from ..gosource import GoBuild
 from ..oci.blobs import WorkStore
 from ..oci.readers import archive_identity, open_image
 from ..oci.reference import FileRef, parse_reference
@@ -36,14 +37,31 @@ def engine_toolchains(engine: Engine, image: str) -> list[Toolchain]:
     in the engine labelled with its Go version (the first name per version),
     else the default image."""
     if image:
-        labels = None if is_archive(image) else engine.labels(image)
-        return [Toolchain(GoVersion.parse((labels or {}).get(BUILDER_LABEL, "")), image)]
+        labels = _archive_labels(image) if is_archive(image) else engine.labels(image)
+        return [Toolchain(GoVersion.parse(str((labels or {}).get(BUILDER_LABEL, ""))), image)]
     found: dict[GoVersion, Toolchain] = {}
     for name, value in engine.labelled(BUILDER_LABEL):
         version = GoVersion.parse(value)
         if version is not None and version not in found:
             found[version] = Toolchain(version, name)
     return list(found.values()) or [Toolchain(None, DEFAULT_IMAGE)]
+
+
+def _archive_labels(ref: str) -> dict:
+    """The config labels of a --builder-image archive, read in place (the
+    config only; an archive that is not one is refused when it is loaded)."""
+    archive = parse_reference(ref, "--builder-image")
+    assert isinstance(archive, FileRef)
+    if not os.path.exists(archive.path):
+        raise InputError(f"--builder-image {ref}: {archive.path} does not exist")
+    labels = (open_image(archive).config_doc.get("config") or {}).get("Labels")
+    return labels if isinstance(labels, dict) else {}
+
+
+def image_for(job: GoBuild, given: str) -> str:
+    """The builder image a job compiles in: its chosen toolchain's, else the
+    --builder-image given, else the default."""
+    return job.toolchain.where if job.toolchain else (given or DEFAULT_IMAGE)
 
 
 def no_go(engine: str, image: str) -> InputError:

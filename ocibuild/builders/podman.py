@@ -31,7 +31,7 @@ from ..gosource import BINARY, OUTPUT, PROXY_MOUNT, GoBuild
 from ..progress import Say
 from ..toolchains import Toolchain
 from .container import CACHE, builder_env, source_mount
-from .images import DEFAULT_IMAGE, engine_toolchains, ensure_image, no_go
+from .images import engine_toolchains, ensure_image, image_for, no_go
 
 NAME_PREFIX = "ocibuild-build-"
 CACHE_VOLUME = "ocibuild-go-cache"
@@ -53,8 +53,7 @@ class PodmanBuilder:
             if ":" in path:
                 raise InputError(f"podman cannot mount {path!r} (it contains ':'); "
                                  "move it, or use --builder docker or --builder host")
-        wanted = job.toolchain.where if job.toolchain else (self.image or DEFAULT_IMAGE)
-        image = ensure_image(self.engine, wanted, say)
+        image = ensure_image(self.engine, image_for(job, self.image), say)
         argv = job.argv(f"{OUTPUT}/{BINARY}")
         env = builder_env(job)
         name = NAME_PREFIX + uuid.uuid4().hex[:16]

@@ -31,10 +31,12 @@ def bwrap(env: Mapping[str, str]) -> str:
 
 
 def sandboxed(argv: list[str], *, bwrap_path: str, go: str, readonly: list[str], writable: list[str],
-              cwd: str, network: bool) -> list[str]:
+              cwd: str, network: bool, mounts: tuple[tuple[str, str], ...] = ()) -> list[str]:
     """`argv` wrapped in a bubblewrap command line. `writable` directories
     (caches, the output, a GOPATH copy) are bound read-write at their own
-    paths; `readonly` ones (the source, a module proxy) read-only."""
+    paths; `readonly` ones (the source) read-only; `mounts` (host
+    directory, path inside) read-only elsewhere (a module proxy, at the
+    path the containers use too)."""
     out = [bwrap_path, "--die-with-parent", "--new-session", "--unshare-all"]
     if network:
         out.append("--share-net")
@@ -56,6 +58,8 @@ def sandboxed(argv: list[str], *, bwrap_path: str, go: str, readonly: list[str],
                 out += ["--ro-bind", path, path]
     for path in readonly:
         out += ["--ro-bind", path, path]
+    for path, inside in mounts:
+        out += ["--ro-bind", path, inside]
     for path in writable:
         out += ["--bind", path, path]
     return [*out, "--chdir", cwd, "--", *argv]

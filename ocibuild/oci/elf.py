@@ -4,7 +4,6 @@ binary was built with."""
 
 from __future__ import annotations
 
-import mmap
 import re
 import struct
 from dataclasses import dataclass
@@ -68,27 +67,63 @@ def read_elf(path: str) -> ElfInfo | None:
 
 _BUILDINFO_MAGIC = b"\xff Go buildinf:"
 _GO_VERSION = re.compile(rb"go1\.\d+(?:\.\d+|(?:rc|beta)\d+)?(?: [\x21-\x7e]+)?", re.ASCII)
+_MAX_SECTIONS = 4096
 
 
 def go_version(path: str) -> str | None:
-    """The Go version a binary was built with (`go1.24.4`), read from its
-    build information (Go 1.18+: the `.go.buildinfo` section holds it inline
-    after a 32-byte header, length-prefixed); None for anything else."""
+    """The Go version a binary was built with (`go1.24.4`), from its
+    `.go.buildinfo` section (found through the section headers, as Go's
+    debug/buildinfo does, so a string in the program's data cannot pose as
+    it): a 32-byte header, then (Go 1.18+, flag 2) the version inline,
+    length-prefixed. None for anything else."""
     try:
-        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-            at = m.find(_BUILDINFO_MAGIC)
-            while at >= 0 and at % 16:                  # the section is 16-byte aligned
-                at = m.find(_BUILDINFO_MAGIC, at + 1)
-            if at < 0 or not m[at + 15] & 2:            # flag 2: inline strings (Go >= 1.18)
+        with open(path, "rb") as f:
+            head = f.read(64)
+            if len(head) < 52 or head[:4] != b"\x7fELF":
                 return None
-            length, shift, pos = 0, 0, at + 32
-            while pos < at + 42:                        # an unsigned varint
-                byte = m[pos]
-                length |= (byte & 0x7F) << shift
-                pos, shift = pos + 1, shift + 7
-                if not byte & 0x80:
-                    break
-            raw = m[pos:pos + min(length, 64)]
-    except (OSError, ValueError, IndexError):
+            section = _section(f, head, b".go.buildinfo")
+            if section is None:
+                return None
+            f.seek(section[0])
+            data = f.read(min(section[1], 32 + 10 + 64))
+    except (OSError, struct.error):
         return None
+    if len(data) < 33 or not data.startswith(_BUILDINFO_MAGIC) or not data[15] & 2:
+        return None
+    length, shift, pos = 0, 0, 32
+    while pos < min(len(data), 42):                     # an unsigned varint
+        byte = data[pos]
+        length |= (byte & 0x7F) << shift
+        pos, shift = pos + 1, shift + 7
+        if not byte & 0x80:
+            break
+    raw = data[pos:pos + min(length, 64)]
     return raw.decode("ascii") if _GO_VERSION.fullmatch(raw) else None
+
+
+def _section(f, head: bytes, wanted: bytes) -> tuple[int, int] | None:
+    """(file offset, size) of the section named `wanted`."""
+    is64, end = head[4] == 2, "<" if head[5] == 1 else ">"
+    if is64:
+        shoff, = struct.unpack_from(end + "Q", head, 0x28)
+        shentsize, shnum, shstrndx = struct.unpack_from(end + "HHH", head, 0x3A)
+        fields, at = end + "IIQQQQ", (0, 4, 5)          # name, offset, size
+    else:
+        shoff, = struct.unpack_from(end + "I", head, 0x20)
+        shentsize, shnum, shstrndx = struct.unpack_from(end + "HHH", head, 0x2E)
+        fields, at = end + "IIIIII", (0, 4, 5)
+    if not shoff or shnum > _MAX_SECTIONS or shstrndx >= shnum or shentsize < struct.calcsize(fields):
+        return None
+    f.seek(shoff)
+    table = f.read(shnum * shentsize)
+    headers = [struct.unpack_from(fields, table, i * shentsize) for i in range(len(table) // shentsize)]
+    if shstrndx >= len(headers):
+        return None
+    names_at, names_size = headers[shstrndx][at[1]], headers[shstrndx][at[2]]
+    f.seek(names_at)
+    names = f.read(min(names_size, 1 << 20))
+    for h in headers:
+        name_at = h[at[0]]
+        if names[name_at:name_at + len(wanted) + 1] == wanted + b"\0":
+            return h[at[1]], h[at[2]]
+    return None
