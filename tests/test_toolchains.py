@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES, run_ocibuild
 
+from ocibuild.builders.docker import DockerBuilder
 from ocibuild.builders.images import engine_toolchains
 from ocibuild.engines import Engine
 from ocibuild.errors import InputError
@@ -134,6 +135,8 @@ def test_builder_images_are_found_by_their_label(engine, require_engine):
     assert found["1.19.8"] == OLD_IMAGE and found["1.24.4"] == NEW_IMAGE
     (given,) = engine_toolchains(Engine(engine), NEW_IMAGE)
     assert given == Toolchain(V("1.24.4"), NEW_IMAGE)
+    if engine == "docker":      # the docker builder's own two-call listing agrees with the engine wrapper's
+        assert DockerBuilder("", os.environ).toolchains() == engine_toolchains(Engine(engine), "")
     # An archive's label is read in place (manifest and config only), before any load.
     archives = sorted(Path("/var/cache/ocibuild").glob("go-builder-go1.24-*.tar"))
     assert archives, "scripts/setup keeps the go1.24 builder archive in /var/cache/ocibuild"

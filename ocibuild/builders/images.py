@@ -9,6 +9,7 @@ config digest, which is the image ID in docker and podman alike)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 
 from ..engines import Engine
 from ..errors import EngineError, InputError
@@ -39,8 +40,14 @@ def engine_toolchains(engine: Engine, image: str) -> list[Toolchain]:
     if image:
         labels = _archive_labels(image) if is_archive(image) else engine.labels(image)
         return [Toolchain(GoVersion.parse(str((labels or {}).get(BUILDER_LABEL, ""))), image)]
+    return labelled_toolchains(engine.labelled(BUILDER_LABEL))
+
+
+def labelled_toolchains(labelled: Iterable[tuple[str, str]]) -> list[Toolchain]:
+    """Toolchains from (image name, its BUILDER_LABEL value): the first name
+    per version, by name; the default image when there are none."""
     found: dict[GoVersion, Toolchain] = {}
-    for name, value in engine.labelled(BUILDER_LABEL):
+    for name, value in sorted(labelled):
         version = GoVersion.parse(value)
         if version is not None and version not in found:
             found[version] = Toolchain(version, name)
