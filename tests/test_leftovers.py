@@ -70,14 +70,19 @@ def test_the_compiler_dies_with_a_killed_ocibuild(tmp_path, builder, tool):
     `go build`) runs: the child gets the parent-death signal and ends."""
     fake = _fake_tool(tmp_path / "goroot" / "bin", tool)
     env = {**os.environ, "PATH": f"{fake.parent}{os.pathsep}{os.environ['PATH']}", "TMPDIR": str(tmp_path)}
-    proc = subprocess.Popen([OCIBUILD, "-q", "build", str(FIXTURES / "chaincode"), "--builder", builder,
-                             "--output", f"oci-archive:{tmp_path / 'o.tar'}"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _kill_while_it_runs([OCIBUILD, "-q", "build", str(FIXTURES / "chaincode"), "--builder", builder,
+                         "--output", f"oci-archive:{tmp_path / 'o.tar'}"], env, fake, tool)
+
+
+def _kill_while_it_runs(argv: list, env: dict, fake: Path, what: str) -> None:
+    """Run ocibuild; once the stand-in `fake` runs, kill -9 ocibuild; the
+    stand-in must end too (the parent-death signal)."""
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for(lambda: processes_mentioning(str(fake)), f"the stand-in {tool} to start", timeout=60)
+        wait_for(lambda: processes_mentioning(str(fake)), f"the stand-in {what} to start", timeout=60)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
-        wait_for(lambda: not processes_mentioning(str(fake)), f"the stand-in {tool} to end", timeout=30)
+        wait_for(lambda: not processes_mentioning(str(fake)), f"the stand-in {what} to end", timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -107,16 +112,5 @@ def test_an_engine_load_dies_with_a_killed_ocibuild(tmp_path, static_binary, eng
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "TMPDIR": str(tmp_path)}
     name = f"localhost/ocibuild-test/killed-load:{os.getpid()}"
     prefix = "docker-daemon" if engine == "docker" else "containers-storage"
-    proc = subprocess.Popen([OCIBUILD, "-q", "assemble", "--add", f"{static_binary.path}:/usr/local/bin/cc",
-                             "--output", f"{prefix}:{name}"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for(lambda: processes_mentioning(str(fake)), f"the stand-in {engine} load to start", timeout=60)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-        wait_for(lambda: not processes_mentioning(str(fake)), f"the stand-in {engine} load to end", timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        for line in processes_mentioning(str(fake)):
-            os.kill(int(line.split(":")[0]), signal.SIGKILL)
+    _kill_while_it_runs([OCIBUILD, "-q", "assemble", "--add", f"{static_binary.path}:/usr/local/bin/cc",
+                         "--output", f"{prefix}:{name}"], env, fake, f"{engine} load")

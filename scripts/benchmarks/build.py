@@ -70,9 +70,9 @@ from .common import (
     measure,
     median_or_none,
     out,
+    print_temperatures,
     prune_new_cache,
     run,
-    tool_row,
 )
 
 PODMAN_VOLUME = "ocibuild-go-cache"             # ocibuild.builders.podman.CACHE_VOLUME
@@ -404,18 +404,7 @@ def same_work(work: Path, last: str, measured: list[str], digests: dict[str, dic
 
 
 def report(cold: list[Tool], warm: list[Tool], checks: list[str], enforce: bool = True) -> int:
-    print("| tool | median s | min s | ratio to ocibuild --builder docker, same temperature "
-          "(median/median; < 1 = faster) | output bytes |")
-    print("|---|---:|---:|---:|---:|")
-    for group in (cold, warm):
-        base = median_or_none(group[0])
-        for t in group:
-            print(tool_row(t, base, str(t.size), not_run="--cold-runs 0"))
-    print()
-    for line in checks:
-        print(line)
-    if checks:
-        print()
+    print_temperatures(cold, warm, "ocibuild --builder docker", checks)
 
     by = {t.key: t for t in cold + warm}
     print("acceptance (median/median; lower is better):")

@@ -214,6 +214,23 @@ def tool_row(t: Tool, base: float | None, last: str, not_run: str = "not run") -
     return f"| {t.label} | {med:.3f} | {min(t.times):.3f} | {ratio} | {last}{note} |"
 
 
+def print_temperatures(cold: list[Tool], warm: list[Tool], ratio_to: str, checks: list[str]) -> None:
+    """The COLD and WARM rows in one table, each group's ratios to its first
+    tool (`ratio_to` names it), then the check lines."""
+    print(f"| tool | median s | min s | ratio to {ratio_to}, same temperature (median/median; < 1 = faster) "
+          "| output bytes |")
+    print("|---|---:|---:|---:|---:|")
+    for group in (cold, warm):
+        base = median_or_none(group[0])
+        for t in group:
+            print(tool_row(t, base, str(t.size), not_run="--cold-runs 0"))
+    print()
+    for line in checks:
+        print(line)
+    if checks:
+        print()
+
+
 def median_or_none(t: Tool) -> float | None:
     return statistics.median(t.times) if t.times else None
 

@@ -61,11 +61,10 @@ from .common import (
     docker_cleanup_image,
     exit_status,
     loadavg,
-    median_or_none,
     out,
+    print_temperatures,
     prune_new_cache,
     run,
-    tool_row,
 )
 
 if str(REPO / "tests") not in sys.path:
@@ -241,18 +240,7 @@ def same_work(work: Path, last: str, seen: dict[tuple[str, str], list[str]], poo
 
 
 def report(cold: list[Tool], warm: list[Tool], checks: list[str], n_modules: int, enforce: bool = True) -> int:
-    print("| tool | median s | min s | ratio to ocibuild, same temperature (median/median; < 1 = faster) "
-          "| output bytes |")
-    print("|---|---:|---:|---:|---:|")
-    for group in (cold, warm):
-        base = median_or_none(group[0])
-        for t in group:
-            print(tool_row(t, base, str(t.size), not_run="--cold-runs 0"))
-    print()
-    for line in checks:
-        print(line)
-    if checks:
-        print()
+    print_temperatures(cold, warm, "ocibuild", checks)
 
     print("acceptance (median/median; lower is better):")
     oc, bc, ow, bw = *cold, *warm
