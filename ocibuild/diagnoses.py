@@ -48,6 +48,8 @@ _PROXY_LACKS = re.compile(r"(\S+@\S+): reading (?:file|https?)://\S+: (no such f
                           r"410 Gone)")
 # One that cannot be reached: 'example.com/loud@v0.3.0: Get "http://127.0.0.1:9/...": dial tcp
 # 127.0.0.1:9: connect: connection refused'.
+# go.sum disagrees with what was downloaded: "verifying example.com/greet@v1.2.0: checksum mismatch".
+_MISMATCH = re.compile(r"verifying (\S+?)(/go\.mod)?: checksum mismatch")
 _PROXY_DOWN = re.compile(r'(\S+@\S+): Get "(https?://[^/"]+)[^"]*": (?:dial tcp \S+: )?([^\n]+)')
 
 
@@ -122,7 +124,12 @@ def gopath_package_hint(job: GoBuild, output: str) -> str:
 
 
 def proxy_hint(output: str) -> str:
-    """The module proxy lacks a module, or cannot be reached."""
+    """The module proxy lacks a module, serves other bytes than go.sum
+    recorded, or cannot be reached."""
+    if m := _MISMATCH.search(output):
+        return (f"{m[1]}{m[2] or ''} from the module proxy does not match go.sum (checksum mismatch): the proxy "
+                "serves other bytes than the module's authors published, or go.sum is wrong; refused — check "
+                "the mirror, or the go.sum line")
     if m := _PROXY_LACKS.search(output):
         return (f"the module proxy has no {m[1]} ({m[2]}): add it to the proxy; on a connected machine "
                 "`ocibuild fabric deps SOURCE --output deps.tar` fetches everything a module needs")
