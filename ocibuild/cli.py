@@ -168,7 +168,7 @@ def assemble(ctx: Ctx, **opts):
 @click.option("--network", type=click.Choice(["none", "default"]), default="none", show_default=True,
               help="Network during the build: none means no module downloads (but from a --go-proxy "
                    "directory); default passes on GOPROXY, GOPRIVATE, GONOPROXY, GONOSUMDB, GOSUMDB, "
-                   "GOINSECURE and GOFLAGS.")
+                   "GOINSECURE and GOFLAGS from the environment (not `go env -w` settings).")
 @click.option("--package", "go_package", default="", metavar="./DIR|IMPORT-PATH",
               help="Directory builds: the module's main package to build (./cmd/cc, or its import "
                    "path); default: the module's root.")
