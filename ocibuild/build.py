@@ -79,6 +79,8 @@ class BuildRequest:
     go: str = ""                       # --go: a toolchain version (1.24, 1.24.4)
     go_proxy: str = ""                 # --go-proxy: a directory, a `fabric deps` tarball or a URL
     package: str = ""                  # --package: the module's package to build (./cmd/cc)
+    repacked: bool = False             # the package file was re-made from a tree the peer extracted:
+                                       # its package ID is not the peer's, so none is recorded
     go_env: Mapping[str, str] = field(default_factory=dict)   # the caller's GOPROXY, GOFLAGS, ...
     network: bool = False
     ldflags: str = ""
@@ -109,6 +111,8 @@ def _build_in(req: BuildRequest, work: WorkStore, progress: Progress) -> str:
 
     check_go_platform(req.image.request.platform or Platform.host())    # before anything is read or started
     pkg = open_package(req.source, work.root, req.limits)
+    if req.repacked:
+        pkg = replace(pkg, package_id="")
     src = go_source(pkg, req.import_path)
     if req.package:
         if pkg.kind != DIRECTORY:

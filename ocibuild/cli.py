@@ -20,6 +20,10 @@ from .build import BuildRequest, DepsRequest, ImageJob, build_chaincode, fetch_d
 from .builders import BUILDERS
 from .diagnoses import check_linux
 from .errors import InputError, OcibuildError
+from .extbuilder import Settings, install, outputs_for
+from .extbuilder import build as external_build
+from .extbuilder import release as external_release
+from .extbuilder import run as external_run
 from .fabric.common import Limits
 from .fabric.conventions import BINARY_PATH, DEFAULT_VERSION
 from .gosource import NETWORK_VARS
@@ -259,6 +263,80 @@ def fabric_deps(ctx: Ctx, source, output, go_proxy, network, go_version, import_
                       network=network == "default", go=go_version, import_path=import_path,
                       mtime=source_date_epoch(env.get("SOURCE_DATE_EPOCH")))
     click.echo(fetch_deps(req, ctx))
+
+
+@fabric.command("install-builder")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--engine", type=click.Choice(["podman", "docker", "none"]), default="podman", show_default=True,
+              help="Where images are loaded and chaincode runs (none: build only, e.g. --output docker://...).")
+@click.option("--builder", "builder_name", default="auto", show_default=True, type=click.Choice(BUILDERS))
+@click.option("--builder-image", default="", help="As for build.")
+@click.option("--go", "go_version", default="", metavar="VERSION", help="As for build.")
+@click.option("--go-proxy", default="", metavar="DIR|FILE|URL", help="As for build.")
+@click.option("--network", type=click.Choice(["none", "default"]), default="none", show_default=True,
+              help="During the compile, as for build.")
+@click.option("--output", "outputs", multiple=True, metavar="REF",
+              help="Also write each image here (e.g. docker://registry/repo:tag). Repeatable.")
+@click.option("--run-network", default="host", show_default=True,
+              help="The chaincode container's network (host: peer_address resolves as for the peer).")
+@click.option("--fabric-version", default=DEFAULT_VERSION, show_default=True)
+def fabric_install_builder(directory, engine, builder_name, builder_image, go_version, go_proxy, network, outputs,
+                           run_network, fabric_version):
+    """Write a peer external builder (DIR/bin/detect, build, release, run).
+
+    The executables call this installation of ocibuild; their settings are
+    in DIR/ocibuild-builder.json. Prints the core.yaml entry to add under
+    chaincode.externalBuilders."""
+    settings = Settings(engine=engine, builder=builder_name, builder_image=builder_image, go=go_version,
+                        go_proxy=go_proxy, network=network, outputs=tuple(outputs), run_network=run_network,
+                        fabric_version=fabric_version)
+    for ref in outputs:
+        open_output(ref, 0)                  # checked now, not at the peer's first build
+    click.echo(install(directory, settings, sys.executable), nl=False)
+
+
+@fabric.group("external", hidden=True)
+def fabric_external():
+    """The steps a peer runs (through DIR/bin/*, written by install-builder)."""
+
+
+def _settings(path: str) -> Settings:
+    return Settings.read(path)
+
+
+@fabric_external.command("build")
+@click.option("--settings", "settings_path", required=True)
+@click.argument("source_dir")
+@click.argument("metadata_dir")
+@click.argument("output_dir")
+@click.pass_obj
+def fabric_external_build(ctx: Ctx, settings_path, source_dir, metadata_dir, output_dir):
+    settings = _settings(settings_path)
+    env = dict(os.environ)
+    os.makedirs(output_dir, exist_ok=True)
+    opts = {"base": "static", "entrypoint": None, "cmd": None, "envs": (), "user": None, "workdir": None,
+            "labels": (), "annotations": (), "platform": None, "comp": "gzip", "chown": "0:0",
+            "outputs": tuple(outputs_for(output_dir, settings)), "insecure": ()}
+    click.echo(external_build(source_dir, metadata_dir, output_dir, image_job(opts, env), settings, env, ctx))
+
+
+@fabric_external.command("release")
+@click.option("--settings", "settings_path", required=True)
+@click.argument("output_dir")
+@click.argument("release_dir")
+def fabric_external_release(settings_path, output_dir, release_dir):
+    _settings(settings_path)
+    external_release(output_dir, release_dir)
+
+
+@fabric_external.command("run")
+@click.option("--settings", "settings_path", required=True)
+@click.argument("output_dir")
+@click.argument("run_metadata_dir")
+@click.pass_obj
+def fabric_external_run(ctx: Ctx, settings_path, output_dir, run_metadata_dir):
+    code = external_run(output_dir, run_metadata_dir, _settings(settings_path), ctx)
+    raise SystemExit(code)
 
 
 @fabric.command("package-id")

@@ -232,6 +232,50 @@ class Engine:
 
     # -- containers -------------------------------------------------------------
 
+    def create_container(self, image: str, name: str, command: list[str], env: dict[str, str],
+                         network: str) -> None:
+        """A container `name` of `image`, not started, removed by the engine
+        once it exits (even when nobody waits for it)."""
+        self.call(f"create of {name}", self.client.container.create, image, command, name=name, envs=env,
+                  networks=[network], remove=True, pull="never")
+
+    def copy_files(self, container: str, dest: str, files: dict[str, str], owner: tuple[int, int]) -> None:
+        """Text `files` into the created container's directory `dest`, mode
+        0400, owned by `owner` (docker: the files' own owner, `cp -a`;
+        podman: its cp gives them to the container's user, `owner`)."""
+        from python_on_whales.utils import run
+        with tempfile.TemporaryDirectory(prefix="ocibuild-cp-") as tmp:
+            for fname, text in files.items():
+                path = os.path.join(tmp, fname)
+                with open(path, "w", encoding="utf-8") as f:
+                    f.write(text)
+                os.chmod(path, 0o400)
+                if self.name == "docker" and os.geteuid() == 0:
+                    os.chown(path, *owner)
+            os.chmod(tmp, 0o755)
+            args = ["cp", "-a"] if self.name == "docker" else ["cp"]
+            self.call(f"copy into {container}", run,
+                      [*self.client.client_config.docker_cmd, *args, f"{tmp}/.", f"{container}:{dest}"])
+
+    def start_attached(self, container: str) -> int:
+        """Start the created container, its output streamed to ours; its
+        exit code. The engine's own failures (exit 125–127) are errors."""
+        import sys
+
+        from python_on_whales.exceptions import DockerException
+        try:
+            stream = self.client.container.start(container, attach=True, stream=True)
+            assert stream is not None and not isinstance(stream, str)     # stream=True: (source, bytes) pairs
+            for source, chunk in stream:
+                out = sys.stdout.buffer if source == "stdout" else sys.stderr.buffer
+                out.write(chunk)
+                out.flush()
+        except DockerException as e:
+            if e.return_code in (125, 126, 127):
+                raise EngineError(f"{self.name} could not start {container}: {last_line(e.stderr)}") from None
+            return e.return_code
+        return 0
+
     def remove_container(self, name: str) -> None:
         """Remove container `name` at once (SIGKILL, no stop timeout), if it exists."""
         from python_on_whales.exceptions import NoSuchContainer

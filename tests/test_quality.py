@@ -36,8 +36,9 @@ ALLOWED = {
     "transports": BOTTOM | {"oci", "outputs", "engines", "registry"},
     "build": BOTTOM | {"oci", "gosource", "toolchains", "gomodules", "diagnoses", "fabric", "builders",
                        "outputs", "registry", "transports"},
+    "extbuilder": BOTTOM | {"oci", "fabric", "engines", "build"},
     "cli": BOTTOM | {"oci", "gosource", "toolchains", "gomodules", "diagnoses", "fabric", "builders",
-                     "outputs", "registry", "transports", "build", "__init__"},
+                     "outputs", "registry", "transports", "build", "extbuilder", "__init__"},
     "__init__": set(),
     "__main__": {"cli"},
 }
@@ -54,6 +55,7 @@ FORBIDDEN_THIRD_PARTY = {
     "registry": {"click", "rich", "python_on_whales"},
     "builders": {"click", "rich", "httpx"},
     "build": {"click", "rich"},
+    "extbuilder": {"click", "rich", "httpx"},
 }
 
 

@@ -268,6 +268,16 @@ def _metadata(data: bytes) -> dict:
     return {"type": kind.lower(), "path": path, "label": label}
 
 
+def read_metadata_file(path: str, limits: Limits = Limits()) -> dict:
+    """An extracted package's metadata.json (an external builder's
+    METADATA_DIR), checked as inside a package."""
+    data = regular_file(path, limits.max_header, "metadata.json")
+    if data is None:
+        raise PackageError(f"{path} does not exist; METADATA_DIR must hold the package's metadata.json "
+                           "(missing metadata)", entry=METADATA, rule="missing metadata")
+    return _metadata(data)
+
+
 def _check_import_path(path: str, what: str, entry: str = "") -> None:
     if not path:
         raise PackageError(f"{what} is empty; Go chaincode needs its import path (bad import path)",

@@ -17,13 +17,13 @@ import re
 import stat
 import tempfile
 
-from ..errors import InputError, OutputError
+from ..errors import InputError, OutputError, PackageError
 from ..fsutil import publish, staging_prefix, sweep_stale, unlink_quietly, walk
 from ..oci.compression import compression
 from ..oci.digest import HashingWriter, hex_of, is_digest
-from ..oci.entries import DIR, FILE, Entry
+from ..oci.entries import DIR, FILE, SYMLINK, Entry
 from ..oci.tarwriter import end_archive, write_member, write_tar
-from .common import LABEL_RULE, valid_label
+from .common import LABEL_RULE, Limits, valid_label
 from .package import _IMPORT_PATH, CODE, METADATA, _module_path
 
 FABRIC_UID = 500          # the peer CLI's owner for code.tar.gz entries
@@ -273,3 +273,35 @@ def _write_package(out: str, metadata: dict, code: list[Entry], mtime: int) -> s
             os.close(tmp_fd)
         unlink_quietly(tmp)                 # after publish(): already gone
     return f"{metadata['label']}:{hex_of(hashing.digest)}"
+
+
+def repack_extracted(out: str, code_dir: str, metadata: dict, limits: Limits) -> None:
+    """The lifecycle package a peer extracted into `code_dir` (its
+    code.tar.gz, as an external builder gets it), made into a package file
+    again at `out`, so it is read by exactly the rules `ocibuild build PKG`
+    applies. Nothing is followed or normalised away that the reader must
+    judge: symlinks stay symlinks (refused there, as the peer refuses them),
+    file modes keep their executable bits; devices, fifos and sockets are
+    refused here. Bounded by `limits` (entries, total bytes)."""
+    entries: list[Entry] = []
+    total = 0
+
+    def fail(arc: str, problem: str, rule: str) -> None:
+        raise PackageError(f"SOURCE_DIR entry {arc!r} {problem} ({rule})", entry=arc, rule=rule)
+
+    for full, arc, lst in walk(code_dir, "", lambda full, name: True):
+        if len(entries) >= limits.max_entries:
+            fail(arc, f"is past the {limits.max_entries} entries a package may hold", "entry limit")
+        mode = 0o755 if lst.st_mode & 0o111 else 0o644
+        if stat.S_ISDIR(lst.st_mode):
+            entries.append(Entry(arc, DIR, 0o755, FABRIC_UID, FABRIC_UID))
+        elif stat.S_ISLNK(lst.st_mode):
+            entries.append(Entry(arc, SYMLINK, 0o777, FABRIC_UID, FABRIC_UID, link=os.readlink(full)))
+        elif stat.S_ISREG(lst.st_mode):
+            total += lst.st_size
+            if total > limits.max_bytes:
+                fail(arc, f"takes the code past {limits.max_bytes} bytes", "size limit")
+            entries.append(Entry(arc, FILE, mode, FABRIC_UID, FABRIC_UID, size=lst.st_size, source=full))
+        else:
+            fail(arc, "is a device, fifo or socket", "device and fifo entries are not allowed")
+    _write_package(out, metadata, sorted(entries, key=Entry.sort_key), 0)
