@@ -233,29 +233,20 @@ class Engine:
     # -- containers -------------------------------------------------------------
 
     def create_container(self, image: str, name: str, command: list[str], env: dict[str, str],
-                         network: str) -> None:
+                         network: str, files: tuple[tuple[str, str], ...] = ()) -> None:
         """A container `name` of `image`, not started, removed by the engine
-        once it exits (even when nobody waits for it)."""
+        once it exits (even when nobody waits for it); `files`: (host file,
+        path inside) bound read-only."""
         self.call(f"create of {name}", self.client.container.create, image, command, name=name, envs=env,
-                  networks=[network], remove=True, pull="never")
+                  networks=[network], remove=True, pull="never",
+                  volumes=[(host, inside, "ro") for host, inside in files])
 
-    def copy_files(self, container: str, dest: str, files: dict[str, str], owner: tuple[int, int]) -> None:
-        """Text `files` into the created container's directory `dest`, mode
-        0400, owned by `owner` (docker: the files' own owner, `cp -a`;
-        podman: its cp gives them to the container's user, `owner`)."""
-        from python_on_whales.utils import run
-        with tempfile.TemporaryDirectory(prefix="ocibuild-cp-") as tmp:
-            for fname, text in files.items():
-                path = os.path.join(tmp, fname)
-                with open(path, "w", encoding="utf-8") as f:
-                    f.write(text)
-                os.chmod(path, 0o400)
-                if self.name == "docker" and os.geteuid() == 0:
-                    os.chown(path, *owner)
-            os.chmod(tmp, 0o755)
-            args = ["cp", "-a"] if self.name == "docker" else ["cp"]
-            self.call(f"copy into {container}", run,
-                      [*self.client.client_config.docker_cmd, *args, f"{tmp}/.", f"{container}:{dest}"])
+    def copy_into(self, container: str, source_dir: str, dest: str) -> None:
+        """`source_dir`'s files into the created container's `dest`. podman's
+        cp gives them to the container's user; docker's would make them
+        root's (its `cp -a` needs a getent in the image), so docker callers
+        bind files instead (create_container's `files`)."""
+        self.call(f"copy into {container}", self.client.container.copy, f"{source_dir}/.", (container, dest))
 
     def start_attached(self, container: str) -> int:
         """Start the created container, its output streamed to ours; its

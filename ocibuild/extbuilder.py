@@ -290,15 +290,48 @@ def run(output_dir: str, run_dir: str, settings: Settings, progress: Progress) -
         env.update(CORE_TLS_CLIENT_KEY_FILE=f"{TLS_DIR}/client_pem.key",
                    CORE_TLS_CLIENT_CERT_FILE=f"{TLS_DIR}/client_pem.crt",
                    CORE_PEER_TLS_ROOTCERT_FILE=f"{TLS_DIR}/peer.crt")
-    try:
-        engine.create_container(rec.name, container, ["chaincode", f"-peer.address={meta.peer_address}"], env,
-                                settings.run_network)
-        if meta.tls:
-            engine.copy_files(container, TLS_DIR, {"client_pem.key": meta.client_key,
-                                                   "client_pem.crt": meta.client_cert,
-                                                   "peer.crt": meta.root_cert}, owner=(500, 500))
-        progress.say(f"starting {container} from {rec.name} ({engine.name}, network {settings.run_network})")
-        return engine.start_attached(container)
-    except BaseException:
-        engine.remove_container(container)
-        raise
+    command = ["chaincode", f"-peer.address={meta.peer_address}"]
+    # In a work store: removed when run ends, swept by a later run if it was killed.
+    with WorkStore() as work:
+        tls = os.path.join(work.root, "tls")
+        os.mkdir(tls)
+        try:
+            binds: tuple[tuple[str, str], ...] = ()
+            if meta.tls:
+                root = os.geteuid() == 0
+                binds = _tls_files(tls, meta, own=engine.name == "docker" and root,
+                                   unowned_readable=engine.name == "docker" and not root)
+            engine.create_container(rec.name, container, command, env, settings.run_network,
+                                    files=binds if engine.name == "docker" else ())
+            if meta.tls and engine.name != "docker":
+                engine.copy_into(container, tls, TLS_DIR)
+            progress.say(f"starting {container} from {rec.name} ({engine.name}, network {settings.run_network})")
+            return engine.start_attached(container)
+        except BaseException:
+            engine.remove_container(container)
+            raise
+
+
+CHAINCODE_UID = 500          # the chaincode's user in ocibuild's images (Fabric's convention)
+
+
+def _tls_files(directory: str, meta: RunMetadata, own: bool,
+               unowned_readable: bool = False) -> tuple[tuple[str, str], ...]:
+    """chaincode.json's key and certificates as the files the peer's
+    launcher puts in /etc/hyperledger/fabric: mode 0400 owned by the
+    chaincode's user when `own` (bound into a docker container by root;
+    podman's cp gives them to the container's user itself); a docker
+    caller that cannot chown makes them 0444. (host file, path inside)."""
+    out = []
+    for name, text in (("client_pem.key", meta.client_key), ("client_pem.crt", meta.client_cert),
+                       ("peer.crt", meta.root_cert)):
+        path = os.path.join(directory, name)
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400), "w", encoding="utf-8") as f:
+            f.write(text)
+        if own:
+            os.chown(path, CHAINCODE_UID, CHAINCODE_UID)
+        elif unowned_readable:
+            os.chmod(path, 0o444)
+        out.append((path, f"{TLS_DIR}/{name}"))
+    os.chmod(directory, 0o755)
+    return tuple(out)

@@ -328,3 +328,49 @@ def test_run_refuses_bad_input_in_one_line(tmp_path, case, says):
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], r.stderr
+
+
+@pytest.fixture(scope="module")
+def register_package(shared) -> Path:
+    """tests/fixtures/register-cc (a GOPATH-mode look-alike of Fabric's Go
+    shim: gRPC Register with the peer, mutual TLS) as a lifecycle package."""
+    pkg = shared / "register.tar.gz"
+    r = run_ocibuild("fabric", "package", FIXTURES / "register-cc", "--label", "register_1.0",
+                     "--path", "example.com/registercc", "--output", pkg)
+    assert r.returncode == 0, r.stderr
+    pkg.chmod(0o644)
+    return pkg
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tls", [True, False], ids=["tls", "plain"])
+@pytest.mark.parametrize("engine", ENGINES)
+def test_the_chaincode_registers_with_a_grpc_peer(engine, tls, shared, register_package, require_engine):
+    """The peer's ChaincodeSupport endpoint (a grpcio server, mutual TLS when
+    chaincode.json carries certificates) sees the chaincode register under
+    its id, as a non-root user, the TLS files read from /etc/hyperledger/fabric;
+    the peer ending the stream ends the chaincode, `run` and the container."""
+    from fake_peer import FakePeer, make_tls
+    require_engine(engine)
+    root = Path(tempfile.mkdtemp(prefix=f"register-{engine}-", dir=shared))
+    root.chmod(0o755)
+    b = Builder(root, engine, register_package)
+    r = b.build()
+    assert r.returncode == 0, r.stderr
+    ccid = f"register_1.0:{engine}-{tls}"
+    files = make_tls(root / "pki") if tls else None
+    with FakePeer(files) as peer:
+        b.chaincode_json(**peer.chaincode_json(ccid))
+        proc = subprocess.Popen(b.argv([str(b.dir / "bin" / "run"), str(b.root / "bld"),
+                                        str(b.root / "runmeta")]),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/")
+        try:
+            peer.wait_registered(ccid, timeout=120)
+            assert peer.end_streams() == 1
+            out, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 0, err
+    assert f"registercc {ccid} registered with {peer.address}, tls {str(tls).lower()}, uid 500" in out, out + err
+    wait_for(lambda: not _containers(b), "the container to go", timeout=60)
