@@ -400,3 +400,13 @@ def wait_for(predicate, what: str, timeout: float = 120):
             return value
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def shared(request) -> Path:
+    """A directory for the module's tests that the rootless user can reach
+    too (pytest's own are 0700), removed afterwards."""
+    d = Path(tempfile.mkdtemp(prefix=f"ocibuild-{request.module.__name__}-", dir="/tmp"))
+    d.chmod(0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)

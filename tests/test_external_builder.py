@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import pwd
-import shutil
 import signal
 import socket
 import subprocess
@@ -31,15 +30,6 @@ ENGINES = [pytest.param("docker", marks=pytest.mark.engine), pytest.param("podma
            pytest.param("podman-rootless", marks=(pytest.mark.engine, pytest.mark.root))]
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 LABEL = "basic_1.0"
-
-
-@pytest.fixture(scope="module")
-def shared():
-    """A directory the rootless user can use (pytest's own are 0700)."""
-    d = Path(tempfile.mkdtemp(prefix="ocibuild-extbuilder-", dir="/tmp"))
-    d.chmod(0o755)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -29,15 +29,6 @@ GREET, LOUD = example_modules()
 
 
 @pytest.fixture(scope="module")
-def shared() -> Path:
-    """A directory the rootless user can reach (pytest's own are 0700)."""
-    d = Path(tempfile.mkdtemp(prefix="ocibuild-modules-", dir="/tmp"))
-    d.chmod(0o755)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
 def proxy(shared) -> Path:
     return write_proxy(shared / "proxy", [GREET, LOUD, debian_module()])
 
