@@ -287,6 +287,12 @@ def fabric_install_builder(directory, engine, builder_name, builder_image, go_ve
     The executables call this installation of ocibuild; their settings are
     in DIR/ocibuild-builder.json. Prints the core.yaml entry to add under
     chaincode.externalBuilders."""
+    # Paths as absolute paths: the peer runs the builder from its own directory.
+    if go_proxy and not go_proxy.startswith(("http://", "https://")):
+        go_proxy = os.path.abspath(go_proxy)
+    if builder_image.partition(":")[0] in ("docker-archive", "oci-archive", "oci"):
+        kind, _, rest = builder_image.partition(":")
+        builder_image = f"{kind}:{os.path.abspath(rest)}" if not rest.startswith("/") else builder_image
     settings = Settings(engine=engine, builder=builder_name, builder_image=builder_image, go=go_version,
                         go_proxy=go_proxy, network=network, outputs=tuple(outputs), run_network=run_network,
                         fabric_version=fabric_version)
@@ -300,10 +306,6 @@ def fabric_external():
     """The steps a peer runs (through DIR/bin/*, written by install-builder)."""
 
 
-def _settings(path: str) -> Settings:
-    return Settings.read(path)
-
-
 @fabric_external.command("build")
 @click.option("--settings", "settings_path", required=True)
 @click.argument("source_dir")
@@ -311,13 +313,15 @@ def _settings(path: str) -> Settings:
 @click.argument("output_dir")
 @click.pass_obj
 def fabric_external_build(ctx: Ctx, settings_path, source_dir, metadata_dir, output_dir):
-    settings = _settings(settings_path)
+    settings = Settings.read(settings_path)
     env = dict(os.environ)
     os.makedirs(output_dir, exist_ok=True)
-    opts = {"base": "static", "entrypoint": None, "cmd": None, "envs": (), "user": None, "workdir": None,
-            "labels": (), "annotations": (), "platform": None, "comp": "gzip", "chown": "0:0",
-            "outputs": tuple(outputs_for(output_dir, settings)), "insecure": ()}
-    click.echo(external_build(source_dir, metadata_dir, output_dir, image_job(opts, env), settings, env, ctx))
+    # The image options exactly as `ocibuild build SOURCE --output ...` would have them.
+    args = [source_dir, *(a for ref in outputs_for(output_dir, settings) for a in ("--output", ref))]
+    opts = build_command.make_context("build", args).params
+    job = image_job(opts, env)
+    click.echo(external_build(source_dir, metadata_dir, output_dir, job, settings, env,
+                              _go_env(env, ctx.debug and settings.network == "default"), ctx))
 
 
 @fabric_external.command("release")
@@ -325,7 +329,7 @@ def fabric_external_build(ctx: Ctx, settings_path, source_dir, metadata_dir, out
 @click.argument("output_dir")
 @click.argument("release_dir")
 def fabric_external_release(settings_path, output_dir, release_dir):
-    _settings(settings_path)
+    Settings.read(settings_path)
     external_release(output_dir, release_dir)
 
 
@@ -335,7 +339,12 @@ def fabric_external_release(settings_path, output_dir, release_dir):
 @click.argument("run_metadata_dir")
 @click.pass_obj
 def fabric_external_run(ctx: Ctx, settings_path, output_dir, run_metadata_dir):
-    code = external_run(output_dir, run_metadata_dir, _settings(settings_path), ctx)
+    try:
+        code = external_run(output_dir, run_metadata_dir, Settings.read(settings_path), ctx)
+    except KeyboardInterrupt:
+        # The peer stopping its chaincode (SIGTERM) is the normal end, not an error.
+        click.echo("ocibuild: stopped; the chaincode container is removed", err=True)
+        code = 143
     raise SystemExit(code)
 
 

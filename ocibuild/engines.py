@@ -233,13 +233,19 @@ class Engine:
     # -- containers -------------------------------------------------------------
 
     def create_container(self, image: str, name: str, command: list[str], env: dict[str, str],
-                         network: str, files: tuple[tuple[str, str], ...] = ()) -> None:
+                         network: str, files: tuple[tuple[str, str], ...] = (),
+                         labels: dict[str, str] | None = None) -> None:
         """A container `name` of `image`, not started, removed by the engine
         once it exits (even when nobody waits for it); `files`: (host file,
         path inside) bound read-only."""
         self.call(f"create of {name}", self.client.container.create, image, command, name=name, envs=env,
-                  networks=[network], remove=True, pull="never",
+                  networks=[network], remove=True, pull="never", labels=labels or {},
                   volumes=[(host, inside, "ro") for host, inside in files])
+
+    def containers_labelled(self, label: str) -> list[tuple[str, str]]:
+        """(name, value of `label`) of every container, running or not, carrying `label`."""
+        found = self.call("container list", self.client.container.list, all=True, filters={"label": label})
+        return [(c.name, str((c.config.labels or {}).get(label, ""))) for c in found]
 
     def copy_into(self, container: str, source_dir: str, dest: str) -> None:
         """`source_dir`'s files into the created container's `dest`. podman's
@@ -248,27 +254,35 @@ class Engine:
         bind files instead (create_container's `files`)."""
         self.call(f"copy into {container}", self.client.container.copy, f"{source_dir}/.", (container, dest))
 
-    def start_attached(self, container: str) -> int:
-        """Start the created container, its output streamed to ours; its
-        exit code. The engine's own failures (exit 125–127) are errors."""
-        import sys
-
-        from python_on_whales.exceptions import DockerException
+    def start_attached(self, container: str, output_fd: int = 2) -> int:
+        """Start the created container and wait for it; the exit status of
+        `ENGINE start --attach` (the container's, or the engine's own
+        failure). Its output goes straight to `output_fd`, both streams:
+        the client runs as python-on-whales would start it (client_call,
+        the parent-death signal), but not through it — its attach keeps
+        every stderr line in memory for the container's whole life, which
+        for a chaincode is days."""
+        import subprocess
         try:
-            stream = self.client.container.start(container, attach=True, stream=True)
-            assert stream is not None and not isinstance(stream, str)     # stream=True: (source, bytes) pairs
-            for source, chunk in stream:
-                out = sys.stdout.buffer if source == "stdout" else sys.stderr.buffer
-                out.write(chunk)
-                out.flush()
-        except DockerException as e:
-            if e.return_code in (125, 126, 127):
-                raise EngineError(f"{self.name} could not start {container}: {last_line(e.stderr)}") from None
-            return e.return_code
-        return 0
+            proc = subprocess.Popen([*client_call(self.name), "start", "--attach", container],
+                                    stdin=subprocess.DEVNULL, stdout=output_fd, stderr=output_fd)
+        except OSError as e:
+            raise not_installed(self.name) if e.errno == 2 else EngineError(
+                f"cannot run {self.name}: {e.strerror}") from None
+        try:
+            return proc.wait()
+        except BaseException:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            raise
 
     def remove_container(self, name: str) -> None:
-        """Remove container `name` at once (SIGKILL, no stop timeout), if it exists."""
+        """Remove container `name` at once (SIGKILL, no stop timeout), if it
+        exists. One that goes away by itself meanwhile (created --rm: the
+        engine's own removal already in progress) counts as removed."""
         from python_on_whales.exceptions import NoSuchContainer
         try:
             self.call("kill", self.client.container.kill, name, passthrough=(NoSuchContainer,))
@@ -278,6 +292,9 @@ class Engine:
             self.call("rm", self.client.container.remove, name, force=True, passthrough=(NoSuchContainer,))
         except NoSuchContainer:
             pass
+        except EngineError:
+            if self.call("container exists", self.client.container.exists, name):
+                raise
 
     def save(self, name: str, work: WorkStore) -> str:
         """Image `name` saved as a docker-archive in `work`; its path."""

@@ -22,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 import uuid
 from collections.abc import Mapping
@@ -30,6 +31,7 @@ from dataclasses import asdict, dataclass
 from .build import BuildRequest, ImageJob, build_chaincode
 from .errors import InputError
 from .fabric.common import Limits
+from .fabric.conventions import BINARY_PATH, CHAINCODE_USER, DEFAULT_VERSION
 from .fsutil import atomic_write
 from .progress import Progress
 
@@ -54,7 +56,7 @@ class Settings:
     network: str = "none"              # during the compile
     outputs: tuple[str, ...] = ()      # more outputs (e.g. docker://registry/repo:tag)
     run_network: str = "host"          # the chaincode container's network
-    fabric_version: str = "2.5"
+    fabric_version: str = DEFAULT_VERSION
 
     @classmethod
     def read(cls, path: str) -> Settings:
@@ -67,7 +69,10 @@ class Settings:
         if not isinstance(doc, dict):
             raise InputError(f"the builder settings {path} are not a JSON object")
         known = {k: doc[k] for k in asdict(cls()) if k in doc}
-        known["outputs"] = tuple(known.get("outputs") or ())
+        outputs = known.get("outputs") or []
+        if not isinstance(outputs, list) or not all(isinstance(o, str) for o in outputs):
+            raise InputError(f"the builder settings {path}: outputs must be a list of references")
+        known["outputs"] = tuple(outputs)
         try:
             settings = cls(**known)
         except TypeError as e:
@@ -96,17 +101,21 @@ exec {python} -I -m ocibuild fabric external {step} --settings {settings} "$@"
 """
 
 # detect runs for every installed package at each peer start: a few lines
-# of Python with nothing to import, not the whole CLI.
-_DETECT = """#!{python} -I
+# of Python with nothing to import (-S: not even site), not the whole CLI.
+# Keys are matched without case, as Go's encoding/json (the peer) does.
+_DETECT = """#!/bin/sh
 # ocibuild's external builder for a Fabric peer: `detect SOURCE METADATA`.
 # Exit 0 (claim the package) for golang packages, 1 otherwise; silent.
+exec {python} -I -S -c '
 import json, sys
 try:
     with open(sys.argv[2] + "/metadata.json", encoding="utf-8") as f:
-        kind = json.load(f).get("type", "")
+        doc = json.loads(f.read(1 << 20))
+    kind = [v for k, v in doc.items() if k.lower() == "type"][0]
 except Exception:
     sys.exit(1)
 sys.exit(0 if isinstance(kind, str) and kind.lower() == "golang" else 1)
+' "$@"
 """
 
 
@@ -115,6 +124,9 @@ def install(directory: str, settings: Settings, interpreter: str) -> str:
     entry to paste into the peer's configuration."""
     settings.check()
     directory = os.path.abspath(directory)
+    for what, text in (("the builder directory", directory), ("the interpreter", interpreter)):
+        if re.search(r"[\x00-\x1f\x7f]", text):
+            raise InputError(f"{what} {text!r} has a control character; choose another")
     bin_dir = os.path.join(directory, "bin")
     try:
         os.makedirs(bin_dir, exist_ok=True)
@@ -127,8 +139,14 @@ def install(directory: str, settings: Settings, interpreter: str) -> str:
     except OSError as e:
         raise InputError(f"cannot write the builder in {directory}: {e.strerror}") from None
     name = os.path.basename(directory) or "ocibuild"
-    return (f"chaincode:\n  externalBuilders:\n    - name: {name}\n      path: {directory}\n"
-            "      # nothing to propagate: the settings are in the builder's directory\n")
+    entry = (f"chaincode:\n  externalBuilders:\n    - name: {json.dumps(name)}\n"
+             f"      path: {json.dumps(directory)}\n")
+    if settings.network == "default":
+        # The peer passes builders only what is listed: the Go variables the
+        # compile may need (NETWORK_VARS, as `ocibuild build` reads them).
+        from .gosource import NETWORK_VARS
+        return entry + f"      propagateEnvironment: [{', '.join(NETWORK_VARS)}]\n"
+    return entry + "      # nothing to propagate: the settings are in the builder's directory\n"
 
 
 def _sh_quote(text: str) -> str:
@@ -143,9 +161,10 @@ def outputs_for(output_dir: str, settings: Settings) -> list[str]:
 
 
 def build(source_dir: str, metadata_dir: str, output_dir: str, job: ImageJob, settings: Settings,
-          env: Mapping[str, str], progress: Progress, limits: Limits = Limits()) -> str:
+          env: Mapping[str, str], go_env: Mapping[str, str], progress: Progress, limits: Limits = Limits()) -> str:
     """The image of the package the peer extracted, written to `job`'s
-    outputs (outputs_for) and loaded into the configured engine; its digest."""
+    outputs (outputs_for) and loaded into the configured engine; its digest.
+    `go_env`: the Go variables the peer propagated (with --network default)."""
     from .engines import Engine
     from .fabric.package import read_metadata_file
     from .fabric.writer import repack_extracted
@@ -155,11 +174,13 @@ def build(source_dir: str, metadata_dir: str, output_dir: str, job: ImageJob, se
     metadata = read_metadata_file(os.path.join(metadata_dir, "metadata.json"), limits)
     if not os.path.isdir(source_dir):
         raise InputError(f"SOURCE_DIR {source_dir} is not a directory")
+    if settings.engine != "none":
+        Engine(settings.engine).require()          # before the compile, not after it
     layout = os.path.join(os.path.abspath(output_dir), LAYOUT)
     with tempfile.TemporaryDirectory(prefix="ocibuild-repack-", dir=env.get("TMPDIR")) as tmp:
         package = os.path.join(tmp, "package.tar.gz")
         repack_extracted(package, source_dir, metadata, limits)
-        req = BuildRequest(source=package, image=job, binary_path="/usr/local/bin/chaincode", env=env,
+        req = BuildRequest(source=package, image=job, binary_path=BINARY_PATH, env=env, go_env=go_env,
                            builder=settings.builder, builder_image=settings.builder_image, go=settings.go,
                            network=settings.network == "default", go_proxy=settings.go_proxy,
                            fabric_version=settings.fabric_version, limits=limits, repacked=True)
@@ -186,12 +207,25 @@ def _name_part(label: str) -> str:
 
 def _keep_indexes(source_dir: str, output_dir: str) -> None:
     """META-INF/statedb/couchdb/indexes into BUILD_OUTPUT_DIR, for `release`
-    (which gets only BUILD_OUTPUT_DIR)."""
-    src = os.path.join(source_dir, *INDEXES)
-    dest = os.path.join(output_dir, RELEASED, *INDEXES[1:])
+    (which gets only BUILD_OUTPUT_DIR): regular files and directories only,
+    nothing followed (the tree is a stranger's, read again here)."""
+    from .fsutil import walk
     shutil.rmtree(os.path.join(output_dir, RELEASED), ignore_errors=True)
-    if os.path.isdir(src) and not os.path.islink(src):
-        shutil.copytree(src, dest, symlinks=True)
+    src = source_dir
+    for part in INDEXES:                 # every step a real directory, not a link
+        src = os.path.join(src, part)
+        if os.path.islink(src) or not os.path.isdir(src):
+            return
+    dest = os.path.join(output_dir, RELEASED, *INDEXES[1:])
+    os.makedirs(dest)
+    for full, rel, lst in walk(src):
+        target = os.path.join(dest, rel)
+        if stat.S_ISDIR(lst.st_mode):
+            os.mkdir(target)
+        elif stat.S_ISREG(lst.st_mode):
+            shutil.copyfile(full, target, follow_symlinks=False)
+        else:
+            raise InputError(f"SOURCE_DIR's CouchDB index {rel!r} is not a regular file")
 
 
 def release(output_dir: str, release_dir: str) -> None:
@@ -202,7 +236,7 @@ def release(output_dir: str, release_dir: str) -> None:
     if os.path.isdir(src):
         dest = os.path.join(release_dir, *INDEXES[1:])
         os.makedirs(os.path.dirname(dest), exist_ok=True)
-        shutil.copytree(src, dest, symlinks=True, dirs_exist_ok=True)
+        shutil.copytree(src, dest, dirs_exist_ok=True)       # made by _keep_indexes: files and directories
 
 
 # -- run --------------------------------------------------------------------------
@@ -226,16 +260,19 @@ def read_run_metadata(run_dir: str) -> RunMetadata:
     path = os.path.join(run_dir, "chaincode.json")
     try:
         with open(path, encoding="utf-8") as f:
-            doc = json.loads(f.read(1 << 20))
-    except (OSError, ValueError) as e:
+            text = f.read((1 << 20) + 1)
+        if len(text) > 1 << 20:
+            raise ValueError("larger than 1 MiB")
+        doc = json.loads(text)
+    except (OSError, ValueError, RecursionError) as e:
         raise InputError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
     if not isinstance(doc, dict):
         raise InputError(f"{path} is not a JSON object")
     fields = {k: doc.get(k, "") for k in ("chaincode_id", "peer_address", "mspid", "client_cert", "client_key",
                                            "root_cert")}
-    bad = [k for k, v in fields.items() if not isinstance(v, str)]
+    bad = [k for k, v in fields.items() if not isinstance(v, str) or re.search(r"[\x00\ud800-\udfff]", v)]
     if bad:
-        raise InputError(f"{path}: {', '.join(bad)} must be strings")
+        raise InputError(f"{path}: {', '.join(bad)} must be strings (no NUL, valid Unicode)")
     meta = RunMetadata(**fields)
     if not meta.chaincode_id:
         raise InputError(f"{path} has no chaincode_id")
@@ -248,10 +285,8 @@ def read_run_metadata(run_dir: str) -> RunMetadata:
 
 @dataclass(frozen=True)
 class _Record:
-    name: str
-    digest: str
-    config: str
-    engine: str
+    name: str                          # in the engine
+    config: str                        # its config digest: the engine's image ID
 
 
 def _record(output_dir: str) -> _Record:
@@ -259,8 +294,8 @@ def _record(output_dir: str) -> _Record:
     try:
         with open(path, encoding="utf-8") as f:
             doc = json.load(f)
-        return _Record(str(doc["name"]), str(doc["digest"]), str(doc["config"]), str(doc["engine"]))
-    except (OSError, ValueError, KeyError, TypeError):
+        return _Record(str(doc["name"]), str(doc["config"]))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         raise InputError(f"BUILD_OUTPUT_DIR {output_dir} holds no ocibuild image record ({RECORD}); "
                          "was it built by this builder?") from None
 
@@ -283,6 +318,7 @@ def run(output_dir: str, run_dir: str, settings: Settings, progress: Progress) -
         progress.say(f"loading {rec.name} from {output_dir} into {engine.name}")
         with WorkStore() as work:
             engine.load_image(open_image(FileRef("oci", os.path.join(output_dir, LAYOUT), TAG)), rec.name, work)
+    _sweep_dead_runs(engine)
     container = f"ocibuild-cc-{_name_part(meta.chaincode_id)[:40]}-{uuid.uuid4().hex[:8]}"
     env = {"CORE_CHAINCODE_ID_NAME": meta.chaincode_id, "CORE_PEER_TLS_ENABLED": "true" if meta.tls else "false",
            "CORE_PEER_LOCALMSPID": meta.mspid}
@@ -302,17 +338,48 @@ def run(output_dir: str, run_dir: str, settings: Settings, progress: Progress) -
                 binds = _tls_files(tls, meta, own=engine.name == "docker" and root,
                                    unowned_readable=engine.name == "docker" and not root)
             engine.create_container(rec.name, container, command, env, settings.run_network,
-                                    files=binds if engine.name == "docker" else ())
+                                    files=binds if engine.name == "docker" else (),
+                                    labels={RUN_LABEL: str(os.getpid())})
             if meta.tls and engine.name != "docker":
                 engine.copy_into(container, tls, TLS_DIR)
+                shutil.rmtree(tls)                   # in the container now: no key left on the host
             progress.say(f"starting {container} from {rec.name} ({engine.name}, network {settings.run_network})")
             return engine.start_attached(container)
-        except BaseException:
+        finally:
+            _remove(engine, container)
+
+
+RUN_LABEL = "org.ocibuild.run-pid"     # on every chaincode container: the `run` that owns it
+
+
+def _remove(engine, container: str) -> None:
+    """The container gone, whatever happened (it was created --rm, so it
+    usually is): a second SIGTERM during the removal does not stop it."""
+    from .errors import EngineError
+    for _ in range(3):
+        try:
             engine.remove_container(container)
-            raise
+            return
+        except KeyboardInterrupt:
+            continue
+        except EngineError:
+            return
 
 
-CHAINCODE_UID = 500          # the chaincode's user in ocibuild's images (Fabric's convention)
+def _sweep_dead_runs(engine) -> None:
+    """Remove chaincode containers whose `run` died (kill -9 between create
+    and start leaves one created, never started: --rm acts only on exit)."""
+    from .errors import EngineError
+    from .fsutil import pid_dead
+    try:
+        for name, pid in engine.containers_labelled(RUN_LABEL):
+            if pid.isascii() and pid.isdigit() and pid_dead(int(pid)):
+                engine.remove_container(name)
+    except EngineError:
+        pass
+
+
+CHAINCODE_UID = int(CHAINCODE_USER.partition(":")[0])    # the chaincode's user in ocibuild's images
 
 
 def _tls_files(directory: str, meta: RunMetadata, own: bool,

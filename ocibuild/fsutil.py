@@ -144,7 +144,7 @@ def sweep_stale(parent: str, tag: str, suffix: str = "") -> None:
         if not (name.startswith(tag) and name.endswith(suffix)):
             continue
         pid_text, sep, _ = name[len(tag):].partition("-")
-        if not sep or not pid_text.isascii() or not pid_text.isdigit() or not _dead(int(pid_text)):
+        if not sep or not pid_text.isascii() or not pid_text.isdigit() or not pid_dead(int(pid_text)):
             continue
         path = os.path.join(parent, name)
         try:
@@ -156,7 +156,9 @@ def sweep_stale(parent: str, tag: str, suffix: str = "") -> None:
             pass
 
 
-def _dead(pid: int) -> bool:
+def pid_dead(pid: int) -> bool:
+    """Is `pid` known to be gone? (Not this process; another user's live
+    process counts as alive.)"""
     if pid <= 0 or pid == os.getpid():
         return False
     try:

@@ -53,6 +53,7 @@ class Peer:
         self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
         self.registered: list[dict] = []
         self.conns: list[socket.socket] = []
+        self.answer = b'{"type":"REGISTERED"}\n'
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self):
@@ -65,7 +66,7 @@ class Peer:
             line = conn.makefile("rb").readline()
             if line:
                 self.registered.append(json.loads(line))
-                conn.sendall(b'{"type":"REGISTERED"}\n')
+                conn.sendall(self.answer)
 
     def close(self):
         for c in self.conns:
@@ -159,7 +160,12 @@ def test_install_writes_four_executables_and_the_core_yaml_entry(tmp_path):
     d = tmp_path / "ocibuild"
     r = run_ocibuild("fabric", "install-builder", d, "--engine", "docker")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.startswith(f"chaincode:\n  externalBuilders:\n    - name: ocibuild\n      path: {d}\n")
+    assert r.stdout.startswith(f'chaincode:\n  externalBuilders:\n    - name: "ocibuild"\n      path: "{d}"\n')
+    assert "propagateEnvironment" not in r.stdout
+    # With the network, the Go variables must reach the builder: the peer passes only what is listed.
+    r = run_ocibuild("fabric", "install-builder", tmp_path / "net", "--network", "default")
+    assert "      propagateEnvironment: [GOPROXY, GOPRIVATE, GONOPROXY, GONOSUMDB, GOSUMDB, GOINSECURE, GOFLAGS]\n" \
+        in r.stdout, r.stdout
     for step in ("detect", "build", "release", "run"):
         assert os.access(d / "bin" / step, os.X_OK), step
     settings = json.loads((d / "ocibuild-builder.json").read_text())
@@ -168,14 +174,18 @@ def test_install_writes_four_executables_and_the_core_yaml_entry(tmp_path):
     assert str(Path(OCIBUILD).parent / "python") in (d / "bin" / "build").read_text()
 
 
-@pytest.mark.parametrize("kind, expected", [("golang", 0), ("GOLANG", 0), ("ccaas", 1), ("node", 1), (None, 1)])
-def test_detect_claims_golang_packages_only_and_says_nothing(tmp_path, kind, expected):
+@pytest.mark.parametrize("key, kind, expected", [("type", "golang", 0), ("type", "GOLANG", 0), ("Type", "golang", 0),
+                                                ("type", "ccaas", 1), ("type", "node", 1), ("type", 7, 1),
+                                                (None, None, 1)])
+def test_detect_claims_golang_packages_only_and_says_nothing(tmp_path, key, kind, expected):
+    """golang claimed, whatever the case of the key (Go's JSON, the peer's,
+    ignores it) or of the value; anything else, or no metadata, declined."""
     d = tmp_path / "b"
     assert run_ocibuild("fabric", "install-builder", d).returncode == 0
     meta = tmp_path / "meta"
     meta.mkdir()
-    if kind is not None:
-        (meta / "metadata.json").write_text(json.dumps({"type": kind, "path": "x", "label": "l"}))
+    if key is not None:
+        (meta / "metadata.json").write_text(json.dumps({key: kind, "path": "x", "label": "l"}))
     r = subprocess.run(["env", "-i", f"PATH={PATH}", str(d / "bin" / "detect"), str(tmp_path), str(meta)],
                        capture_output=True, text=True, timeout=60)
     assert (r.returncode, r.stdout, r.stderr) == (expected, "", "")
@@ -252,7 +262,9 @@ def test_run_starts_the_chaincode_as_the_peer_does(engine, builder_for, peer):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, err
-    assert f"chaincode {ccid} starting, peer {peer.address}, tls false, uid 500" in out, out + err
+    # All of the chaincode's output goes to stderr: the only stream a peer reads.
+    assert f"chaincode {ccid} starting, peer {peer.address}, tls false, uid 500" in err, out + err
+    assert out == "", out
     wait_for(lambda: not _containers(b), "the container to go", timeout=60)
 
 
@@ -273,8 +285,23 @@ def test_run_reloads_the_image_into_an_engine_that_lost_it_and_sigterm_removes_t
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert "loading" in err and proc.returncode != 0, err
+    assert "loading" in err and proc.returncode == 143, err
+    assert err.strip().splitlines()[-1] == "ocibuild: stopped; the chaincode container is removed", err
     wait_for(lambda: not _containers(b), "the container to be removed after SIGTERM", timeout=30)
+
+
+@pytest.mark.engine
+def test_the_chaincodes_exit_code_is_runs(builder_for, peer):
+    """A peer that answers with a line longer than the chaincode takes (4 MiB):
+    its stream fails, it exits 1, so does `run`, and the container goes."""
+    peer.answer = b"x" * (4 << 20 | 1)
+    b = builder_for("docker")
+    assert b.build().returncode == 0
+    b.chaincode_json(chaincode_id=f"{LABEL}:3", peer_address=peer.address)
+    r = b.step("run", b.root / "bld", b.root / "runmeta")
+    assert r.returncode == 1, r.stderr
+    assert "chaincode: stream with peer failed" in r.stderr, r.stderr
+    wait_for(lambda: not _containers(b), "the container to go", timeout=60)
 
 
 @pytest.mark.engine
@@ -362,5 +389,5 @@ def test_the_chaincode_registers_with_a_grpc_peer(engine, tls, shared, register_
             if proc.poll() is None:
                 proc.kill()
     assert proc.returncode == 0, err
-    assert f"registercc {ccid} registered with {peer.address}, tls {str(tls).lower()}, uid 500" in out, out + err
+    assert f"registercc {ccid} registered with {peer.address}, tls {str(tls).lower()}, uid 500" in err, out + err
     wait_for(lambda: not _containers(b), "the container to go", timeout=60)
