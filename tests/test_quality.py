@@ -36,7 +36,7 @@ ALLOWED = {
     "transports": BOTTOM | {"oci", "outputs", "engines", "registry"},
     "build": BOTTOM | {"oci", "gosource", "toolchains", "gomodules", "diagnoses", "fabric", "builders",
                        "outputs", "registry", "transports"},
-    "extbuilder": BOTTOM | {"oci", "fabric", "engines", "build"},
+    "extbuilder": BOTTOM | {"oci", "gosource", "fabric", "engines", "build"},
     "cli": BOTTOM | {"oci", "gosource", "toolchains", "gomodules", "diagnoses", "fabric", "builders",
                      "outputs", "registry", "transports", "build", "extbuilder", "__init__"},
     "__init__": set(),
