@@ -99,13 +99,19 @@ class Engine:
 
     # -- the engine itself ------------------------------------------------------
 
-    def require(self) -> None:
-        """Refuse early, saying what to do, when the engine cannot be reached."""
+    def require(self, otherwise: str = "drop that output") -> None:
+        """Refuse early, saying what to do (start it, or `otherwise`), when
+        the engine cannot be reached."""
         try:
-            self.call("info", self.client.system.info)
+            info = self.call("info", self.client.system.info)
+            # `docker info --format json` (what python-on-whales runs) exits 0 with
+            # no server fields when the daemon does not answer (client 20.10).
+            if self.name == "docker" and not getattr(info, "server_version", None):
+                errors = getattr(info, "server_errors", None) or ["the daemon does not answer"]
+                raise EngineError(f"docker info failed: {errors[-1]}")
         except EngineError as e:
             raise EngineError(f"the {self.name} engine is not reachable ({e}); "
-                              f"{WHAT_TO_DO[self.name].split(', or')[0]}, or drop that output") from None
+                              f"{WHAT_TO_DO[self.name].split(', or')[0]}, or {otherwise}") from None
 
     def server_version(self) -> str:
         """The engine's version (docker: the daemon's; podman: its own)."""

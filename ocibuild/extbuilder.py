@@ -42,6 +42,7 @@ RELEASED = "release"                   # BUILD_OUTPUT_DIR/release: what `release
 INDEXES = ("META-INF", "statedb", "couchdb", "indexes")
 TLS_DIR = "/etc/hyperledger/fabric"
 ENGINES = ("podman", "docker", "none")
+REINSTALL = "install the builder again with another --engine"
 _ADDRESS = re.compile(r"[A-Za-z0-9.\-]+:[0-9]{1,5}|\[[0-9A-Fa-f:.]+\]:[0-9]{1,5}", re.ASCII)
 
 
@@ -175,7 +176,7 @@ def build(source_dir: str, metadata_dir: str, output_dir: str, job: ImageJob, se
     if not os.path.isdir(source_dir):
         raise InputError(f"SOURCE_DIR {source_dir} is not a directory")
     if settings.engine != "none":
-        Engine(settings.engine).require()          # before the compile, not after it
+        Engine(settings.engine).require(REINSTALL)          # before the compile, not after it
     layout = os.path.join(os.path.abspath(output_dir), LAYOUT)
     with tempfile.TemporaryDirectory(prefix="ocibuild-repack-", dir=env.get("TMPDIR")) as tmp:
         package = os.path.join(tmp, "package.tar.gz")
@@ -313,7 +314,7 @@ def run(output_dir: str, run_dir: str, settings: Settings, progress: Progress) -
     if settings.engine == "none":
         raise InputError("this builder was installed with --engine none: it builds images but cannot run them")
     engine = Engine(settings.engine)
-    engine.require()
+    engine.require(REINSTALL)
     if engine.image_id(rec.name) != rec.config:       # a fresh engine, or the image was removed
         progress.say(f"loading {rec.name} from {output_dir} into {engine.name}")
         with WorkStore() as work:

@@ -392,3 +392,23 @@ def test_the_chaincode_registers_with_a_grpc_peer(engine, tls, shared, register_
     assert proc.returncode == 0, err
     assert f"registercc {ccid} registered with {peer.address}, tls {str(tls).lower()}, uid 500" in err, out + err
     wait_for(lambda: not _containers(b), "the container to go", timeout=60)
+
+
+@pytest.mark.engine
+def test_an_unreachable_engine_is_one_line_before_any_compile(builder_for):
+    """The engine's socket does not answer (a stopped daemon; DOCKER_HOST as
+    a peer could propagate it): build and run each say so in one line."""
+    b = builder_for("docker")
+    bad = ["env", "-i", f"PATH={PATH}", f"TMPDIR={b.root / 'tmp'}", "DOCKER_HOST=unix:///nonexistent.sock"]
+    r = subprocess.run([*bad, str(b.dir / "bin" / "build"), str(b.root / "src"), str(b.root / "meta"),
+                        str(b.root / "bld")], capture_output=True, text=True, timeout=120)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: the docker engine is not "
+                                                                         "reachable"), r.stderr
+    assert not (b.root / "bld" / "ocibuild-image.json").exists()
+    assert b.build().returncode == 0                              # reachable again: it builds
+    b.chaincode_json(chaincode_id=f"{LABEL}:4", peer_address="127.0.0.1:7052")
+    r = subprocess.run([*bad, str(b.dir / "bin" / "run"), str(b.root / "bld"), str(b.root / "runmeta")],
+                       capture_output=True, text=True, timeout=120)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and len(lines) == 1 and "docker engine is not reachable" in lines[0], r.stderr
