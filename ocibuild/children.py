@@ -82,3 +82,15 @@ def die_with_parent() -> Callable[[], None]:
 
 
 _PR_SET_PDEATHSIG = 1
+
+
+def end_process(proc, grace: float = 5) -> None:
+    """Stop a child we started (a `subprocess.Popen`): SIGTERM, up to
+    `grace` seconds, then SIGKILL; reaped either way."""
+    import subprocess
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -16,7 +16,7 @@ import signal
 import tempfile
 from typing import TYPE_CHECKING
 
-from .children import child_pids, stop_children
+from .children import child_pids, end_process, stop_children
 from .errors import EngineError
 from .fsutil import unlink_quietly
 from .oci.blobs import WorkStore
@@ -278,11 +278,7 @@ class Engine:
         try:
             return proc.wait()
         except BaseException:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            end_process(proc)
             raise
 
     def remove_container(self, name: str) -> None:

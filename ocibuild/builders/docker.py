@@ -33,7 +33,7 @@ import subprocess
 import tempfile
 from collections.abc import Mapping
 
-from ..children import die_with_parent
+from ..children import die_with_parent, end_process
 from ..engines import Engine, last_line, not_installed, unreachable
 from ..errors import BuildError, EngineError
 from ..gosource import BINARY, OUTPUT, PROXY_MOUNT, GoBuild
@@ -174,12 +174,7 @@ class DockerBuilder:
         except BaseException:
             # Interrupted (Ctrl-C, or SIGTERM turned into KeyboardInterrupt):
             # ending the client closes the buildx session; BuildKit cancels the build.
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            end_process(proc)
             raise
         if code == 0:
             return
