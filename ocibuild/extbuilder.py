@@ -3,7 +3,8 @@ executables the peer runs (detect, build, release, run), their settings
 in a file beside them, and what each does.
 
     install(directory, settings, interpreter)  -> the core.yaml entry to paste
-    build(source_dir, metadata_dir, output_dir, settings, env, progress)
+    build(source_dir, metadata_dir, output_dir, job, settings, env, go_env, progress) -> the digest
+        (job: the image options of `ocibuild build`, writing to outputs_for(output_dir, settings))
     release(output_dir, release_dir)
     run(output_dir, run_metadata_dir, settings, progress) -> the chaincode's exit code
 
@@ -31,7 +32,7 @@ from dataclasses import asdict, dataclass
 from .build import BuildRequest, ImageJob, build_chaincode
 from .errors import InputError
 from .fabric.common import Limits
-from .fabric.conventions import BINARY_PATH, CHAINCODE_USER, DEFAULT_VERSION
+from .fabric.conventions import BINARY_PATH, CHAINCODE_USER, DEFAULT_VERSION, INDEXES_PATH
 from .fsutil import atomic_write
 from .progress import Progress
 
@@ -39,7 +40,7 @@ SETTINGS = "ocibuild-builder.json"     # in the builder's directory
 RECORD = "ocibuild-image.json"         # in BUILD_OUTPUT_DIR: what `run` starts
 LAYOUT, TAG = "image", "chaincode"     # BUILD_OUTPUT_DIR/image, an OCI layout
 RELEASED = "release"                   # BUILD_OUTPUT_DIR/release: what `release` copies out
-INDEXES = ("META-INF", "statedb", "couchdb", "indexes")
+INDEXES = tuple(INDEXES_PATH.strip("/").split("/"))     # META-INF/statedb/couchdb/indexes, as packaged
 TLS_DIR = "/etc/hyperledger/fabric"
 ENGINES = ("podman", "docker", "none")
 REINSTALL = "install the builder again with another --engine"
