@@ -6,20 +6,20 @@ comes from elsewhere, like a package)."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
 import stat
-import tarfile
 import tempfile
 from collections.abc import Iterator, Mapping
 
 from .errors import InputError
 from .fabric.common import Limits
 from .fabric.extract import Extractor, FileWindow, TarReader, extract
-from .fsutil import publish, staging_prefix, sweep_stale, unlink_quietly
+from .fsutil import publish, staging_prefix, sweep_stale, unlink_quietly, walk
 from .gosource import Modules
+from .oci.entries import FILE, Entry, with_parents
+from .oci.tarwriter import write_tar
 
 _URL = re.compile(r"https?://[^\s]+", re.ASCII)
 # What a module cache's cache/download holds that a proxy does not serve
@@ -87,18 +87,10 @@ def unpack_deps(path: str, work_root: str, limits: Limits) -> str:
             extract(tar, ex)
     finally:
         os.close(fd)
-    if not any(n.endswith(".mod") for _, n in _files_under(dest)):
+    if not any(rel.endswith(".mod") and stat.S_ISREG(lst.st_mode) for _, rel, lst in walk(dest)):
         raise InputError(f"{where} holds no module (no MODULE/@v/VERSION.mod): it is not a `fabric deps` "
                          "tarball; make one with `ocibuild fabric deps SOURCE --output FILE`")
     return dest
-
-
-def _files_under(root: str) -> Iterator[tuple[str, str]]:
-    """(directory, file name) for every file under `root`, in sorted order."""
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(filenames):
-            yield dirpath, name
 
 
 # -- fabric deps: writing the tarball -------------------------------------------
@@ -106,10 +98,10 @@ def _files_under(root: str) -> Iterator[tuple[str, str]]:
 def proxy_files(download: str) -> Iterator[tuple[str, str]]:
     """(name in the proxy, file) for what a module cache's cache/download
     serves as a proxy, sorted; `@v/list` files are made afresh (below)."""
-    for dirpath, name in _files_under(download):
-        full = os.path.join(dirpath, name)
-        rel = os.path.relpath(full, download)
-        if name == "list" or _NOT_SERVED.search(rel) or not os.path.isfile(full):
+    if not os.path.isdir(download):
+        return                                    # no modules at all: an empty proxy
+    for full, rel, lst in walk(download):
+        if not stat.S_ISREG(lst.st_mode) or rel.rpartition("/")[2] == "list" or _NOT_SERVED.search(rel):
             continue
         yield rel, full
 
@@ -128,59 +120,34 @@ def _canonical_info(full: str) -> bytes:
 
 def write_deps(download: str, output: str, mtime: int = 0) -> int:
     """The proxy tree in `download` as a tar at `output` (staged beside it
-    with this process's pid, then renamed): sorted names, fixed owners,
-    modes and mtimes, `.info` files canonical, and an `@v/list` per module
-    listing its released versions with a zip — the same go.sum gives the
-    same bytes. Returns the number of modules with a zip."""
-    files = list(proxy_files(download))
+    with this process's pid, then renamed), by the deterministic tar writer:
+    sorted names, owner 0, modes 0644/0755, one mtime, `.info` files
+    canonical, and an `@v/list` per module listing its released versions
+    with a zip — the same go.sum gives the same bytes. Returns the number of
+    modules with a zip."""
+    entries: list[Entry] = []
     versions: dict[str, set[str]] = {}
-    for rel, _ in files:
+    for rel, full in proxy_files(download):
         module, sep, name = rel.rpartition("/@v/")
         if sep and name.endswith(".zip") and not _PSEUDO.search(name[:-4]):
             versions.setdefault(module, set()).add(name[:-4])
-    entries = sorted([(rel, full) for rel, full in files] + [(f"{m}/@v/list", "") for m in versions])
+        if rel.endswith(".info"):
+            info = _canonical_info(full)
+            entries.append(Entry(rel, FILE, 0o644, size=len(info), data=info))
+        else:                                     # streamed from the file: zips can be large
+            entries.append(Entry(rel, FILE, 0o644, size=os.path.getsize(full), source=full))
+    for module, vs in versions.items():
+        listing = "".join(f"{v}\n" for v in sorted(vs)).encode()
+        entries.append(Entry(f"{module}/@v/list", FILE, 0o644, size=len(listing), data=listing))
     directory = os.path.dirname(os.path.abspath(output))
     sweep_stale(directory, "." + os.path.basename(output) + ".", ".partial")
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=staging_prefix(f".{os.path.basename(output)}."),
                                suffix=".partial")
     try:
-        with os.fdopen(fd, "wb") as f, tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            made: set[str] = set()
-            for rel, full in entries:
-                _parents(tar, rel, made, mtime)
-                info = _file_info(rel, mtime)
-                if rel.endswith("/@v/list"):
-                    module = rel[:-len("/@v/list")]
-                    data = "".join(f"{v}\n" for v in sorted(versions[module])).encode()
-                elif rel.endswith(".info"):
-                    data = _canonical_info(full)
-                else:
-                    info.size = os.path.getsize(full)
-                    with open(full, "rb") as src:
-                        tar.addfile(info, src)          # streamed: zips can be large
-                    continue
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
+        with os.fdopen(fd, "wb") as f:
+            write_tar(with_parents(entries), f, mtime)
         publish(tmp, output)
     except BaseException:
         unlink_quietly(tmp)
         raise
     return len(versions)
-
-
-def _file_info(rel: str, mtime: int) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(rel)
-    info.mode, info.mtime, info.uid, info.gid, info.uname, info.gname = 0o644, mtime, 0, 0, "", ""
-    return info
-
-
-def _parents(tar: tarfile.TarFile, rel: str, made: set[str], mtime: int) -> None:
-    parts = rel.split("/")[:-1]
-    for i in range(1, len(parts) + 1):
-        d = "/".join(parts[:i])
-        if d not in made:
-            made.add(d)
-            info = tarfile.TarInfo(d)
-            info.type, info.mode, info.mtime, info.uname, info.gname = tarfile.DIRTYPE, 0o755, mtime, "", ""
-            tar.addfile(info)
-
