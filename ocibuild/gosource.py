@@ -69,7 +69,10 @@ def select_package(src: GoSource, package: str) -> GoSource:
     if src.mode == GOPATH:
         raise InputError(f"--package {package}: the source has no go.mod; a GOPATH-mode source is one "
                          "package (name it with --import-path)")
-    module = _module_path(os.path.join(src.root, "go.mod"))
+    gomod = os.path.join(src.root, "go.mod")
+    module = module_path(read_gomod(gomod))
+    if not module:
+        raise InputError(f"{gomod} has no module line")
     if package == module or package.startswith(module + "/"):
         rel = package[len(module):].lstrip("/") or "."
     elif package == "." or package.startswith("./"):
@@ -122,16 +125,26 @@ def _is_main(path: str) -> bool:
     return re.search(r"^package\s+main\b", head, re.M) is not None
 
 
-def _module_path(gomod: str) -> str:
+def read_gomod(gomod: str) -> str:
+    """A go.mod's text (its first MiB: directives sit at the top)."""
     try:
         with open(gomod, encoding="utf-8", errors="replace") as f:
-            for line in f.read(1 << 20).splitlines():
-                words = line.split("//", 1)[0].split()
-                if len(words) == 2 and words[0] == "module":
-                    return words[1].strip('"`')
+            return f.read(1 << 20)
     except OSError as e:
         raise InputError(f"cannot read {gomod}: {e.strerror}") from None
-    raise InputError(f"{gomod} has no module line")
+
+
+def module_path(gomod: str) -> str:
+    """The module path a go.mod's text declares ("" without a module line)."""
+    for line in gomod.splitlines():
+        line = line.split("//", 1)[0].strip()
+        if not line.startswith("module") or line[6:7] not in (" ", "\t", '"', "`"):
+            continue
+        value = line[6:].strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"`":
+            value = value[1:-1]
+        return value
+    return ""
 
 
 @dataclass(frozen=True)
@@ -230,11 +243,7 @@ def check_confined(src: GoSource) -> None:
 
 def _replacements(gomod: str) -> list[str]:
     """The right-hand sides (=> TARGET) of go.mod's replace directives."""
-    try:
-        with open(gomod, encoding="utf-8", errors="replace") as f:
-            text = f.read(1 << 20)
-    except OSError as e:
-        raise InputError(f"cannot read {gomod}: {e.strerror}") from None
+    text = read_gomod(gomod)
     out, in_block = [], False
     for raw in text.splitlines():
         line = raw.split("//", 1)[0].strip()

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 
 from ..diagnoses import LANGUAGE_OF_TYPE, describe_content, other_language, refuse_other_languages
 from ..errors import InputError, PackageError
-from ..gosource import GOPATH, READONLY, VENDOR, GoSource, detect
+from ..gosource import GOPATH, READONLY, VENDOR, GoSource, detect, module_path
 from ..oci.compression import GZIP_MAGIC
 from ..oci.digest import is_digest
 from ..oci.entries import kind_name
@@ -523,7 +523,7 @@ def _module_target(src: str, path: str, code: str) -> str:
     """What to build in a module rooted at src/: the peer runs `go build
     <path>` there, so <path> must be the module or one of its packages."""
     data = regular_file(os.path.join(src, "go.mod"), 1 << 20, "src/go.mod") or b""
-    module = _module_path(data.decode("utf-8", "replace"))
+    module = module_path(data.decode("utf-8", "replace"))
     if not module:
         raise PackageError("src/go.mod has no module directive (bad go.mod)", entry="src/go.mod",
                            rule="bad go.mod")
@@ -541,14 +541,3 @@ def _module_target(src: str, path: str, code: str) -> str:
                        f"packages; the peer's `go build {path}` in src/ would fail (path outside module)",
                        entry="src/go.mod", rule="path outside module")
 
-
-def _module_path(gomod: str) -> str:
-    for line in gomod.splitlines():
-        line = line.split("//", 1)[0].strip()
-        if not line.startswith("module") or line[6:7] not in (" ", "\t", '"', "`"):
-            continue
-        value = line[6:].strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"`":
-            value = value[1:-1]
-        return value
-    return ""

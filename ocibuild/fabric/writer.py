@@ -19,12 +19,13 @@ import tempfile
 
 from ..errors import InputError, OutputError, PackageError
 from ..fsutil import publish, staging_prefix, sweep_stale, unlink_quietly, walk
+from ..gosource import module_path
 from ..oci.compression import compression
 from ..oci.digest import HashingWriter, hex_of, is_digest
 from ..oci.entries import DIR, FILE, SYMLINK, Entry
 from ..oci.tarwriter import end_archive, write_member, write_tar
 from .common import LABEL_RULE, Limits, valid_label
-from .package import _IMPORT_PATH, CODE, METADATA, _module_path
+from .package import _IMPORT_PATH, CODE, METADATA
 
 FABRIC_UID = 500          # the peer CLI's owner for code.tar.gz entries
 _DURATION = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:ns|us|µs|ms|s|m|h)"
@@ -57,7 +58,7 @@ def write_golang(out: str, source: str, label: str, path: str | None = None,
     if layout == "module":
         if not os.path.isfile(gomod):
             raise InputError(f"{source!r} has no go.mod; use the 'path' layout (GOPATH mode) and give --path")
-        module = _module_path(_read_text(gomod))
+        module = module_path(_read_text(gomod))
         if not module:
             raise InputError(f"{gomod!r} has no module directive")
         path = path or module
