@@ -379,16 +379,21 @@ def section(args, gosrc: GoSrc, change: OneLineChange, docker_missing: str) -> i
     return report(cold, warm, checks, enforce=not args.ignore_ratios)
 
 
+def same_binary_line(a: Path, b: Path) -> list[str]:
+    """The line saying whether ocibuild's image `a` and buildx's `b` hold the
+    same chaincode binary; none when either is missing."""
+    if not (a.exists() and b.exists()):
+        return []
+    ha, hb = chaincode_sha256(a), chaincode_sha256(b)
+    same = ha is not None and ha == hb
+    return [f"chaincode binary, last round: ocibuild {ha}, buildx {hb}: "
+            f"{'same bytes' if same else 'DIFFERENT — the Dockerfile is not the same build'}"]
+
+
 def same_work(work: Path, last: str, measured: list[str], digests: dict[str, dict[str, str]]) -> list[str]:
     """Is it the same work? The same binary from ocibuild and buildx, the same
     image from every ocibuild builder, a new binary every round."""
-    lines = []
-    a, b = work / f"e2e-docker-{last}.tar", work / f"e2e-buildx-{last}.tar"
-    if a.exists() and b.exists():
-        ha, hb = chaincode_sha256(a), chaincode_sha256(b)
-        same = ha is not None and ha == hb
-        lines.append(f"chaincode binary, last round: ocibuild {ha}, buildx {hb}: "
-                     f"{'same bytes' if same else 'DIFFERENT — the Dockerfile is not the same build'}")
+    lines = same_binary_line(work / f"e2e-docker-{last}.tar", work / f"e2e-buildx-{last}.tar")
     present = [k for k in ("docker", "host", "podman") if digests[k]]
     if len(present) > 1:
         agree = sum(1 for r in measured if len({digests[k].get(r) for k in present}) == 1

@@ -48,7 +48,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from .build import OneLineChange, _Rounds, buildx_runner, chaincode_sha256, probe
+from .build import OneLineChange, _Rounds, buildx_runner, probe, same_binary_line
 from .common import (
     CHAINCODE_CONFIG,
     DEST,
@@ -230,13 +230,7 @@ def same_work(work: Path, last: str, seen: dict[tuple[str, str], list[str]], poo
         if warm:
             lines.append(f"{key}: {sum(len(r) for r in warm)} proxy request(s) in {len(warm)} warm round(s) "
                          "after its first build (the module cache is warm: 0 expected)")
-    a, b = work / f"e2e-ocibuild-{last}.tar", work / f"e2e-buildx-{last}.tar"
-    if a.exists() and b.exists():
-        ha, hb = chaincode_sha256(a), chaincode_sha256(b)
-        same = ha is not None and ha == hb
-        lines.append(f"chaincode binary, last round: ocibuild {ha}, buildx {hb}: "
-                     f"{'same bytes' if same else 'DIFFERENT — the Dockerfile is not the same build'}")
-    return lines
+    return lines + same_binary_line(work / f"e2e-ocibuild-{last}.tar", work / f"e2e-buildx-{last}.tar")
 
 
 def report(cold: list[Tool], warm: list[Tool], checks: list[str], n_modules: int, enforce: bool = True) -> int:
