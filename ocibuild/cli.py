@@ -9,6 +9,7 @@ import re
 import shlex
 import signal
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -35,54 +36,124 @@ from .oci.image import ConfigChanges
 from .oci.model import Platform
 from .oci.reference import EngineRef, RegistryRef, parse_reference
 from .outputs import check_distinct
-from .progress import human_size
+from .progress import human_duration, human_size
 from .registry.options import RegistryOptions
 from .transports import open_image, open_output, parse_base
 
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+AUTHFILE_HELP = ("Registry credentials from this file only (auth.json as podman login writes it, "
+                 "containers-auth.json(5), or docker's config.json), instead of the usual lookup. "
+                 "Env: REGISTRY_AUTH_FILE.")
 
 
 class Ctx:
     """Progress on stderr: a live status line on a terminal (rich), plain
-    lines otherwise, nothing with --quiet. stdout is kept for the result."""
+    lines otherwise, nothing with --quiet; each phase says how long it took.
+    stdout is kept for the result. --debug and -q/--quiet set `debug` and
+    `quiet` here wherever they are given: before the subcommand or after it
+    (the console is made on first use, once both are known)."""
 
-    def __init__(self, debug: bool, quiet: bool):
+    def __init__(self, debug: bool = False, quiet: bool = False):
         self.debug, self.quiet = debug, quiet
-        self._console = None
-        if not quiet and sys.stderr.isatty():
-            from rich.console import Console
-            self._console = Console(stderr=True, highlight=False)
+        self._console: Any = None
+        self._looked = False
+
+    def _terminal(self) -> Any:
+        """The rich console when stderr is a terminal and progress is shown, else None."""
+        if self.quiet:
+            return None
+        if not self._looked:
+            self._looked = True
+            if sys.stderr.isatty():
+                from rich.console import Console
+                self._console = Console(stderr=True, highlight=False)
+        return self._console
 
     def say(self, msg: str) -> None:
         if self.quiet:
             return
-        if self._console is not None:
+        console = self._terminal()
+        if console is not None:
             from rich.markup import escape
-            self._console.print(f"[dim]ocibuild:[/dim] {escape(msg)}")
+            console.print(f"[dim]ocibuild:[/dim] {escape(msg)}")
         else:
             click.echo(f"ocibuild: {msg}", err=True)
 
     @contextmanager
     def phase(self, title: str) -> Iterator[None]:
-        """A step (compile, assemble, write): a spinner on a terminal."""
-        if self._console is None:
+        """A step (compile, assemble, write): a spinner on a terminal, then
+        `✓ title (1.2 s)`; plain lines `title` and `title: done in 1.2 s`.
+        A step that fails says nothing more: the error line follows."""
+        start = time.monotonic()
+        console = self._terminal()
+        if console is None:
             self.say(title)
             yield
+            self.say(f"{title}: done in {human_duration(time.monotonic() - start)}")
             return
         from rich.markup import escape
-        with self._console.status(escape(title)):
+        with console.status(escape(title)):
             yield
-        self._console.print(f"[green]✓[/green] {escape(title)}")
+        took = human_duration(time.monotonic() - start)
+        console.print(f"[green]✓[/green] {escape(title)} [dim]({took})[/dim]")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _set_flag(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    if value and param.name:
+        setattr(ctx.ensure_object(Ctx), param.name, True)
+    return value
+
+
+def _common_flags() -> list[click.Parameter]:
+    """--debug and -q/--quiet, taken by the group and by every command, so
+    that `ocibuild -q build ...` and `ocibuild build -q ...` are the same;
+    they set the run's Ctx instead of being passed to the command."""
+    return [click.Option(["--debug"], is_flag=True, expose_value=False, is_eager=True, callback=_set_flag,
+                         help="Show tracebacks on errors."),
+            click.Option(["-q", "--quiet"], is_flag=True, expose_value=False, is_eager=True,
+                         callback=_set_flag, help="No progress messages on stderr.")]
+
+
+class _Flags:
+    """What ocibuild's commands and groups add to click's: the common flags,
+    and usage errors that know their command (click's parser leaves some,
+    such as a missing option value, without it), so the message can point
+    to that command's --help."""
+
+    params: list[click.Parameter]
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.params.extend(_common_flags())
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)          # type: ignore[misc]
+        except click.UsageError as e:
+            if e.ctx is None:
+                e.ctx = ctx
+            raise
+
+
+class _Command(_Flags, click.Command):
+    pass
+
+
+class _Group(_Flags, click.Group):
+    command_class = _Command
+    group_class = type                   # subgroups (fabric, fabric external) are _Groups too
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="ocibuild")
-@click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress messages on stderr.")
 @click.pass_context
-def cli(ctx, debug, quiet):
-    """Write OCI images for Fabric chaincode directly: no Dockerfile, no daemon."""
-    ctx.obj = Ctx(debug, quiet)
+def cli(ctx):
+    """Write OCI images for Fabric chaincode directly: no Dockerfile, no daemon.
+
+    Exit status: 0 done, 1 internal error, 2 usage, 3 bad input, 4 compile
+    failed, 5 registry, 6 container engine, 7 output not written, 130
+    interrupted."""
+    ctx.ensure_object(Ctx)
 
 
 _IMAGE_OPTIONS = [
@@ -95,14 +166,15 @@ _IMAGE_OPTIONS = [
     click.option("--cmd", help="JSON array, or a string split as a shell would."),
     click.option("--env", "envs", multiple=True, metavar="K=V",
                  help="Set an environment variable. Repeatable."),
-    click.option("--user", help="Default user, e.g. 65532:65532 (the default) or chaincode."),
-    click.option("--workdir", help="Working directory (absolute)."),
+    click.option("--user", help="Default user, e.g. 500:500 or chaincode; default: assemble: the base's "
+                                "(65532:65532 for the built-in bases); build: chaincode, 500:500."),
+    click.option("--workdir", help="Working directory (absolute); default: the base's."),
     click.option("--label", "labels", multiple=True, metavar="K=V", help="Config label. Repeatable."),
     click.option("--annotation", "annotations", multiple=True, metavar="K=V",
                  help="Manifest annotation. Repeatable."),
     click.option("--platform", help="os/arch[/variant]; default: from an added ELF binary, else the host."),
     click.option("--compression", "comp", default="gzip", show_default=True,
-                 type=click.Choice(["gzip", "zstd", "none"])),
+                 type=click.Choice(["gzip", "zstd", "none"]), help="Compression of the new layer."),
     click.option("--chown", metavar="UID:GID", default="0:0", show_default=True,
                  help="Owner of every added file."),
     click.option("--output", "outputs", multiple=True, required=True, metavar="REF",
@@ -110,7 +182,9 @@ _IMAGE_OPTIONS = [
                       "docker-daemon:NAME:TAG, containers-storage:NAME:TAG, "
                       "docker://HOST[:PORT]/REPO[:TAG]. Repeatable."),
     click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST:PORT",
-                 help="Allow plain HTTP or unverified TLS to this registry. Repeatable."),
+                 help="Allow plain HTTP or unverified TLS to this registry (localhost, 127.0.0.0/8 "
+                      "and [::1] get plain HTTP without it, when they do not speak TLS). Repeatable."),
+    click.option("--authfile", metavar="FILE", help=AUTHFILE_HELP),
 ]
 
 
@@ -126,7 +200,7 @@ def image_job(opts: Mapping[str, Any], env: Mapping[str, str]) -> ImageJob:
     checking every output before anything is built."""
     base = parse_base(opts["base"])
     needs_registry = isinstance(base, RegistryRef) or any(o.startswith("docker://") for o in opts["outputs"])
-    registry = registry_options(env, opts["insecure"]) if needs_registry else None
+    registry = registry_options(env, opts["insecure"], opts["authfile"]) if needs_registry else None
     created = source_date_epoch(env.get("SOURCE_DATE_EPOCH"))
     outs = [open_output(o, created, registry) for o in opts["outputs"]]
     check_distinct(outs)
@@ -164,14 +238,14 @@ def assemble(ctx: Ctx, **opts):
 @click.option("--builder-image", envvar="OCIBUILD_BUILDER_IMAGE", default="",
               help="Go toolchain image (or docker-archive:FILE / oci-archive:FILE to load first); "
                    "default: of the engine's images labelled org.ocibuild.builder.go-version, the lowest Go "
-                   "that fits the module's go line. Env: OCIBUILD_BUILDER_IMAGE.")
+                   "that fits the module's go and toolchain lines. Env: OCIBUILD_BUILDER_IMAGE.")
 @click.option("--go", "go_version", default="", metavar="VERSION",
               help="The Go toolchain (1.24, 1.24.4); default: the lowest available that fits the "
-                   "module's go and toolchain lines. Host toolchains: go on PATH, /usr/lib/go-*, "
-                   "~/.cache/ocibuild/toolchains, /var/cache/ocibuild/toolchains, OCIBUILD_TOOLCHAINS.")
+                   "module's go and toolchain lines. Host toolchains: go on PATH, OCIBUILD_TOOLCHAINS, "
+                   "~/.cache/ocibuild/toolchains, /var/cache/ocibuild/toolchains, /usr/lib/go-*.")
 @click.option("--network", type=click.Choice(["none", "default"]), default="none", show_default=True,
               help="Network during the build: none means no module downloads (but from a --go-proxy "
-                   "directory); default passes on GOPROXY, GOPRIVATE, GONOPROXY, GONOSUMDB, GOSUMDB, "
+                   "directory or tarball); default passes on GOPROXY, GOPRIVATE, GONOPROXY, GONOSUMDB, GOSUMDB, "
                    "GOINSECURE and GOFLAGS from the environment (not `go env -w` settings).")
 @click.option("--package", "go_package", default="", metavar="./DIR|IMPORT-PATH",
               help="Directory builds: the module's main package to build (./cmd/cc, or its import "
@@ -184,7 +258,8 @@ def assemble(ctx: Ctx, **opts):
 @click.option("--tags", default="", help="Go build tags (comma-separated).")
 @click.option("--cgo", is_flag=True, help="Enable cgo, linked fully static.")
 @click.option("--binary-path", default=BINARY_PATH, show_default=True,
-              help="Where the binary goes in the image; its directory is put on PATH.")
+              help="Where the binary goes in the image (ending in /: a directory, the binary named "
+                   "chaincode in it); its directory is put on PATH.")
 @click.option("--import-path", help="GOPATH mode: the package's import path (default: the "
                                     "package's metadata path, else the directory name).")
 @click.option("--fabric-version", default=DEFAULT_VERSION, show_default=True,
@@ -203,8 +278,8 @@ def build_command(ctx: Ctx, source, builder_name, builder_image, go_version, net
     SOURCE is a Fabric chaincode package (lifecycle .tar.gz or legacy 1.x
     deployment spec, detected from its content) or a Go module or GOPATH-mode
     package directory. The image follows the peer's conventions: the binary
-    on PATH as `chaincode`, no entrypoint, user chaincode (500), Fabric's
-    labels and environment."""
+    on PATH as `chaincode`, no entrypoint, user chaincode (500:500),
+    Fabric's labels and environment."""
     env = dict(os.environ)
     go_env = _go_env(env, ctx.debug and network == "default")
     if binary_path.endswith("/"):          # a directory: the binary keeps its name
@@ -383,8 +458,9 @@ def fabric_image_name(ccid, network_id, peer_id):
                                             "docker://) instead of --image-digest.")
 @click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST:PORT",
               help="--image docker://: allow plain HTTP or unverified TLS to this registry.")
+@click.option("--authfile", metavar="FILE", help="--image docker://: " + AUTHFILE_HELP)
 def fabric_package(source, cc_type, label, out, import_path, address, dial_timeout, tls_required,
-                   image_name_, image_digest, image_ref, insecure):
+                   image_name_, image_digest, image_ref, insecure, authfile):
     """Write a lifecycle package; print its package ID. golang packages SOURCE
     (a module directory) as `peer lifecycle chaincode package` would; ccaas
     and k8s package a connection.json / image.json (SOURCE, if given, is a
@@ -411,7 +487,8 @@ def fabric_package(source, cc_type, label, out, import_path, address, dial_timeo
                 click.echo(f"ocibuild: note: the digest of {ref} is that of {ref.engine}'s export of it; "
                            "a registry serves the digest ocibuild printed when it wrote the image", err=True)
             with WorkStore() as work:
-                image_digest = open_image(ref, registry=registry_options(env, insecure), work=work).digest
+                image_digest = open_image(ref, registry=registry_options(env, insecure, authfile),
+                                          work=work).digest
         if not image_digest:
             raise InputError("fabric package --type k8s needs --image-digest sha256:... or --image REF")
         pid = write_k8s(out, label, image_name_, image_digest, meta_inf=meta_inf, mtime=mtime)
@@ -424,11 +501,12 @@ def fabric_package(source, cc_type, label, out, import_path, address, dial_timeo
 @click.option("--platform", help="From an index, the image for os/arch[/variant].")
 @click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST:PORT",
               help="docker:// REF: allow plain HTTP or unverified TLS to this registry.")
-def inspect(ref, as_json, platform, insecure):
+@click.option("--authfile", metavar="FILE", help="docker:// REF: " + AUTHFILE_HELP)
+def inspect(ref, as_json, platform, insecure, authfile):
     """Summarise an image: platform, layers, sizes, config, labels."""
     plat = Platform.parse(platform) if platform else None
     with WorkStore() as work:
-        image = open_image(ref, plat, registry=registry_options(os.environ, insecure), work=work)
+        image = open_image(ref, plat, registry=registry_options(os.environ, insecure, authfile), work=work)
         cfg = image.config_doc
     if as_json:
         click.echo(json.dumps({"digest": image.digest, "mediaType": image.media_type,
@@ -455,20 +533,36 @@ def inspect(ref, as_json, platform, insecure):
     click.echo(f"{'size':<11} {human_size(total)} in {len(image.layers)} layer(s), compressed")
 
 
-def registry_options(env: Mapping[str, str], insecure=()) -> RegistryOptions:
-    """Registry settings from the flags and the environment, read once here:
-    docker's config.json (DOCKER_CONFIG), podman's auth.json
-    (REGISTRY_AUTH_FILE, else $XDG_RUNTIME_DIR/containers/auth.json) and the
-    pulled-blob cache (OCIBUILD_CACHE_DIR, else $XDG_CACHE_HOME/ocibuild)."""
+def registry_options(env: Mapping[str, str], insecure=(), authfile: str | None = None) -> RegistryOptions:
+    """Registry settings from the flags and the environment, read once here.
+    Credentials, as podman, skopeo and buildah look for them
+    (containers-auth.json(5)): only the file --authfile names, else only
+    REGISTRY_AUTH_FILE's; else the first of $XDG_RUNTIME_DIR/containers/auth.json,
+    $XDG_CONFIG_HOME/containers/auth.json (~/.config/containers/auth.json)
+    and docker's config.json ($DOCKER_CONFIG, else ~/.docker) that has a login
+    for the registry. The pulled-blob cache: OCIBUILD_CACHE_DIR, else
+    $XDG_CACHE_HOME/ocibuild."""
     home = env.get("HOME") or os.path.expanduser("~")
-    docker_dir = env.get("DOCKER_CONFIG") or os.path.join(home, ".docker")
-    auth_file = env.get("REGISTRY_AUTH_FILE") or (
-        os.path.join(env["XDG_RUNTIME_DIR"], "containers", "auth.json") if env.get("XDG_RUNTIME_DIR")
-        else os.path.join(home, ".config", "containers", "auth.json"))   # podman's fallback
+    files: tuple[str, ...]
+    if authfile is not None:
+        if not os.path.isfile(authfile):
+            why = "is not a file" if os.path.exists(authfile) else "does not exist"
+            raise InputError(f"--authfile {authfile} {why}; name the auth.json that `podman login` or "
+                             "`docker login` wrote (or leave it out for the default lookup)")
+        files, flag = (authfile,), "--authfile"
+    elif env.get("REGISTRY_AUTH_FILE"):
+        files, flag = (env["REGISTRY_AUTH_FILE"],), "REGISTRY_AUTH_FILE"
+    else:
+        runtime = env.get("XDG_RUNTIME_DIR")
+        config = env.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
+        docker = env.get("DOCKER_CONFIG") or os.path.join(home, ".docker")
+        found = ([os.path.join(runtime, "containers", "auth.json")] if runtime else []) + [
+            os.path.join(config, "containers", "auth.json"), os.path.join(docker, "config.json")]
+        files, flag = tuple(dict.fromkeys(found)), ""
     cache = env.get("OCIBUILD_CACHE_DIR") or os.path.join(
         env.get("XDG_CACHE_HOME") or os.path.join(home, ".cache"), "ocibuild")
-    return RegistryOptions(insecure=frozenset(insecure), docker_config=os.path.join(docker_dir, "config.json"),
-                           auth_file=auth_file, cache_dir=cache, home=home)
+    return RegistryOptions(insecure=frozenset(insecure), auth_files=files, auth_flag=flag,
+                           cache_dir=cache, home=home)
 
 
 MAX_EPOCH = 253402300799           # 9999-12-31T23:59:59Z
@@ -564,34 +658,40 @@ def _terminated(signum, frame):
 
 
 def main(argv=None) -> None:
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    """Run the CLI; every failure ends here as one `error:` line and the exit
+    status of its class (errors.py), or a traceback with --debug (before or
+    after the subcommand). Shell completion (`_OCIBUILD_COMPLETE=bash_source
+    ocibuild`) is click's: it prints its script and exits inside cli.main."""
+    state = Ctx()
     signal.signal(signal.SIGTERM, _terminated)
     try:
-        cli.main(args=argv, prog_name="ocibuild", standalone_mode=False)
+        cli.main(args=argv, prog_name="ocibuild", standalone_mode=False, obj=state)
     except OcibuildError as e:
-        if debug:
+        if state.debug:
             raise
         click.echo(f"error: {e}", err=True)
-        sys.exit(130 if getattr(e, "interrupted", False) else 1)
+        sys.exit(e.exit_status)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except click.Abort:
         click.echo("error: interrupted; nothing was written", err=True)
         sys.exit(130)
     except click.ClickException as e:
-        click.echo(f"error: {e.format_message()} (see ocibuild --help)", err=True)
+        # A usage error points to the failing (sub)command's own help.
+        where = e.ctx.command_path if isinstance(e, click.UsageError) and e.ctx is not None else "ocibuild"
+        click.echo(f"error: {e.format_message().removesuffix('.')} (see {where} --help)", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         click.echo("error: interrupted; nothing was written", err=True)
         sys.exit(130)
     except OSError as e:               # the machine refused (a full TMPDIR, ...): say what, where
-        if debug:
+        if state.debug:
             raise
         where = f" ({e.filename})" if e.filename else ""
         click.echo(f"error: {e.strerror or e}{where}; nothing was written", err=True)
         sys.exit(1)
     except Exception as e:             # a safety net, not a substitute for the specific messages
-        if debug:
+        if state.debug:
             raise
         if isinstance(e.__cause__, KeyboardInterrupt):   # e.g. wrapped by a class being created
             click.echo("error: interrupted; nothing was written", err=True)

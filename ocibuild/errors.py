@@ -1,15 +1,23 @@
 """The one exception tree. The CLI turns any of these into `error: <message>`
-and exits non-zero; nothing else in ocibuild prints an error."""
+and exits with the class's `exit_status`; nothing else in ocibuild prints an
+error. The codes tell failures apart for scripts (README, Errors → Exit
+codes): 1 internal, 2 usage (click's), 3 input, 4 compile, 5 registry,
+6 engine, 7 output, 130 interrupted."""
 
 from __future__ import annotations
 
 
 class OcibuildError(Exception):
-    """Root of every error ocibuild reports to its user."""
+    """Root of every error ocibuild reports to its user. `exit_status` is
+    what the command exits with: set once per class here, read by the CLI."""
+
+    exit_status = 1              # the root itself: only for a damaged installation (a built-in base)
 
 
 class InputError(OcibuildError):
     """A flag, path or reference given by the user is wrong."""
+
+    exit_status = 3
 
 
 class PackageError(InputError):
@@ -23,11 +31,16 @@ class PackageError(InputError):
 
 
 class BlobError(OcibuildError):
-    """Content read back does not match its descriptor (digest or size)."""
+    """Content read back does not match its descriptor (digest or size):
+    bad input, as it comes from an image someone else made."""
+
+    exit_status = 3
 
 
 class OutputError(OcibuildError):
     """An output could not be written; nothing of it was left behind."""
+
+    exit_status = 7
 
 
 class PartialWriteError(OutputError):
@@ -37,18 +50,25 @@ class PartialWriteError(OutputError):
     def __init__(self, written: list[str], not_written: list[str], cause: BaseException):
         self.written, self.not_written = written, not_written
         self.interrupted = isinstance(cause, KeyboardInterrupt)
+        if self.interrupted:
+            self.exit_status = 130
         why = "interrupted" if self.interrupted else str(cause).removesuffix("; nothing was written")
         verb = "was" if len(written) == 1 else "were"
         super().__init__(f"{why}; {', '.join(written)} {verb} written, {', '.join(not_written)} not")
 
 
 class EngineError(OcibuildError):
-    """A container engine (docker, podman) is missing or refused a request."""
+    """A container engine (docker, podman) or the host's toolchain is missing
+    or refused a request."""
+
+    exit_status = 6
 
 
 class RegistryError(OcibuildError):
     """A registry could not be reached, refused a request, or answered
     something unusable. The message says which registry and what to do."""
+
+    exit_status = 5
 
 
 class TransientError(RegistryError):
@@ -67,6 +87,8 @@ class BuildError(OcibuildError):
     fields: which builder, its exit code, the first file:line the compiler
     named (`position`), a `hint` when the cause is known (then it replaces
     the pointer to the messages), and whether the messages were `shown`."""
+
+    exit_status = 4
 
     def __init__(self, builder: str, exit_code: int | None = None, output: str = "",
                  position: str = "", hint: str = "", shown: bool = True, command: str = "go build"):

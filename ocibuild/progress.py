@@ -1,6 +1,7 @@
 """How the layers below the CLI report progress: a `Say` callable for one
 line, and a `Progress` that also times phases and knows whether the
-user sees the detail lines (-q hides them)."""
+user sees the detail lines (-q hides them); human_size and human_duration
+for the numbers it shows."""
 
 from __future__ import annotations
 
@@ -32,3 +33,11 @@ def human_size(n: float) -> str:
         if n < 1024 or unit == "TiB":
             return f"{n:.1f} {unit}" if n < 10 and n != int(n) else f"{n:.0f} {unit}"
     raise AssertionError("unreachable")
+
+
+def human_duration(seconds: float) -> str:
+    """A phase's duration for people: 0.3 s, 12.5 s, 2 min 5 s."""
+    if seconds < 59.95:
+        return f"{max(seconds, 0.0):.1f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s" if rest else f"{minutes} min"

@@ -1,22 +1,32 @@
 """The command line's contract for bad input and failing outputs.
 
-For every bad input: a non-zero exit (1; 2 for usage errors click detects),
-nothing on stdout, no traceback, and exactly ONE `error: ` line on stderr —
-the only line with -q, the last one after `ocibuild: ` progress lines
-without it — and no output file or layout created or changed (the whole work
+For every bad input: the exit status of its kind of failure (3 bad input,
+5 registry, 7 an output that cannot be written; 2 for usage errors click
+detects, which name the subcommand's --help), nothing on stdout, no
+traceback, and exactly ONE `error: ` line on stderr — the only line with -q
+(before or after the subcommand), the last one after `ocibuild: ` progress
+lines without it — and no output file or layout created or changed (the whole work
 directory, including existing outputs named in the same command, is compared
 before and after).
 
 On success: stdout is exactly one line `sha256:<64 hex>`, progress goes to
-stderr, -q silences it; --debug turns an error into a traceback."""
+stderr (each phase with its duration), -q silences it; --debug turns an
+error into a traceback. -q and --debug work before the subcommand or after
+it. Every class of failure exits with its own status, through the real CLI;
+shell completion is click's and works through ocibuild's main()."""
 
 from __future__ import annotations
 
 import json
 import os
+import pty
+import re
 import shutil
+import signal
+import socket
 import subprocess
 import tarfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,7 +141,7 @@ class Case:
     id: str
     args: Callable[[Work], list]            # after the subcommand
     needles: tuple[str, ...]                # must all be in the error line (case-insensitive)
-    code: int = 1
+    code: int = 3                           # bad input, the usual case
     outputs: bool = True                    # append Work.outputs()
     adds: bool = True                       # add the small file (so a base's layers are read)
     env: dict = field(default_factory=dict)
@@ -190,7 +200,7 @@ CASES = [
          lambda w: ["--base", f"docker-archive:{w.docker}:ocibuild-test/other:v9"],
          ("ocibuild-test/other:v9",)),
     # (a pull from localhost:443, where nothing listens: refused at first contact, so it fails fast)
-    Case("base-bad-transport", lambda w: ["--base", "docker://localhost/x:1"], ("docker://",)),
+    Case("base-bad-transport", lambda w: ["--base", "docker://localhost/x:1"], ("docker://",), code=5),
     Case("base-layer-corrupt", lambda w: ["--base", f"oci:{w.base}:v1"], ("layer", "corrupt"),
          setup=lambda w: flip_byte(w.base_layer())),
     Case("base-layer-corrupt-nothing-added", lambda w: ["--base", f"oci:{w.base}:v1"],
@@ -231,16 +241,17 @@ CASES = [
          ("bad/tag!",)),
     Case("output-engine-without-name", lambda w: ["--output", "docker-daemon:"], ("docker-daemon:",)),
     Case("output-registry-refused", lambda w: ["--output", "docker://localhost:5000/x:1"],
-         ("localhost:5000", "refused")),
+         ("localhost:5000", "refused"), code=5),
     Case("output-dir-not-a-layout", lambda w: ["--output", f"oci:{w.plain_dir}"],
-         ("plain", "not an oci layout")),
-    Case("output-layout-is-a-file", lambda w: ["--output", f"oci:{w.small}"], ("small.txt", "not a directory")),
+         ("plain", "not an oci layout"), code=7),
+    Case("output-layout-is-a-file", lambda w: ["--output", f"oci:{w.small}"], ("small.txt", "not a directory"),
+         code=7),
     Case("output-archive-is-a-directory", lambda w: ["--output", f"oci-archive:{w.plain_dir}"],
-         ("plain", "is a directory")),
+         ("plain", "is a directory"), code=7),
     Case("output-archive-parent-missing", lambda w: ["--output", f"oci-archive:{w.root}/no/such/a.tar"],
-         ("no/such", "does not exist")),
+         ("no/such", "does not exist"), code=7),
     Case("output-layout-parent-missing", lambda w: ["--output", f"oci:{w.root}/no/such/layout"],
-         ("no/such", "does not exist")),
+         ("no/such", "does not exist"), code=7),
     Case("output-missing", lambda w: [], ("--output",), code=2, outputs=False),
     # image options
     Case("platform-os-only", lambda w: ["--platform", "linux"], ("platform", "'linux'")),
@@ -261,10 +272,16 @@ CASES = [
     Case("label-without-equals", lambda w: ["--label", "novalue"], ("--label",)),
     Case("annotation-without-equals", lambda w: ["--annotation", "novalue"], ("--annotation",)),
     Case("compression-unknown", lambda w: ["--compression", "lzma"], ("--compression", "lzma"), code=2),
-    Case("unknown-option", lambda w: ["--frobnicate"], ("--frobnicate",), code=2),
-    Case("unknown-command", lambda w: [], ("frobnicate",), code=2, command="frobnicate",
+    Case("unknown-option", lambda w: ["--frobnicate"], ("--frobnicate", "(see ocibuild assemble --help)"), code=2),
+    Case("unknown-command", lambda w: [], ("frobnicate", "(see ocibuild --help)"), code=2, command="frobnicate",
          outputs=False, adds=False),
-    Case("option-missing-value", lambda w: ["--base"], ("--base",), code=2, outputs=False),
+    Case("option-missing-value", lambda w: ["--base"], ("--base", "(see ocibuild assemble --help)"), code=2,
+         outputs=False),
+    Case("inspect-unknown-option", lambda w: ["oci:x", "--frobnicate"], ("(see ocibuild inspect --help)",), code=2,
+         command="inspect", outputs=False, adds=False),
+    Case("authfile-missing", lambda w: ["--authfile", f"{w.root}/nowhere.json",
+                                        "--output", "docker://localhost:5000/x:1"],
+         ("--authfile", "nowhere.json", "does not exist")),
     # SOURCE_DATE_EPOCH
     Case("epoch-word", lambda w: [], ("SOURCE_DATE_EPOCH", "abc"), env={"SOURCE_DATE_EPOCH": "abc"}),
     Case("epoch-negative", lambda w: [], ("SOURCE_DATE_EPOCH",), env={"SOURCE_DATE_EPOCH": "-5"}),
@@ -280,8 +297,10 @@ CASES = [
 ]
 
 
-def _argv(case: Case, w: Work, quiet: bool) -> list[str]:
-    argv = (["-q"] if quiet else []) + [case.command]
+def _argv(case: Case, w: Work, quiet: str) -> list[str]:
+    """The command line; `quiet`: "" (progress shown), "before" the
+    subcommand (`-q assemble`) or "after" it (`assemble -q`)."""
+    argv = (["-q"] if quiet == "before" else []) + [case.command] + (["-q"] if quiet == "after" else [])
     if case.adds:
         argv += ["--add", f"{w.small}:/data/small.txt"]
     argv += [str(a) for a in case.args(w)]
@@ -297,9 +316,9 @@ def test_bad_input(case: Case, work: Work, ocibuild):
     if case.setup:
         case.setup(work)
     before = tree_state(work.root)
-    for quiet in (False, True):
+    for quiet in ("", "before", "after"):
         r = ocibuild(*_argv(case, work, quiet), env=case.env, prefix=case.prefix)
-        line = check_error(r, case.code, quiet)
+        line = check_error(r, case.code, bool(quiet))
         for needle in case.needles:
             assert needle.lower() in line.lower(), f"{needle!r} not in {line!r}"
         assert tree_state(work.root) == before, f"{case.id} changed the work directory"
@@ -323,7 +342,7 @@ def big_args(static_binary, tmp_path) -> list[str]:
 
 
 def _no_space(r) -> None:
-    line = check_error(r, 1, quiet=True)
+    line = check_error(r, 7, quiet=True)
     assert "no space left on device" in line.lower(), line
 
 
@@ -415,3 +434,219 @@ def test_help_and_version_are_not_errors(ocibuild):
         r = ocibuild(*args)
         assert r.returncode == 0, r.stderr
         assert r.stdout.strip() and "error" not in r.stderr.lower()
+
+
+# --- exit statuses: one per kind of failure, through the real CLI ---------------------
+
+def _silent_registry() -> socket.socket:
+    """A listener on 127.0.0.1 that never answers (connections wait in its
+    backlog): a registry push to it hangs until ocibuild is stopped."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(8)
+    return s
+
+
+def _go_module(root: Path, main_go: str) -> Path:
+    src = root / "cc"
+    src.mkdir()
+    (src / "go.mod").write_text("module example.com/cc\n\ngo 1.19\n")
+    (src / "main.go").write_text(main_go)
+    return src
+
+
+def test_input_error_exits_3(ocibuild, tmp_path):
+    r = ocibuild("-q", "assemble", "--add", f"{tmp_path}/nope:/x", "--output", f"oci:{tmp_path / 'l'}")
+    assert "nope" in check_error(r, 3, quiet=True)
+
+
+def test_package_error_exits_3(ocibuild, tmp_path):
+    bad = tmp_path / "cc.tar.gz"
+    bad.write_bytes(b"PK\x03\x04 a zip file, no chaincode package")
+    r = ocibuild("-q", "build", "--builder", "host", str(bad), "--output", f"oci:{tmp_path / 'l'}")
+    assert "not a chaincode package" in check_error(r, 3, quiet=True)
+
+
+def test_corrupt_blob_of_a_base_exits_3(ocibuild, work):
+    flip_byte(work.base_layer())
+    r = ocibuild("-q", "assemble", "--base", f"oci:{work.base}:v1", "--add", f"{work.small}:/s",
+                 "--output", f"oci:{work.root / 'out'}")
+    assert "corrupt" in check_error(r, 3, quiet=True)
+
+
+def test_compile_error_exits_4(ocibuild, tmp_path):
+    src = _go_module(tmp_path, "package main\n\nfunc main() { x := 1 }\n")
+    r = ocibuild("-q", "build", "--builder", "host", str(src), "--output", f"oci:{tmp_path / 'l'}")
+    assert "go build failed on the host" in check_error(r, 4, quiet=True)
+
+
+def test_registry_error_exits_5(ocibuild, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]            # closed again: nothing listens there
+    (tmp_path / "f").write_text("f\n")
+    r = ocibuild("-q", "assemble", "--add", f"{tmp_path / 'f'}:/f", "--output", f"docker://127.0.0.1:{port}/x:1")
+    assert "refused" in check_error(r, 5, quiet=True)
+
+
+def test_engine_error_exits_6(ocibuild, tmp_path):
+    """No podman where ocibuild looks for it (PATH): the engine is missing."""
+    (tmp_path / "f").write_text("f\n")
+    r = ocibuild("-q", "assemble", "--add", f"{tmp_path / 'f'}:/f", "--output", "containers-storage:ocibuild-test/x:1",
+                 env={"PATH": str(tmp_path / "empty-bin")})
+    assert "podman" in check_error(r, 6, quiet=True)
+
+
+def test_output_error_exits_7(ocibuild, tmp_path):
+    (tmp_path / "f").write_text("f\n")
+    r = ocibuild("-q", "assemble", "--add", f"{tmp_path / 'f'}:/f", "--output", f"oci-archive:{tmp_path}/no/a.tar")
+    assert "does not exist" in check_error(r, 7, quiet=True)
+
+
+def test_interrupted_exits_130(tmp_path):
+    """SIGTERM while a push waits for a registry that does not answer."""
+    from conftest import OCIBUILD
+    (tmp_path / "f").write_text("f\n")
+    with _silent_registry() as reg:
+        port = reg.getsockname()[1]
+        proc = subprocess.Popen([str(OCIBUILD), "-q", "assemble", "--add", f"{tmp_path / 'f'}:/f",
+                                 "--output", f"oci:{tmp_path / 'l'}", "--output", f"docker://127.0.0.1:{port}/x:1"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(1.5)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    # (click ends the interrupted line first: one empty line before the error line)
+    assert out == "" and err.lstrip("\n") == "error: interrupted; nothing was written\n", err
+    assert not (tmp_path / "l").exists()
+
+
+def test_usage_error_exits_2_and_names_the_subcommands_help(ocibuild, tmp_path):
+    for argv, where in ((["build", "--frobnicate"], "ocibuild build --help"),
+                        (["fabric", "package", "--frobnicate"], "ocibuild fabric package --help"),
+                        (["fabric", "frobnicate"], "ocibuild fabric --help"),
+                        (["-q", "inspect"], "ocibuild inspect --help"),
+                        (["--frobnicate"], "ocibuild --help")):
+        r = ocibuild(*argv)
+        line = check_error(r, 2, quiet=True)
+        assert line.endswith(f" (see {where})"), line
+    r = ocibuild("build", "--frobnicate")
+    assert r.stderr == "error: No such option '--frobnicate' (see ocibuild build --help)\n", r.stderr
+
+
+# --- -q and --debug after the subcommand ----------------------------------------------------
+
+def test_quiet_and_debug_after_the_subcommand(ocibuild, static_binary, tmp_path):
+    add = ["--add", f"{static_binary.path}:/usr/local/bin/chaincode"]
+    before = ocibuild("-q", "assemble", *add, "--output", f"oci:{tmp_path / 'a'}")
+    after = ocibuild("assemble", "-q", *add, "--output", f"oci:{tmp_path / 'b'}")
+    last = ocibuild("assemble", *add, "--output", f"oci:{tmp_path / 'c'}", "--quiet")
+    assert before.returncode == after.returncode == last.returncode == 0, (after.stderr, last.stderr)
+    assert before.stderr == after.stderr == last.stderr == ""
+    assert DIGEST_LINE.fullmatch(after.stdout) and before.stdout == after.stdout == last.stdout
+    # --debug after the subcommand: a traceback; with -q before it, still a traceback and no progress.
+    for argv in (["assemble", "--debug"], ["-q", "assemble", "--debug"], ["--debug", "assemble", "-q"]):
+        r = ocibuild(*argv, "--add", f"{tmp_path}/nope:/x", "--output", f"oci:{tmp_path / 'd'}")
+        assert r.returncode != 0 and r.stdout == ""
+        assert "Traceback (most recent call last)" in r.stderr and "InputError" in r.stderr, r.stderr
+        assert ("ocibuild: " in r.stderr) == ("-q" not in argv), r.stderr
+    assert not (tmp_path / "d").exists()
+
+
+def test_quiet_and_debug_on_fabric_and_inspect(ocibuild, tmp_path, prebuilt):
+    args = ["--type", "ccaas", "--label", "cc_1", "--address", "cc:9999"]
+    a = ocibuild("fabric", "package", "-q", *args, "--output", f"{tmp_path / 'a.tar.gz'}")
+    b = ocibuild("-q", "fabric", "package", *args, "--output", f"{tmp_path / 'b.tar.gz'}")
+    assert a.returncode == b.returncode == 0 and a.stdout == b.stdout and a.stderr == b.stderr == "", a.stderr
+    r = ocibuild("inspect", "--debug", f"oci:{tmp_path}/nowhere")
+    assert r.returncode != 0 and "Traceback (most recent call last)" in r.stderr, r.stderr
+    r = ocibuild("inspect", "-q", f"oci:{prebuilt / 'layout'}:v1")
+    assert r.returncode == 0 and r.stdout.startswith("digest ") and r.stderr == "", r.stderr
+
+
+# --- progress: each phase with its duration ------------------------------------------------
+
+PHASE_DONE = re.compile(r"ocibuild: (.+): done in \d+\.\d s")
+
+
+def test_each_phase_says_how_long_it_took(ocibuild, static_binary, tmp_path):
+    r = ocibuild("assemble", "--add", f"{static_binary.path}:/usr/local/bin/chaincode",
+                 "--output", f"oci:{tmp_path / 'l'}")
+    assert r.returncode == 0 and DIGEST_LINE.fullmatch(r.stdout), r
+    lines = r.stderr.splitlines()
+    done = [m.group(1) for m in map(PHASE_DONE.fullmatch, lines) if m]
+    assert "assembling" in done and "writing 1 output(s)" in done, r.stderr
+    for title in done:                      # announced first, timed when it ends
+        assert lines.index(f"ocibuild: {title}") < lines.index(next(x for x in lines if x.startswith(
+            f"ocibuild: {title}: done in "))), r.stderr
+
+
+def test_phases_on_a_terminal_get_a_tick_and_their_duration(static_binary, tmp_path):
+    """stderr a terminal (rich's display): `✓ assembling (0.1 s)`; stdout,
+    a pipe, is still only the digest."""
+    from conftest import OCIBUILD
+    leader, follower = pty.openpty()
+    env = {**os.environ, "COLUMNS": "200", "TERM": "xterm"}
+    env.pop("SOURCE_DATE_EPOCH", None)
+    proc = subprocess.Popen([str(OCIBUILD), "assemble", "--add", f"{static_binary.path}:/usr/local/bin/chaincode",
+                             "--output", f"oci:{tmp_path / 'l'}"], stdout=subprocess.PIPE, stderr=follower,
+                            stdin=subprocess.DEVNULL, env=env)
+    os.close(follower)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:                     # EIO: the other side closed
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(leader)
+    out = proc.stdout.read().decode()
+    assert proc.wait(60) == 0, seen
+    assert DIGEST_LINE.fullmatch(out), out
+    text = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", seen.decode("utf-8", "replace"))
+    assert re.search(r"✓ assembling \(\d+\.\d s\)", text), text
+    assert re.search(r"✓ writing 1 output\(s\) \(\d+\.\d s\)", text), text
+
+
+def test_quiet_shows_no_phase(ocibuild, static_binary, tmp_path):
+    r = ocibuild("assemble", "-q", "--add", f"{static_binary.path}:/usr/local/bin/chaincode",
+                 "--output", f"oci:{tmp_path / 'l'}")
+    assert r.returncode == 0 and r.stderr == "" and DIGEST_LINE.fullmatch(r.stdout)
+
+
+# --- help texts ------------------------------------------------------------------------------
+
+def test_build_help_says_the_default_user_is_chaincode_500(ocibuild):
+    r = ocibuild("build", "--help")
+    assert r.returncode == 0, r.stderr
+    text = " ".join(r.stdout.split())
+    assert "build: chaincode, 500:500" in text, text
+    assert "65532:65532 (the default)" not in text
+    for flag in ("--debug", "--quiet", "--authfile"):
+        assert flag in text, flag
+
+
+def test_every_command_takes_quiet_and_debug(ocibuild):
+    for argv in (["assemble"], ["build"], ["inspect"], ["fabric"], ["fabric", "package"], ["fabric", "deps"],
+                 ["fabric", "package-id"], ["fabric", "image-name"], ["fabric", "install-builder"]):
+        r = ocibuild(*argv, "--help")
+        assert r.returncode == 0 and "--debug" in r.stdout and "-q, --quiet" in r.stdout, (argv, r.stdout)
+
+
+# --- shell completion ------------------------------------------------------------------------
+
+def test_bash_completion_script_is_printed(ocibuild):
+    r = ocibuild(env={"_OCIBUILD_COMPLETE": "bash_source"})
+    assert r.returncode == 0, r.stderr
+    assert "_ocibuild_completion()" in r.stdout and "complete " in r.stdout, r.stdout
+    assert r.stderr == ""
+
+
+def test_bash_completion_completes_commands_and_options(ocibuild):
+    r = ocibuild(env={"_OCIBUILD_COMPLETE": "bash_complete", "COMP_WORDS": "ocibuild ass", "COMP_CWORD": "1"})
+    assert r.returncode == 0 and "plain,assemble" in r.stdout.splitlines(), (r.stdout, r.stderr)
+    r = ocibuild(env={"_OCIBUILD_COMPLETE": "bash_complete", "COMP_WORDS": "ocibuild build --auth",
+                      "COMP_CWORD": "2"})
+    assert r.returncode == 0 and "plain,--authfile" in r.stdout.splitlines(), (r.stdout, r.stderr)

@@ -69,7 +69,7 @@ def test_the_cli_refuses_before_compiling(ocibuild, tmp_path):
     root = _module(tmp_path, GO_MOD + "replace example.com/x => /etc\n")
     out = tmp_path / "o.tar"
     r = ocibuild("build", str(root), "--builder", "host", "--output", f"oci-archive:{out}")
-    assert r.returncode == 1 and r.stderr.splitlines()[-1].startswith("error: go.mod replaces a module"), r.stderr
+    assert r.returncode == 3 and r.stderr.splitlines()[-1].startswith("error: go.mod replaces a module"), r.stderr
     assert "compiling" not in r.stderr and not out.exists()
 
 
@@ -113,7 +113,7 @@ def test_a_cgo_incbin_of_a_host_file_finds_nothing_in_the_sandbox(ocibuild, tmp_
     (root / "go.mod").write_text(GO_MOD)
     (root / "main.go").write_text(CGO_INCBIN.format(secret=secret))
     r = ocibuild("build", str(root), "--builder", "host", "--cgo", "--output", f"oci-archive:{tmp_path / 'o.tar'}")
-    assert r.returncode == 1, r.stderr
+    assert r.returncode == 4, r.stderr
     assert str(secret) in r.stderr and "file not found" in r.stderr.lower(), r.stderr   # the assembler's words
     assert not (tmp_path / "o.tar").exists()
 

@@ -348,7 +348,7 @@ def test_build_prints_one_line_saying_what_to_do(make, words, ocibuild, tmp_path
     src = make(tmp_path)
     r = ocibuild("-q", "build", "--builder", "host", src, "--output", f"oci:{tmp_path / 'out'}",
                  env={"GOMODCACHE": str(tmp_path / "modcache")})
-    assert r.returncode == 1 and r.stdout == "", r
+    assert r.returncode == 4 and r.stdout == "", r
     lines = r.stderr.splitlines()
     assert len(lines) == 1 and HINT_LINE.fullmatch(lines[0]), r.stderr
     for w in words:
@@ -381,7 +381,7 @@ def test_node_or_java_directory_says_build_it_elsewhere(marker, language, ocibui
     (src / "lib" / "chaincode.js").write_text("module.exports = {};\n")
     r = ocibuild("-q", "build", "--builder", "host", src, "--output", f"oci:{tmp_path / 'out'}")
     lines = r.stderr.splitlines()
-    assert r.returncode == 1 and len(lines) == 1, r.stderr
+    assert r.returncode == 3 and len(lines) == 1, r.stderr
     for w in (marker, f"that is {language} chaincode", *WHAT_TO_DO):
         assert w in lines[0], f"{w!r} not in {lines[0]!r}"
     assert "not a Go package" not in lines[0]
@@ -429,7 +429,7 @@ def test_node_or_java_package_says_build_it_elsewhere(data, language, ocibuild, 
     pkg.write_bytes(data())
     r = ocibuild("-q", "build", "--builder", "host", pkg, "--output", f"oci:{tmp_path / 'out'}")
     lines = r.stderr.splitlines()
-    assert r.returncode == 1 and len(lines) == 1, r.stderr
+    assert r.returncode == 3 and len(lines) == 1, r.stderr
     for w in (f"the package is {language} chaincode", *WHAT_TO_DO, "(unsupported type)"):
         assert w in lines[0], f"{w!r} not in {lines[0]!r}"
 
@@ -473,7 +473,7 @@ def test_a_file_that_is_no_package_is_called_so(name, command, ocibuild, tmp_pat
             else ("fabric", "package-id", pkg))
     r = ocibuild("-q", *args)
     lines = r.stderr.splitlines()
-    assert r.returncode == 1 and r.stdout == "" and len(lines) == 1, r
+    assert r.returncode == 3 and r.stdout == "" and len(lines) == 1, r
     line = lines[0]
     assert line.startswith("error: ") and "is not a chaincode package" in line, line
     assert "gzip-compressed tar holding metadata.json and code.tar.gz" in line, line
@@ -497,7 +497,7 @@ def test_a_gzip_file_that_is_no_package_is_called_so(data, words, command, ocibu
             else ("fabric", "package-id", pkg))
     r = ocibuild("-q", *args)
     lines = r.stderr.splitlines()
-    assert r.returncode == 1 and len(lines) == 1, r
+    assert r.returncode == 3 and len(lines) == 1, r
     for w in (*words, "gzip-compressed tar holding metadata.json and code.tar.gz"):
         assert w in lines[0], f"{w!r} not in {lines[0]!r}"
 
@@ -516,7 +516,7 @@ def test_package_id_of_a_legacy_package_says_it_has_none(ocibuild, tmp_path):
     pkg.write_bytes(cds(code_tar([f("src/main.go", b"package main\n")]), name="mycc", version="2.0"))
     r = ocibuild("-q", "fabric", "package-id", pkg)
     lines = r.stderr.splitlines()
-    assert r.returncode == 1 and len(lines) == 1, r
+    assert r.returncode == 3 and len(lines) == 1, r
     for w in ("is a Fabric 1.x package", "which has no package ID", "'mycc:2.0'"):
         assert w in lines[0], f"{w!r} not in {lines[0]!r}"
 
@@ -537,7 +537,7 @@ def test_build_refuses_a_platform_before_anything_starts(platform, words, builde
     r = ocibuild("build", "--builder", builder, "--platform", platform, tmp_path / "no-such-source",
                  "--output", f"oci:{tmp_path / 'out'}", env={"PATH": "/nonexistent"} if builder == "docker" else None)
     lines = r.stderr.splitlines()
-    assert r.returncode == 1 and r.stdout == "" and len(lines) == 1, r.stderr
+    assert r.returncode == 3 and r.stdout == "" and len(lines) == 1, r.stderr
     for w in (f"platform {platform}", *words, "--platform takes one of linux/386, linux/amd64[/v1|v2|v3|v4], "
               "linux/arm[/v5|v6|v7], linux/arm64[/v8], linux/loong64"):
         assert w in lines[0], f"{w!r} not in {lines[0]!r}"
@@ -549,7 +549,7 @@ def test_build_refuses_a_windows_platform_for_a_real_source(ocibuild, tmp_path):
     r = ocibuild("build", "--builder", "host", "--platform", "windows/amd64", src, "--output",
                  f"oci:{tmp_path / 'out'}")
     lines = r.stderr.splitlines()
-    assert r.returncode == 1 and len(lines) == 1 and "is not Linux" in lines[0], r.stderr
+    assert r.returncode == 3 and len(lines) == 1 and "is not Linux" in lines[0], r.stderr
     assert not (tmp_path / "out").exists()
 
 
@@ -560,7 +560,7 @@ def test_assemble_refuses_a_platform_that_is_not_linux(ocibuild, tmp_path):
     r = ocibuild("-q", "assemble", "--platform", "windows/amd64", "--add", f"{script}:/run.sh",
                  "--output", f"oci:{tmp_path / 'out'}")
     lines = r.stderr.splitlines()
-    assert r.returncode == 1 and len(lines) == 1 and "platform windows/amd64 is not Linux" in lines[0], r.stderr
+    assert r.returncode == 3 and len(lines) == 1 and "platform windows/amd64 is not Linux" in lines[0], r.stderr
     assert not (tmp_path / "out").exists()
 
 

@@ -93,7 +93,7 @@ def test_docker_archive_loads_and_runs_as_nonroot(engine_name, compression, requ
 def test_docker_daemon_refusing_a_layer_leaves_every_output_unwritten(
         require_engine, engine_cleanup, ocibuild, static_binary, tmp_path):
     """An engine that refuses the image at its last step (here: dockerd 20.10
-    and a zstd layer) -> exit 1, one error line naming docker, and the other
+    and a zstd layer) -> exit 6, one error line naming docker, and the other
     outputs of the command are not written (engines commit first)."""
     engine = require_engine("docker")
     if docker_reads_zstd(engine):
@@ -181,9 +181,9 @@ def test_rootless_podman_loads_and_runs(transport, require_engine, engine_cleanu
 # --- engines that are not there ------------------------------------------------------
 
 def _only_error_line(r, progress: bool = False) -> str:
-    """Exit 1, nothing on stdout, and one `error:` line on stderr: the only
-    line, or with `progress`, the last one after `ocibuild:` progress lines."""
-    assert r.returncode == 1, f"exit {r.returncode}: {r.stderr}"
+    """Exit 6 (engine), nothing on stdout, and one `error:` line on stderr: the
+    only line, or with `progress`, the last one after `ocibuild:` progress lines."""
+    assert r.returncode == 6, f"exit {r.returncode}: {r.stderr}"
     assert r.stdout == ""
     assert "Traceback" not in r.stderr
     lines = r.stderr.splitlines()

@@ -236,7 +236,7 @@ def test_a_hostile_tree_is_refused_as_ocibuild_build_refuses_it(tmp_path, packag
     else:
         os.mkfifo(b.root / "src" / "src" / "pipe")
     r = b.build()
-    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.returncode == 3 and "Traceback" not in r.stderr, r.stderr
     line = r.stderr.strip().splitlines()[-1]
     assert line.startswith("error: ") and rule in line, line
     assert not (b.root / "bld" / "ocibuild-image.json").exists()
@@ -343,7 +343,7 @@ def test_run_refuses_bad_input_in_one_line(tmp_path, case, says):
         (meta / "chaincode.json").write_text(text)
     r = subprocess.run(["env", "-i", f"PATH={PATH}", f"TMPDIR={tmp_path}", str(d / "bin" / "run"), str(bld),
                         str(meta)], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.returncode == 3 and "Traceback" not in r.stderr, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], r.stderr
 
@@ -403,7 +403,7 @@ def test_an_unreachable_engine_is_one_line_before_any_compile(builder_for):
     r = subprocess.run([*bad, str(b.dir / "bin" / "build"), str(b.root / "src"), str(b.root / "meta"),
                         str(b.root / "bld")], capture_output=True, text=True, timeout=120)
     lines = r.stderr.strip().splitlines()
-    assert r.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: the docker engine is not "
+    assert r.returncode == 6 and len(lines) == 1 and lines[0].startswith("error: the docker engine is not "
                                                                          "reachable"), r.stderr
     assert not (b.root / "bld" / "ocibuild-image.json").exists()
     assert b.build().returncode == 0                              # reachable again: it builds
@@ -411,4 +411,4 @@ def test_an_unreachable_engine_is_one_line_before_any_compile(builder_for):
     r = subprocess.run([*bad, str(b.dir / "bin" / "run"), str(b.root / "bld"), str(b.root / "runmeta")],
                        capture_output=True, text=True, timeout=120)
     lines = r.stderr.strip().splitlines()
-    assert r.returncode == 1 and len(lines) == 1 and "docker engine is not reachable" in lines[0], r.stderr
+    assert r.returncode == 6 and len(lines) == 1 and "docker engine is not reachable" in lines[0], r.stderr

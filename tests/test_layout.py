@@ -308,7 +308,7 @@ def test_directory_that_is_not_a_layout_is_refused(tmp_path):
         open_output(f"oci:{d}:v1", 0).check()
     f = payload(tmp_path / "payloads", "x", 1)
     r = cli("assemble", "--add", f"{f}:/x", "--output", f"oci:{d}:v1")
-    assert r.returncode == 1
+    assert r.returncode == 7
     (err,) = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
     assert str(d) in err and "not an OCI layout" in err
     assert "Traceback" not in r.stderr
@@ -321,7 +321,7 @@ def test_file_in_place_of_a_layout_is_refused(tmp_path):
     p.write_bytes(b"precious")
     f = payload(tmp_path / "payloads", "x", 1)
     r = cli("assemble", "--add", f"{f}:/x", "--output", f"oci:{p}:v1")
-    assert r.returncode == 1
+    assert r.returncode == 7
     assert [line for line in r.stderr.splitlines() if line.startswith("error: ")]
     assert p.read_bytes() == b"precious"
     assert leftovers(tmp_path) == []
@@ -408,7 +408,7 @@ def test_failed_write_leaves_the_layout_as_it_was(tmp_path, failure, target):
     r = cli("assemble", *extra_args, "--add", f"{f}:/usr/local/bin/new",
             "--output", f"oci:{lay}:new", "--output", f"oci:{lay}:latest",
             "--output", f"oci-archive:{out_dir}/also.tar")
-    assert r.returncode == 1, r.stderr
+    assert r.returncode == 3, r.stderr
     errors = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and words in errors[0], r.stderr
     assert "Traceback" not in r.stderr
@@ -434,7 +434,7 @@ def test_unreadable_index_refused_with_the_layout_unchanged(tmp_path):
     before = tree(lay.parent)
     f = payload(tmp_path / "payloads", "b", "b")
     r = cli("assemble", "--add", f"{f}:/b", "--output", f"oci:{lay}:b")
-    assert r.returncode == 1
+    assert r.returncode == 3
     (err,) = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
     assert "index.json" in err and "Traceback" not in r.stderr
     assert leftovers(lay.parent) == []
@@ -452,7 +452,7 @@ def test_one_failing_layout_leaves_the_other_outputs_unchanged(tmp_path):
     f = payload(tmp_path / "payloads", "b", "b")
     r = cli("assemble", "--add", f"{f}:/b", "--output", f"oci:{good}:b", "--output", f"oci:{bad}:b",
             "--output", f"oci-archive:{out}/also.tar")
-    assert r.returncode == 1
+    assert r.returncode == 3
     assert tree(good) == {k[len("good/"):]: v for k, v in before.items() if k.startswith("good/")}
     assert tags(good) == {"a": [open_image(f"oci:{good}:a").digest]}
     assert tree(out) == before

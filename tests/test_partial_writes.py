@@ -27,7 +27,7 @@ from ocibuild.transports import assemble_image
 def test_two_outputs_naming_one_path_are_refused(ocibuild, tmp_path, static_binary, first, second):
     r = ocibuild("-q", "assemble", "--add", f"{static_binary.path}:/cc", "--output", first.format(d=tmp_path),
                  "--output", second.format(d=tmp_path))
-    assert r.returncode == 1 and r.stderr.startswith("error: ") and "name the same path" in r.stderr, r.stderr
+    assert r.returncode == 3 and r.stderr.startswith("error: ") and "name the same path" in r.stderr, r.stderr
     assert os.listdir(tmp_path) == []
 
 

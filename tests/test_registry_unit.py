@@ -1,9 +1,11 @@
 """The registry package without a real registry: reference and challenge
 parsing, credentials (config.json auths, credential helpers, podman's
-auth.json), backoff, and the HTTP behaviour — retries, Basic and Bearer
+auth.json; which files are read, in which order, --authfile), backoff,
+loopback registries over plain HTTP, and the HTTP behaviour — retries, Basic and Bearer
 auth, redirects, push (skip, mount, monolithic, chunked with resume,
 manifest last) and pull (cache, verification, no network when pinned) —
-against small HTTP servers run in threads on 127.0.0.1."""
+against small HTTP servers run in threads on 127.0.0.1. At the end, a real
+plain-HTTP docker-registry on 127.0.0.1 through the CLI (marked registry)."""
 
 from __future__ import annotations
 
@@ -49,7 +51,7 @@ from ocibuild.outputs import write_all
 from ocibuild.registry.auth import AuthState, Credentials, find_credentials, parse_challenges
 from ocibuild.registry.cache import BlobCache
 from ocibuild.registry.client import Backoff, RegistryClient
-from ocibuild.registry.options import RegistryOptions
+from ocibuild.registry.options import RegistryOptions, is_loopback
 from ocibuild.registry.pull import Puller, pull_image
 from ocibuild.registry.push import RegistryOutput, push_blob, put_manifest
 
@@ -140,34 +142,85 @@ def _config(tmp_path, doc: dict, name="config.json") -> str:
                                  "http://reg.example:5000", "https://reg.example:5000/v1/"])
 def test_auths_under_any_of_dockers_keys(tmp_path, key):
     cfg = _config(tmp_path, {"auths": {"other:1": {"auth": _b64("x:y")}, key: {"auth": _b64("alice:s3:cr3t")}}})
-    c = find_credentials("reg.example:5000", RegistryOptions(docker_config=cfg))
+    c = find_credentials("reg.example:5000", RegistryOptions(auth_files=(cfg,)))
     assert (c.username, c.password) == ("alice", "s3:cr3t")
     assert c.source.endswith("config.json (auths)")
 
 
 def test_docker_hub_login_key(tmp_path):
     cfg = _config(tmp_path, {"auths": {"https://index.docker.io/v1/": {"auth": _b64("bob:pw")}}})
-    assert find_credentials("docker.io", RegistryOptions(docker_config=cfg)).username == "bob"
+    assert find_credentials("docker.io", RegistryOptions(auth_files=(cfg,))).username == "bob"
 
 
 def test_no_credentials_anywhere(tmp_path):
     cfg = _config(tmp_path, {"auths": {"elsewhere:5000": {"auth": _b64("a:b")}}})
-    opts = RegistryOptions(docker_config=cfg, auth_file=str(tmp_path / "missing.json"))
+    opts = RegistryOptions(auth_files=(str(tmp_path / "missing.json"), cfg))
     assert find_credentials("reg.example:5000", opts) is None
 
 
-def test_podman_auth_file_after_the_docker_config(tmp_path):
-    docker = _config(tmp_path, {"auths": {}})
-    podman = _config(tmp_path, {"auths": {"reg.example:5000": {"auth": _b64("pod:man")}}}, "auth.json")
-    c = find_credentials("reg.example:5000", RegistryOptions(docker_config=docker, auth_file=podman))
-    assert (c.username, c.password) == ("pod", "man")
-    assert c.source == podman + " (auths)"
+def test_the_first_file_with_a_login_for_the_host_wins(tmp_path):
+    podman = _config(tmp_path, {"auths": {"other.example": {"auth": _b64("x:y")}}}, "auth.json")
+    docker = _config(tmp_path, {"auths": {"reg.example:5000": {"auth": _b64("dock:er")}}})
+    c = find_credentials("reg.example:5000", RegistryOptions(auth_files=(podman, docker)))
+    assert (c.username, c.password) == ("dock", "er")
+    assert c.source == docker + " (auths)"
+    both = _config(tmp_path, {"auths": {"reg.example:5000": {"auth": _b64("pod:man")}}}, "auth2.json")
+    c = find_credentials("reg.example:5000", RegistryOptions(auth_files=(both, docker)))
+    assert (c.username, c.password, c.source) == ("pod", "man", both + " (auths)")
+
+
+def test_default_lookup_is_that_of_containers_auth_json(tmp_path):
+    """No --authfile, no REGISTRY_AUTH_FILE: $XDG_RUNTIME_DIR/containers/auth.json,
+    $XDG_CONFIG_HOME/containers/auth.json, then docker's config.json."""
+    from ocibuild.cli import registry_options
+    env = {"HOME": "/h", "XDG_RUNTIME_DIR": "/run/user/7", "XDG_CONFIG_HOME": "/cfg", "DOCKER_CONFIG": "/dock"}
+    opts = registry_options(env)
+    assert opts.auth_files == ("/run/user/7/containers/auth.json", "/cfg/containers/auth.json",
+                               "/dock/config.json") and opts.auth_flag == ""
+    assert registry_options({"HOME": "/h"}).auth_files == ("/h/.config/containers/auth.json",
+                                                           "/h/.docker/config.json")
+
+
+def test_authfile_or_registry_auth_file_is_the_only_file_read(tmp_path):
+    from ocibuild.cli import registry_options
+    env = {"HOME": str(tmp_path), "XDG_RUNTIME_DIR": str(tmp_path / "run"), "REGISTRY_AUTH_FILE": "/x/auth.json"}
+    opts = registry_options(env)
+    assert opts.auth_files == ("/x/auth.json",) and opts.auth_flag == "REGISTRY_AUTH_FILE"
+    given = _config(tmp_path, {"auths": {"reg.example:5000": {"auth": _b64("given:pw")}}}, "given.json")
+    opts = registry_options(env, (), given)                   # --authfile beats REGISTRY_AUTH_FILE
+    assert opts.auth_files == (given,) and opts.auth_flag == "--authfile"
+    assert find_credentials("reg.example:5000", opts).username == "given"
+    st = AuthState("other.example", opts)
+    assert st.who() == "no credentials (none found for other.example in ~/given.json (--authfile))"
+    with pytest.raises(InputError, match=r"--authfile .*missing\.json does not exist"):
+        registry_options(env, (), str(tmp_path / "missing.json"))
+    with pytest.raises(InputError, match=r"--authfile .* is not a file"):
+        registry_options(env, (), str(tmp_path))
+
+
+def test_default_lookup_reads_podmans_file_before_dockers(tmp_path, fake_helper):
+    """A login in $XDG_RUNTIME_DIR/containers/auth.json is used before the
+    docker config's, even its credHelpers; a host only docker knows still
+    gets docker's."""
+    from ocibuild.cli import registry_options
+    fake_helper({"reg.example:5000": {"Username": "helper", "Secret": "h"},
+                 "docker.only:5000": {"Username": "helper2", "Secret": "h2"}})
+    (tmp_path / "run" / "containers").mkdir(parents=True)
+    _config(tmp_path / "run" / "containers", {"auths": {"reg.example:5000": {"auth": _b64("podman:p")}}}, "auth.json")
+    (tmp_path / "docker").mkdir()
+    _config(tmp_path / "docker", {"credHelpers": {"reg.example:5000": "fake", "docker.only:5000": "fake"}})
+    opts = registry_options({"HOME": str(tmp_path), "XDG_RUNTIME_DIR": str(tmp_path / "run"),
+                             "DOCKER_CONFIG": str(tmp_path / "docker")})
+    c = find_credentials("reg.example:5000", opts)
+    assert (c.username, c.source) == ("podman", "~/run/containers/auth.json (auths)")
+    c = find_credentials("docker.only:5000", opts)
+    assert c.username == "helper2" and c.source == "~/docker/config.json (credHelpers: fake)"
 
 
 def test_malformed_auth_names_the_file_not_the_secret(tmp_path):
     cfg = _config(tmp_path, {"auths": {"reg.example:5000": {"auth": _b64("no-colon-secretvalue")}}})
     with pytest.raises(RegistryError) as e:
-        find_credentials("reg.example:5000", RegistryOptions(docker_config=cfg))
+        find_credentials("reg.example:5000", RegistryOptions(auth_files=(cfg,)))
     assert "config.json (auths)" in str(e.value) and "secretvalue" not in str(e.value)
 
 
@@ -210,7 +263,7 @@ def test_cred_helper_for_the_host(tmp_path, fake_helper):
     log = fake_helper({"reg.example:5000": {"ServerURL": "reg.example:5000", "Username": "u", "Secret": "s"}})
     cfg = _config(tmp_path, {"credHelpers": {"reg.example:5000": "fake"},
                              "auths": {"reg.example:5000": {"auth": _b64("not:this")}}})
-    c = find_credentials("reg.example:5000", RegistryOptions(docker_config=cfg))
+    c = find_credentials("reg.example:5000", RegistryOptions(auth_files=(cfg,)))
     assert (c.username, c.password) == ("u", "s")
     assert "credHelpers: fake" in c.source
     assert log.read_text() == "reg.example:5000\n"
@@ -219,7 +272,7 @@ def test_cred_helper_for_the_host(tmp_path, fake_helper):
 def test_creds_store_then_auths(tmp_path, fake_helper):
     fake_helper({"a.example": {"Username": "store", "Secret": "x"}})
     cfg = _config(tmp_path, {"credsStore": "fake", "auths": {"b.example": {"auth": _b64("file:y")}}})
-    opts = RegistryOptions(docker_config=cfg)
+    opts = RegistryOptions(auth_files=(cfg,))
     assert find_credentials("a.example", opts).username == "store"
     assert find_credentials("b.example", opts).username == "file"      # not in the store
 
@@ -227,18 +280,18 @@ def test_creds_store_then_auths(tmp_path, fake_helper):
 def test_helper_identity_token(tmp_path, fake_helper):
     fake_helper({"https://index.docker.io/v1/": {"Username": "<token>", "Secret": "refresh"}})
     cfg = _config(tmp_path, {"credsStore": "fake"})
-    c = find_credentials("docker.io", RegistryOptions(docker_config=cfg))
+    c = find_credentials("docker.io", RegistryOptions(auth_files=(cfg,)))
     assert c.identity_token == "refresh" and not c.password
 
 
 def test_helper_missing_or_failing(tmp_path, fake_helper):
     cfg = _config(tmp_path, {"credHelpers": {"h.example": "absent"}})
     with pytest.raises(RegistryError, match="docker-credential-absent .* not installed"):
-        find_credentials("h.example", RegistryOptions(docker_config=cfg))
+        find_credentials("h.example", RegistryOptions(auth_files=(cfg,)))
     fake_helper({}, fail="keychain locked")
     cfg = _config(tmp_path, {"credHelpers": {"h.example": "fake"}})
     with pytest.raises(RegistryError, match="docker-credential-fake .* failed: keychain locked"):
-        find_credentials("h.example", RegistryOptions(docker_config=cfg))
+        find_credentials("h.example", RegistryOptions(auth_files=(cfg,)))
 
 
 # --- backoff -------------------------------------------------------------------
@@ -483,6 +536,7 @@ def tls_cert(tmp_path_factory) -> tuple[str, str]:
 
 
 def test_untrusted_certificate_names_the_ca_directories(serve, tmp_path, tls_cert):
+    # On loopback too: a registry that speaks TLS must prove its certificate.
     srv = serve(lambda r: Reply(200), tls=tls_cert)
     a, b = tmp_path / "containers", tmp_path / "docker"
     opts = RegistryOptions(certs_dirs=(str(a), str(b)))
@@ -510,12 +564,43 @@ def test_insecure_registry_over_tls_without_verification(serve, tls_cert):
         assert c.ping() == f"http://{plain.host}"        # HTTPS failed: plain HTTP
 
 
-def test_plain_http_registry_not_declared_insecure(serve):
+@pytest.mark.parametrize("host, loopback", [
+    ("localhost", True), ("localhost:5000", True), ("LocalHost:1", True), ("127.0.0.1:5000", True),
+    ("127.8.9.10", True), ("[::1]:5000", True), ("[::1]", True),
+    ("localhost.example:5000", False), ("mylocalhost:5000", False), ("128.0.0.1:5000", False),
+    ("10.0.0.1:5000", False), ("registry.example", False), ("[::2]:5000", False),
+    ("[::ffff:127.0.0.1]:5000", False), ("0x7f.0.0.1:5000", False),
+])
+def test_loopback_hosts(host, loopback):
+    assert is_loopback(host) is loopback
+
+
+def test_plain_http_registry_on_loopback_needs_no_flag(serve):
+    """As dockerd and go-containerregistry: 127.0.0.0/8, [::1] and localhost
+    are spoken to over plain HTTP when they do not speak TLS."""
     srv = serve(lambda r: Reply(200))
+    for host in (srv.host, f"localhost:{srv.port}"):
+        sleeps = Sleeps()
+        with RegistryClient(host, RegistryOptions(), sleep=sleeps) as c:
+            assert c.ping() == f"http://{host}"
+        assert sleeps == []
+    assert [r.path for r in srv.requests] == ["/v2/", "/v2/"]
+
+
+def test_plain_http_registry_under_another_name_is_refused(serve, monkeypatch):
+    """The same plain-HTTP server, named by a host name that is not a
+    loopback one (resolving to 127.0.0.1 here): --insecure-registry needed."""
+    srv = serve(lambda r: Reply(200))
+    real = socket.getaddrinfo
+    monkeypatch.setattr(socket, "getaddrinfo",
+                        lambda host, *a, **k: real("127.0.0.1" if host == "registry.test" else host, *a, **k))
+    host = f"registry.test:{srv.port}"
     with pytest.raises(RegistryError) as e:
-        RegistryClient(srv.host, RegistryOptions(), sleep=Sleeps()).ping()
-    assert "TLS handshake" in str(e.value) and f"--insecure-registry {srv.host}" in str(e.value)
-    assert not isinstance(e.value, TransientError)
+        RegistryClient(host, RegistryOptions(), sleep=Sleeps()).ping()
+    assert "TLS handshake" in str(e.value) and f"--insecure-registry {host}" in str(e.value)
+    assert not isinstance(e.value, TransientError) and srv.requests == []
+    with RegistryClient(host, RegistryOptions(insecure=frozenset({host}))) as c:
+        assert c.ping() == f"http://{host}"
 
 
 def test_certs_dir_bad_ca_file_is_reported(tmp_path):
@@ -541,7 +626,7 @@ def test_basic_auth_after_the_challenge(serve, tmp_path):
         return Reply(200)
     srv = serve(handler)
     cfg = _config(tmp_path, {"auths": {srv.host: {"auth": _b64("alice:pw")}}})
-    with client_for(srv, docker_config=cfg) as c:
+    with client_for(srv, auth_files=(cfg,)) as c:
         assert c.request("GET", "/v2/a/tags/list").status_code == 200
         assert c.auth.scheme == "basic"
 
@@ -550,7 +635,7 @@ def test_basic_auth_refused_names_the_source_not_the_secret(serve, tmp_path):
     srv = serve(lambda r: Reply(401, {"WWW-Authenticate": 'Basic realm="registry"'},
                                 b'{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}'))
     cfg = _config(tmp_path, {"auths": {srv.host: {"auth": _b64("alice:topsecret")}}})
-    with client_for(srv, docker_config=cfg) as c:
+    with client_for(srv, auth_files=(cfg,)) as c:
         resp = c.request("GET", "/v2/a/manifests/1")
         msg = str(c.error(resp, "the pull of a"))
     assert "401: UNAUTHORIZED: authentication required" in msg
@@ -592,7 +677,7 @@ def test_bearer_tokens_per_scope_set_are_cached(serve, tmp_path):
     ts = TokenServer(serve)
     cfg = _config(tmp_path, {"auths": {ts.srv.host: {"auth": _b64("alice:pw")}}})
     pull = frozenset({"repository:a:pull"})
-    with client_for(ts.srv, docker_config=cfg) as c:
+    with client_for(ts.srv, auth_files=(cfg,)) as c:
         for _ in range(3):
             assert c.request("GET", "/v2/a/manifests/1", scopes=pull).status_code == 200
         assert c.request("PUT", "/v2/a/manifests/1", scopes=frozenset({"repository:a:pull,push"}),
@@ -604,7 +689,7 @@ def test_bearer_tokens_per_scope_set_are_cached(serve, tmp_path):
 
 def test_bearer_anonymous_pull_and_refused_push(serve, tmp_path):
     ts = TokenServer(serve)
-    with client_for(ts.srv, docker_config=str(tmp_path / "none.json")) as c:
+    with client_for(ts.srv, auth_files=(str(tmp_path / "none.json"),)) as c:
         assert c.request("GET", "/v2/a/manifests/1", scopes=frozenset({"repository:a:pull"})).status_code == 200
         resp = c.request("PUT", "/v2/a/manifests/1", scopes=frozenset({"repository:a:pull,push"}), body=b"{}")
         assert resp.status_code == 401
@@ -616,7 +701,7 @@ def test_bearer_anonymous_pull_and_refused_push(serve, tmp_path):
 def test_token_server_refusing_credentials(serve, tmp_path):
     ts = TokenServer(serve)
     cfg = _config(tmp_path, {"auths": {ts.srv.host: {"auth": _b64("alice:wrong")}}})
-    with client_for(ts.srv, docker_config=cfg) as c:
+    with client_for(ts.srv, auth_files=(cfg,)) as c:
         with pytest.raises(RegistryError) as e:
             c.request("GET", "/v2/a/manifests/1", scopes=frozenset({"repository:a:pull"}))
     assert "token server" in str(e.value) and "refused credentials from" in str(e.value)
@@ -635,7 +720,7 @@ def test_identity_token_is_exchanged_by_post(serve, tmp_path):
         return Reply(401, {"WWW-Authenticate": f'Bearer realm="http://{srv.host}/token",service="s"'})
     srv = serve(handler)
     cfg = _config(tmp_path, {"auths": {srv.host: {"auth": _b64("u:p"), "identitytoken": "refresh-me"}}})
-    with client_for(srv, docker_config=cfg) as c:
+    with client_for(srv, auth_files=(cfg,)) as c:
         assert c.request("GET", "/v2/a/manifests/1", scopes=frozenset({"repository:a:pull"})).status_code == 200
 
 
@@ -646,7 +731,7 @@ def test_plain_http_token_realm_needs_an_explicit_insecure_host(serve, tmp_path,
     (tmp_path / reg.host).mkdir()
     (tmp_path / reg.host / "ca.crt").write_bytes(Path(tls_cert[0]).read_bytes())
     cfg = _config(tmp_path, {"auths": {reg.host: {"auth": _b64("alice:pw")}}})
-    opts = RegistryOptions(certs_dirs=(str(tmp_path),), docker_config=cfg)
+    opts = RegistryOptions(certs_dirs=(str(tmp_path),), auth_files=(cfg,))
     with RegistryClient(reg.host, opts) as c:
         with pytest.raises(RegistryError, match=f"plain-HTTP token server .* --insecure-registry {realm.host}"):
             c.request("GET", "/v2/a/manifests/1", scopes=frozenset({"repository:a:pull"}))
@@ -667,7 +752,7 @@ def test_redirect_to_another_host_drops_authorization(serve, tmp_path):
         return Reply(200)
     reg = serve(handler)
     cfg = _config(tmp_path, {"auths": {reg.host: {"auth": _b64("alice:pw")}}})
-    with client_for(reg, docker_config=cfg) as c:
+    with client_for(reg, auth_files=(cfg,)) as c:
         resp = c.request("GET", "/v2/a/blobs/sha256:" + "0" * 64)
     assert resp.content == b"blob bytes"
     [got] = storage.requests
@@ -1162,7 +1247,7 @@ def _echoing(status: int, challenge: dict | None = None):
 def test_a_registry_echoing_basic_credentials_does_not_get_them_printed(serve, tmp_path):
     srv = serve(_echoing(403, {"WWW-Authenticate": 'Basic realm="registry"'}))
     cfg = _config(tmp_path, {"auths": {srv.host: {"auth": _b64("alice:topsecret")}}})
-    with client_for(srv, docker_config=cfg) as c:
+    with client_for(srv, auth_files=(cfg,)) as c:
         resp = c.request("GET", "/v2/a/manifests/1")
         msg = str(c.error(resp, "the pull of a"))
     assert "DENIED: not allowed for Basic <redacted>" in msg, msg
@@ -1179,7 +1264,7 @@ def test_a_registry_echoing_a_bearer_token_does_not_get_it_printed(serve, tmp_pa
         return real(r)
     ts.srv.handler = handle
     cfg = _config(tmp_path, {"auths": {ts.srv.host: {"auth": _b64("alice:pw")}}})
-    with client_for(ts.srv, docker_config=cfg) as c:
+    with client_for(ts.srv, auth_files=(cfg,)) as c:
         resp = c.request("GET", "/v2/a/manifests/1", scopes=frozenset({"repository:a:pull"}))
         msg = str(c.error(resp, "the pull of a"))
         token = c.auth.token(frozenset({"repository:a:pull"}))
@@ -1193,11 +1278,11 @@ def test_basic_credentials_never_go_to_a_plain_http_realm_on_another_host(serve,
     other = f"localhost:{realm.port}"              # another host name than the registry's 127.0.0.1
     reg = serve(lambda r: Reply(401, {"WWW-Authenticate": f'Bearer realm="http://{other}/token",service="s"'}))
     cfg = _config(tmp_path, {"auths": {reg.host: {"auth": _b64("alice:pw")}}})
-    with client_for(reg, docker_config=cfg) as c, pytest.raises(RegistryError, match="plain-HTTP token server"):
+    with client_for(reg, auth_files=(cfg,)) as c, pytest.raises(RegistryError, match="plain-HTTP token server"):
         c.request("GET", "/v2/a/manifests/1", scopes=frozenset({"repository:a:pull"}))
     assert realm.requests == []
     # Named by the user, it is used.
-    opts = RegistryOptions(insecure=frozenset({reg.host, other}), docker_config=cfg)
+    opts = RegistryOptions(insecure=frozenset({reg.host, other}), auth_files=(cfg,))
     with RegistryClient(reg.host, opts, sleep=Sleeps()) as c:
         c.request("GET", "/v2/a/manifests/1", scopes=frozenset({"repository:a:pull"}))
     assert realm.requests and {r.path for r in realm.requests} == {"/token"}
@@ -1240,3 +1325,84 @@ def test_a_damaged_blob_in_an_output_layout_is_rewritten(tmp_path):
             data[0] ^= 0xFF
             path.write_bytes(bytes(data))
     assert open_image(f"oci:{layout}:v1").layers[0].read() == img.layers[0].read()
+
+
+# --- a real plain-HTTP registry on 127.0.0.1, through the CLI -------------------------------
+
+PLAIN_PASSWORD = f"Pl4in-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="module")
+def plain_registry(tmp_path_factory):
+    """Debian's docker-registry, plain HTTP and htpasswd (alice), on 127.0.0.1."""
+    from registry_harness import Registry, write_htpasswd
+    d = tmp_path_factory.mktemp("plain-registry")
+    reg = Registry(d, tls=None, htpasswd=write_htpasswd(d / "htpasswd", {"alice": PLAIN_PASSWORD}))
+    reg.start()
+    yield reg
+    reg.stop()
+
+
+def _auth_json(path: Path, password: str, *hosts: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"auths": {h: {"auth": _b64(f"alice:{password}")} for h in hosts}}))
+    return path
+
+
+def _cli(*args, home: Path, **env):
+    from conftest import run_ocibuild
+    unset = ("SOURCE_DATE_EPOCH", "DOCKER_CONFIG", "REGISTRY_AUTH_FILE", "XDG_RUNTIME_DIR", "XDG_CONFIG_HOME",
+             "XDG_CACHE_HOME", "OCIBUILD_CACHE_DIR")
+    return run_ocibuild(*args, env={"HOME": str(home), **env}, unset=unset)
+
+
+@pytest.mark.registry
+def test_cli_plain_loopback_registry_with_authfile(plain_registry, tmp_path):
+    reg = plain_registry
+    home = tmp_path / "home"
+    good = _auth_json(tmp_path / "good.json", PLAIN_PASSWORD, reg.hostport, f"localhost:{reg.port}")
+    (tmp_path / "f").write_text(f"{uuid.uuid4()}\n")
+    ref = f"docker://{reg.hostport}/plain/cc:1"
+    r = _cli("-q", "assemble", "--add", f"{tmp_path / 'f'}:/f", "--output", ref, "--authfile", good, home=home)
+    assert r.returncode == 0 and re.fullmatch(r"sha256:[0-9a-f]{64}\n", r.stdout), r.stderr
+    digest = r.stdout.strip()
+    # Read back under the name localhost:PORT, no flag either; REGISTRY_AUTH_FILE as --authfile's default.
+    r = _cli("inspect", f"docker://localhost:{reg.port}/plain/cc:1", home=home, REGISTRY_AUTH_FILE=str(good))
+    assert r.returncode == 0 and f"digest      {digest}" in r.stdout, r.stderr
+    # A wrong password: a registry error naming the file, never the secret.
+    wrong = _auth_json(tmp_path / "wrong.json", "Wr0ng-pass", reg.hostport)
+    r = _cli("-q", "inspect", ref, "--authfile", wrong, home=home)
+    assert r.returncode == 5 and r.stdout == "", r
+    assert str(wrong) in r.stderr and "Wr0ng-pass" not in r.stderr and _b64("alice:Wr0ng-pass") not in r.stderr
+    # --authfile is the only file read: the good login in the default places is not used.
+    _auth_json(tmp_path / "run" / "containers" / "auth.json", PLAIN_PASSWORD, reg.hostport)
+    r = _cli("-q", "inspect", ref, "--authfile", wrong, home=home, XDG_RUNTIME_DIR=str(tmp_path / "run"))
+    assert r.returncode == 5 and str(wrong) in r.stderr, r.stderr
+    # No credentials at all: the error says where they were looked for.
+    r = _cli("-q", "inspect", ref, home=home)
+    assert r.returncode == 5 and "~/.config/containers/auth.json" in r.stderr and "login" in r.stderr, r.stderr
+    # A missing --authfile: bad input, before any request.
+    r = _cli("-q", "inspect", ref, "--authfile", tmp_path / "nope.json", home=home)
+    assert r.returncode == 3 and "nope.json does not exist" in r.stderr, r.stderr
+
+
+@pytest.mark.registry
+def test_cli_default_lookup_order(plain_registry, tmp_path):
+    """$XDG_RUNTIME_DIR/containers/auth.json before docker's config.json: the
+    first file holding a login for the registry is used, right or wrong."""
+    reg = plain_registry
+    home = tmp_path / "home"
+    ref = f"docker://{reg.hostport}/plain/order:1"
+    (tmp_path / "f").write_text(f"{uuid.uuid4()}\n")
+    env = {"XDG_RUNTIME_DIR": str(tmp_path / "run"), "DOCKER_CONFIG": str(tmp_path / "docker")}
+    runtime = _auth_json(tmp_path / "run" / "containers" / "auth.json", PLAIN_PASSWORD, reg.hostport)
+    docker = _auth_json(tmp_path / "docker" / "config.json", "Wr0ng-pass", reg.hostport)
+    r = _cli("-q", "assemble", "--add", f"{tmp_path / 'f'}:/f", "--output", ref, home=home, **env)
+    assert r.returncode == 0, r.stderr
+    _auth_json(runtime, "Wr0ng-pass", reg.hostport)
+    _auth_json(docker, PLAIN_PASSWORD, reg.hostport)
+    r = _cli("-q", "inspect", ref, home=home, **env)
+    assert r.returncode == 5 and str(runtime) in r.stderr, r.stderr
+    runtime.unlink()
+    r = _cli("-q", "inspect", ref, home=home, **env)
+    assert r.returncode == 0, r.stderr

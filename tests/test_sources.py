@@ -418,7 +418,7 @@ def test_broken_base_through_the_cli(made, tmp_path, scenario):
     r = subprocess.run([OCIBUILD, "assemble", "--base", ref, "--add", f"{extra}:/usr/local/bin/extra",
                         "--output", f"oci-archive:{out}/image.tar", "--output", f"oci:{out}/layout"],
                        capture_output=True, text=True, env={**os.environ, "TMPDIR": str(tmpdir)})
-    assert r.returncode == 1, r.stderr
+    assert r.returncode == 3, r.stderr
     assert r.stdout == ""
     assert "Traceback" not in r.stderr
     lines = r.stderr.splitlines()

@@ -178,7 +178,7 @@ def test_a_module_no_toolchain_fits_is_refused_before_any_compile(builder, tmp_p
     (src / "go.mod").write_text("module example.com/future\n\ngo 1.99.0\n")
     (src / "main.go").write_text("package main\n\nfunc main() {}\n")
     r = run_ocibuild("build", src, "--builder", builder, "--output", f"oci:{tmp_path / 'out'}")
-    assert r.returncode == 1, r.stderr
+    assert r.returncode == 3, r.stderr
     lines = r.stderr.strip().splitlines()
     assert lines[-1].startswith("error: the module needs go 1.99.0, and the newest Go toolchain for "
                                 f"--builder {builder} is go1.24.4; available: go1.19.8 "), lines[-1]
@@ -192,7 +192,7 @@ def test_go_picks_the_toolchain(tmp_path):
     out = tmp_path / "out"
     r = run_ocibuild("build", FIXTURES / "modern", "--builder", "host", "--go", "1.19",
                      "--output", f"oci:{out}:a")
-    assert r.returncode == 1 and "the module needs go 1.23.0, and --go chose go1.19.8" in r.stderr, r.stderr
+    assert r.returncode == 3 and "the module needs go 1.23.0, and --go chose go1.19.8" in r.stderr, r.stderr
     r = run_ocibuild("build", FIXTURES / "chaincode", "--builder", "host", "--go", "1.24",
                      "--output", f"oci:{out}:b")
     assert r.returncode == 0, r.stderr
@@ -216,7 +216,7 @@ def test_a_toolchain_that_is_not_what_it_claims_is_refused(tmp_path):
     out = tmp_path / "out"
     r = run_ocibuild("build", FIXTURES / "chaincode", "--builder", "host", "--go", "1.30",
                      "--output", f"oci:{out}", env={"OCIBUILD_TOOLCHAINS": str(fake)})
-    assert r.returncode == 1, r.stderr
+    assert r.returncode == 3, r.stderr
     line = r.stderr.strip().splitlines()[-1]
     assert line == (f"error: the toolchain {fake} claims Go 1.30.0, but its go is go1.19.8; fix its "
                     "org.ocibuild.builder.go-version label (or VERSION file), or pass --builder-image/--go"), line

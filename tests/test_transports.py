@@ -123,6 +123,6 @@ def test_engine_images_are_read_like_any_other(ocibuild, require_engine, engine_
 def test_a_missing_engine_image_is_one_clear_error(ocibuild, require_engine):
     require_engine("docker")
     res = ocibuild("inspect", "docker-daemon:ocibuild-test/no-such-image:1")
-    assert res.returncode == 1
+    assert res.returncode == 3
     assert res.stderr == "error: docker-daemon:ocibuild-test/no-such-image:1: docker has no image " \
                          "ocibuild-test/no-such-image:1\n"

@@ -38,12 +38,13 @@ def scope(repo: str, actions: str) -> str:
 
 def find_credentials(host: str, options: RegistryOptions,
                      run: Callable = subprocess.run) -> Credentials | None:
-    """Credentials for `host` ("host:port" as named): from the docker config
-    (credHelpers[host], then credsStore, then auths), then from podman's
-    auth.json (the same format). None: go anonymous."""
-    for path in (options.docker_config, options.auth_file):
-        doc = _read_config(path, options.home) if path else None
-        if doc is None or path is None:
+    """Credentials for `host` ("host:port" as named): from the first of the
+    options' auth files (containers-auth.json(5) or docker's config.json,
+    one format) that has a login for it — in each, credHelpers[host], then
+    credsStore, then auths. None: go anonymous."""
+    for path in options.auth_files:
+        doc = _read_config(path, options.home)
+        if doc is None:
             continue
         found = _from_config(doc, host, display_path(path, options.home), run)
         if found is not None:
@@ -53,8 +54,10 @@ def find_credentials(host: str, options: RegistryOptions,
 
 def looked_in(options: RegistryOptions) -> str:
     """Where credentials were looked for, for messages."""
-    places = [display_path(p, options.home) for p in (options.docker_config, options.auth_file) if p]
-    return ", ".join(places) if places else "nowhere (no config file given)"
+    places = ", ".join(display_path(p, options.home) for p in options.auth_files)
+    if not places:
+        return "nowhere (no credential file given)"
+    return f"{places} ({options.auth_flag})" if options.auth_flag else places
 
 
 def display_path(path: str, home: str = "") -> str:

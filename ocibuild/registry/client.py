@@ -19,7 +19,7 @@ from .. import __version__
 from ..errors import RegistryError, TransientError
 from ..oci.reference import DOCKER_HUB, HUB_API
 from .auth import AuthState, parse_challenges
-from .options import RegistryOptions
+from .options import RegistryOptions, is_loopback
 from .tls import ca_hint, ssl_context
 
 Body = bytes | Callable[[], Iterable[bytes]] | None   # a callable: a fresh stream per attempt
@@ -65,6 +65,7 @@ class RegistryClient:
         self.api_host = HUB_API if host == DOCKER_HUB else host
         self.options = options
         self.insecure = options.is_insecure(host)
+        self.loopback = is_loopback(self.api_host)       # plain HTTP when it does not speak TLS
         self.auth = AuthState(host, options)
         self._sleep = sleep
         self._backoff = Backoff()
@@ -87,8 +88,12 @@ class RegistryClient:
     # -- the registry's base URL and auth scheme: one GET /v2/ ------------------
 
     def ping(self, retries: int | None = None) -> str:
-        """Find the scheme (https; http too for an insecure registry) and the
-        auth the registry asks for. Done once, on first use."""
+        """Find the scheme and the auth the registry asks for. Done once, on
+        first use. HTTPS always first; plain HTTP after it failed only for a
+        registry named with --insecure-registry (any failure: unverified TLS
+        too, as docker does), or for a loopback one (localhost, 127.0.0.0/8,
+        [::1]) that does not speak TLS at all — a certificate it fails to
+        prove is still refused, as go-containerregistry does."""
         if self._base is not None:
             return self._base
         def ping(base):
@@ -105,8 +110,17 @@ class RegistryClient:
                 if resp.status_code in RETRY_STATUS:
                     resp = None
         if resp is None:
-            resp = self._with_retries(lambda: ping(base),
-                                      self.options.retries if retries is None else retries)
+            def attempt() -> httpx.Response:
+                nonlocal base
+                try:
+                    return ping(base)
+                except httpx.TransportError as e:
+                    # A loopback registry answering TLS with plain HTTP: plain HTTP it is.
+                    if not (self.loopback and base.startswith("https:") and _classify(e)[0] == "tls"):
+                        raise
+                base = f"http://{self.api_host}"
+                return ping(base)
+            resp = self._with_retries(attempt, self.options.retries if retries is None else retries)
         if resp.status_code == 401:
             if not self.auth.learn(parse_challenges(resp.headers.get_list("www-authenticate"))):
                 raise RegistryError(f"{self.host} asks for an authentication scheme ocibuild does not "
@@ -220,8 +234,9 @@ class RegistryClient:
             raise RegistryError(f"{self.host} sends clients to a token server at {realm}, "
                                 "which is not an http(s) URL")
         same_host = realm.host == httpx.URL(f"http://{self.api_host}").host
-        if realm.scheme == "http" and not (self.options.is_insecure(realm_host)
-                                           or (same_host and self.insecure)):
+        plain = self.insecure or (self._base or "").startswith("http:")   # the registry itself is spoken
+        if realm.scheme == "http" and not (self.options.is_insecure(realm_host)  # to in clear text
+                                           or (same_host and plain)):
             # Credentials in clear text to another host only when the user named that host.
             raise RegistryError(f"{self.host} sends clients to a plain-HTTP token server ({realm}); "
                                 f"pass --insecure-registry {realm_host} to send credentials there")
