@@ -6,19 +6,25 @@ from __future__ import annotations
 
 import os
 import posixpath
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from .errors import BuildError
 from .fabric.common import Limits
-from .oci.assembly import Add, Request
+from .oci.assembly import Add, Base, OpenBase, Request, assemble
 from .oci.blobs import WorkStore
-from .oci.model import Platform
+from .oci.image import Image
+from .oci.imageset import ImageSet, Referrer, image_set, referrer, same_platform
+from .oci.model import ANN_BASE_DIGEST, Platform
 from .outputs import Output, write_all
 from .progress import Progress
 from .registry.options import RegistryOptions
-from .transports import assemble_image
+from .transports import base_opener, check_bases
+
+_T = TypeVar("_T")
 
 if TYPE_CHECKING:
     from .gosource import GoBuild
@@ -30,23 +36,40 @@ class ImageJob:
     request: Request
     outputs: Sequence[Output]
     registry: RegistryOptions | None = None    # for docker:// bases (outputs hold their own)
+    platforms: tuple[Platform, ...] = ()       # two or more: one image each, under an index
+    sbom: bool = True                          # an SPDX SBOM attached to each image as a referrer
 
 
-def run_job(job: ImageJob, progress: Progress) -> str:
-    """write_image in a work store of its own; the digest. Once every output
-    is written, an interrupt during the clean-up does not undo the answer."""
+@dataclass(frozen=True)
+class Outcome:
+    """What a run made and wrote: for stdout (the digest) and --metadata-file."""
+    images: ImageSet
+    outputs: Sequence[Output]
+    sboms: Mapping[str, str] = field(default_factory=dict)    # image digest → its SBOM's manifest digest
+    timings: Mapping[str, float] = field(default_factory=dict)  # phase → seconds
+    builder: str = ""
+    toolchain: str = ""
+
+    @property
+    def digest(self) -> str:
+        return self.images.digest
+
+
+def run_job(job: ImageJob, progress: Progress) -> Outcome:
+    """write_image in a work store of its own. Once every output is written,
+    an interrupt during the clean-up does not undo the answer."""
     return _finished(lambda work: write_image(job, work, progress))
 
 
-def _finished(step: Callable[[WorkStore], str]) -> str:
+def _finished(step: Callable[[WorkStore], _T]) -> _T:
     """`step(work)` in a fresh work store, removed afterwards. An interrupt
     that arrives once `step` has returned (while the work store is being
     removed) does not undo the answer: the outputs are written, so
     "interrupted; nothing was written" would be false. The removal is
-    finished, and the digest returned."""
+    finished, and the answer returned."""
     work = WorkStore()
     try:
-        digest = step(work)
+        answer = step(work)
     except BaseException:
         work.close()
         raise
@@ -54,16 +77,95 @@ def _finished(step: Callable[[WorkStore], str]) -> str:
         work.close()
     except KeyboardInterrupt:
         work.close()
-    return digest
+    return answer
 
 
-def write_image(job: ImageJob, work: WorkStore, progress: Progress) -> str:
-    """Assemble the job's image and write it to every output; its digest."""
-    with progress.phase("assembling"):
-        image = assemble_image(job.request, work, job.registry)
-    with progress.phase(f"writing {len(job.outputs)} output(s)"):
-        write_all(job.outputs, image, work, progress.say)
-    return image.digest
+@contextmanager
+def timed(timings: dict[str, float], key: str, progress: Progress, title: str) -> Iterator[None]:
+    """A progress phase, its duration kept under `key` (for --metadata-file)."""
+    start = time.monotonic()
+    with progress.phase(title):
+        yield
+    timings[key] = round(time.monotonic() - start, 3)
+
+
+def platforms_of(job: ImageJob) -> list[Platform | None]:
+    """The platforms the job makes an image for: its list, else the one its
+    request names (None: from an added binary, else the host)."""
+    return list(job.platforms) if job.platforms else [job.request.platform]
+
+
+def write_image(job: ImageJob, work: WorkStore, progress: Progress, timings: dict[str, float] | None = None,
+                open_base: OpenBase | None = None, **made: str) -> Outcome:
+    """Assemble the job's image (one per platform, under an index when
+    several), attach an SBOM to each, and write them to every output."""
+    timings = {} if timings is None else timings
+    req = job.request
+    if open_base is None:
+        open_base = base_opener(req.base, work, req.compression, job.registry)
+        check_bases(req.base, open_base, job.platforms)
+    with timed(timings, "assemble", progress, "assembling" + (
+            f" {len(job.platforms)} images" if len(job.platforms) > 1 else "")):
+        made_on = [_assemble_one(for_platform(req, p), work, open_base) for p in platforms_of(job)]
+        images = [image for image, _ in made_on]
+        found = image_set(images, index_annotations(images))
+    sboms: dict[str, str] = {}
+    if job.sbom:
+        with timed(timings, "sbom", progress, "describing the image(s) (SPDX SBOM)"):
+            said: set[str] = set()
+            found = found.with_referrers(tuple(_sbom(job, image, base, progress, said) for image, base in made_on))
+            sboms = {r.subject.digest: r.digest for r in found.referrers}
+    with timed(timings, "write", progress, f"writing {len(job.outputs)} output(s)"):
+        write_all(job.outputs, found, work, progress.say)
+    return Outcome(found, job.outputs, sboms, timings, **made)
+
+
+def for_platform(req: Request, platform: Platform | None) -> Request:
+    """`req` for one platform's image: the adds for every platform and for
+    this one."""
+    if platform is None:
+        return req
+    return replace(req, platform=platform,
+                   adds=tuple(a for a in req.adds if a.platform is None or same_platform(a.platform, platform)))
+
+
+def index_annotations(images: list[Image]) -> dict:
+    """An index carries what its images have in common of their annotations
+    (creation time, Fabric's label and package ID, the user's), not their
+    per-platform base digests."""
+    docs = [i.manifest_doc.get("annotations") or {} for i in images]
+    common = {k: v for k, v in docs[0].items() if all(d.get(k) == v for d in docs)}
+    return {k: v for k, v in common.items() if k not in (ANN_BASE_DIGEST,)}
+
+
+def _assemble_one(req: Request, work: WorkStore, open_base: OpenBase) -> tuple[Image, Base]:
+    """The image, and the base it was assembled on."""
+    used: list[Base] = []
+
+    def opener(platform: Platform | None) -> Base:
+        used.append(open_base(platform))
+        return used[-1]
+
+    return assemble(req, work, opener), used[-1]
+
+
+def _sbom(job: ImageJob, image: Image, base: Base, progress: Progress, said: set[str]) -> Referrer:
+    """The SPDX document describing `image`, as a referrer of it; what it
+    could not read is said once."""
+    from . import __version__
+    from .oci.entries import FILE, host_entries
+    from .sbom import SPDX_JSON, AddedFile, BaseInfo, describe
+    req = for_platform(job.request, image.platform)
+    added = [AddedFile("/" + e.path, e.source) for a in req.adds for e in host_entries(a.source, a.dest, 0, 0)
+             if e.kind == FILE and e.source]
+    info = (BaseInfo(req.base) if base.name is None
+            else BaseInfo(base.name or req.base, base.image.digest, builtin=False))
+    doc, problems = describe(image.digest, image.platform, added, info, req.created, __version__)
+    for problem in problems:
+        if problem not in said:
+            said.add(problem)
+            progress.say(f"warning: SBOM: {problem}")
+    return referrer(image.descriptor(), SPDX_JSON, doc, req.created)
 
 
 @dataclass(frozen=True)
@@ -91,13 +193,14 @@ class BuildRequest:
     limits: Limits = Limits()
 
 
-def build_chaincode(req: BuildRequest, progress: Progress) -> str:
-    """Compile the chaincode and write its image; the image digest. The
-    package is read, checked and extracted before any container starts."""
+def build_chaincode(req: BuildRequest, progress: Progress) -> Outcome:
+    """Compile the chaincode (once per platform) and write its image; what
+    was made. The package is read, checked and extracted, and the base
+    checked for every platform, before any container starts."""
     return _finished(lambda work: _build_in(req, work, progress))
 
 
-def _build_in(req: BuildRequest, work: WorkStore, progress: Progress) -> str:
+def _build_in(req: BuildRequest, work: WorkStore, progress: Progress) -> Outcome:
     # Imported here: `assemble` needs none of the package readers or builders.
     from .builders import choose
     from .diagnoses import check_go_platform
@@ -109,7 +212,10 @@ def _build_in(req: BuildRequest, work: WorkStore, progress: Progress) -> str:
     from .oci.elf import go_version
     from .toolchains import BUILT_WITH_LABEL, Requirement, check_claim, pick, read_requirement
 
-    check_go_platform(req.image.request.platform or Platform.host())    # before anything is read or started
+    job, given = req.image, req.image.request
+    platforms = list(job.platforms) or [given.platform or Platform.host()]
+    for p in platforms:
+        check_go_platform(p)              # before anything is read or started
     pkg = open_package(req.source, work.root, req.limits)
     if req.repacked:
         pkg = replace(pkg, package_id="")
@@ -121,40 +227,63 @@ def _build_in(req: BuildRequest, work: WorkStore, progress: Progress) -> str:
         src = select_package(src, req.package)
     check_target(src)
     check_confined(src)
-    platform = req.image.request.platform or Platform.host()
+    open_base = base_opener(given.base, work, given.compression, job.registry)
+    check_bases(given.base, open_base, platforms)
     modules = modules_from(req.go_proxy, req.network, req.go_env, work.root, req.limits)
     builder = choose(req.builder, req.builder_image, progress.say, req.env)
     check_reachable(modules, builder.name)
     need = read_requirement(os.path.join(src.root, "go.mod")) if src.mode != GOPATH else Requirement()
     toolchain = pick(builder.toolchains(), need, req.go, builder.name)     # before any container starts
     progress.say(f"toolchain: {toolchain}, for {need}")
-    go = GoBuild(src, platform, ldflags=req.ldflags, tags=req.tags, cgo=req.cgo, network=req.network,
-                 toolchain=toolchain, modules=modules)
-    out_dir = os.path.join(work.root, "out")
-    os.mkdir(out_dir)
-    with progress.phase(f"compiling {pkg.source} ({src.mode} mode) with {builder.name}"):
-        shown: list[str] = []          # what the builder said: the compiler's messages
-
-        def say(line: str) -> None:
-            shown.append(line)
-            progress.say(line)
-
-        try:
-            binary = builder.compile(go, out_dir, say)
-        except BuildError as e:
-            raise explained(e, go, shown, progress.quiet) from None
-    adds = [Add(binary, req.binary_path)]
+    timings: dict[str, float] = {}
+    multi = len(platforms) > 1
+    adds, built_with = [], None
+    for p in platforms:
+        go = GoBuild(src, p, ldflags=req.ldflags, tags=req.tags, cgo=req.cgo, network=req.network,
+                     toolchain=toolchain, modules=modules)
+        out_dir = os.path.join(work.root, "out-" + str(p).replace("/", "-") if multi else "out")
+        os.mkdir(out_dir)
+        title = f"compiling {pkg.source} ({src.mode} mode) " + (f"for {p} " if multi else "") + f"with {builder.name}"
+        with timed(timings, f"compile {p}" if multi else "compile", progress, title):
+            binary = _compile(builder, go, out_dir, progress)
+        check_machine(binary, p)
+        built_with = go_version(binary)    # what the binary says, whatever the toolchain's label claimed
+        check_claim(toolchain, built_with)
+        adds.append(Add(binary, req.binary_path, platform=p if multi else None))
     if pkg.couchdb_indexes:
         adds.append(Add(pkg.couchdb_indexes, INDEXES_PATH))
-    given = req.image.request
     defaults = image_changes(pkg, req.fabric_version)
-    built_with = go_version(binary)       # what the binary says, whatever the toolchain's label claimed
-    check_claim(toolchain, built_with)
     if built_with:
         defaults = replace(defaults, labels={**defaults.labels, BUILT_WITH_LABEL: built_with.removeprefix("go")})
     changes = replace(given.changes.over(defaults), on_path=posixpath.dirname(req.binary_path))
-    request = replace(given, adds=tuple(adds), platform=platform, changes=changes)
-    return write_image(replace(req.image, request=request), work, progress)
+    request = replace(given, adds=tuple(adds), platform=None if multi else platforms[0], changes=changes)
+    return write_image(replace(job, request=request, platforms=tuple(platforms) if multi else ()), work,
+                       progress, timings, open_base, builder=builder.name, toolchain=built_with or str(toolchain))
+
+
+def _compile(builder, go: GoBuild, out_dir: str, progress: Progress) -> str:
+    shown: list[str] = []          # what the builder said: the compiler's messages
+
+    def say(line: str) -> None:
+        shown.append(line)
+        progress.say(line)
+
+    try:
+        return builder.compile(go, out_dir, say)
+    except BuildError as e:
+        raise explained(e, go, shown, progress.quiet) from None
+
+
+def check_machine(binary: str, platform: Platform) -> None:
+    """The compiled binary is an ELF for `platform` (a builder image that
+    ignores GOARCH, or a toolchain that cannot cross-compile, is caught here)."""
+    from .errors import InputError
+    from .oci.elf import read_elf
+    info = read_elf(binary)
+    if info is None or not same_platform(info.platform, platform):
+        what = "no ELF binary" if info is None else f"a binary for {info.platform}"
+        raise InputError(f"the builder made {what}, not one for {platform}; check the builder image "
+                         "(it must honour GOOS/GOARCH)")
 
 
 def explained(e: BuildError, go: GoBuild, shown: list[str], quiet: bool) -> BuildError:

@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from . import __version__
-from .build import BuildRequest, DepsRequest, ImageJob, build_chaincode, fetch_deps, run_job
+from .build import BuildRequest, DepsRequest, ImageJob, Outcome, build_chaincode, fetch_deps, run_job
 from .builders import BUILDERS
 from .diagnoses import check_linux
 from .errors import InputError, OcibuildError
@@ -27,18 +27,21 @@ from .extbuilder import release as external_release
 from .extbuilder import run as external_run
 from .fabric.common import Limits
 from .fabric.conventions import BINARY_PATH, DEFAULT_VERSION
+from .fsutil import atomic_write
 from .gosource import NETWORK_VARS
+from .metadata import metadata
 from .oci.assembly import Add, Request
 from .oci.blobs import WorkStore
 from .oci.compression import compression
 from .oci.entries import image_path
 from .oci.image import ConfigChanges
+from .oci.imageset import same_platform
 from .oci.model import Platform
 from .oci.reference import EngineRef, RegistryRef, parse_reference
-from .outputs import check_distinct
+from .outputs import check_distinct, check_platforms
 from .progress import human_duration, human_size
 from .registry.options import RegistryOptions
-from .transports import open_image, open_output, parse_base
+from .transports import open_attached, open_image, open_output, parse_base
 
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 AUTHFILE_HELP = ("Registry credentials from this file only (auth.json as podman login writes it, "
@@ -172,7 +175,15 @@ _IMAGE_OPTIONS = [
     click.option("--label", "labels", multiple=True, metavar="K=V", help="Config label. Repeatable."),
     click.option("--annotation", "annotations", multiple=True, metavar="K=V",
                  help="Manifest annotation. Repeatable."),
-    click.option("--platform", help="os/arch[/variant]; default: from an added ELF binary, else the host."),
+    click.option("--platform", metavar="OS/ARCH[/VARIANT][,...]",
+                 help="The image's platform, or a comma-separated list: one image per platform under an "
+                      "OCI index (build cross-compiles each); default: from an added ELF binary, else the host."),
+    click.option("--sbom", type=click.Choice(["spdx", "none"]), default="spdx", show_default=True,
+                 help="Attach an SPDX 2.3 SBOM to each image as an OCI referrer (oci:, oci-archive:, docker://)."),
+    click.option("--metadata-file", type=click.Path(dir_okay=False), metavar="FILE",
+                 help="Write what was made as JSON: digests, outputs, platforms, layers, SBOMs, timings."),
+    click.option("--digest-file", type=click.Path(dir_okay=False), metavar="FILE",
+                 help="Write the image (or index) digest to FILE, as skopeo --digestfile does."),
     click.option("--compression", "comp", default="gzip", show_default=True,
                  type=click.Choice(["gzip", "zstd", "none"]), help="Compression of the new layer."),
     click.option("--chown", metavar="UID:GID", default="0:0", show_default=True,
@@ -210,14 +221,48 @@ def image_job(opts: Mapping[str, Any], env: Mapping[str, str]) -> ImageJob:
         user=None if opts["user"] is None else _text(opts["user"], "--user"),
         workdir=_workdir(opts["workdir"]), labels=_pairs(opts["labels"], "--label"),
         annotations=_pairs(opts["annotations"], "--annotation"))
-    platform = opts["platform"]
-    req = Request(adds=tuple(_add(a) for a in opts.get("adds", ())), base=opts["base"],
-                  compression=compression(opts["comp"]),
-                  platform=check_linux(Platform.parse(platform)) if platform else None,     # bases are Linux
+    adds = tuple(_add(a) for a in opts.get("adds", ()))
+    platforms = _platforms(opts["platform"], adds)
+    req = Request(adds=adds, base=opts["base"], compression=compression(opts["comp"]),
+                  platform=platforms[0] if len(platforms) == 1 else None,
                   created=created, owner=_owner(opts["chown"]), changes=changes)
+    for path in (opts["metadata_file"], opts["digest_file"]):
+        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            raise InputError(f"cannot write {path}: directory {os.path.dirname(os.path.abspath(path))} "
+                             "does not exist")
+    check_platforms(outs, platforms, Platform.host())
     for out in outs:
         out.check()
-    return ImageJob(req, outs, registry)
+    return ImageJob(req, outs, registry, platforms=tuple(platforms) if len(platforms) > 1 else (),
+                    sbom=opts["sbom"] != "none")
+
+
+def _platforms(text: str | None, adds: tuple[Add, ...]) -> list[Platform]:
+    """--platform's list (Linux only: the bases are Linux), each once; else
+    the platforms `--add PLATFORM=...` names; else none (decided later)."""
+    named = list(dict.fromkeys(a.platform for a in adds if a.platform is not None))
+    if not text:
+        return named
+    platforms: list[Platform] = []
+    for item in text.split(","):
+        p = check_linux(Platform.parse(item))
+        if any(same_platform(p, q) for q in platforms):
+            raise InputError(f"--platform {text}: {p} is listed twice")
+        platforms.append(p)
+    for p in named:
+        if not any(same_platform(p, q) for q in platforms):
+            raise InputError(f"--add {p}=...: {p} is not in --platform {text}")
+    return platforms
+
+
+def report(outcome: Outcome, opts: Mapping[str, Any]) -> None:
+    """The result: the digest on stdout, and the files --digest-file and
+    --metadata-file name (written once every output is)."""
+    if opts["digest_file"]:
+        atomic_write(opts["digest_file"], outcome.digest.encode())
+    if opts["metadata_file"]:
+        atomic_write(opts["metadata_file"], json.dumps(metadata(outcome), indent=2).encode() + b"\n")
+    click.echo(outcome.digest)
 
 
 @cli.command()
@@ -227,7 +272,7 @@ def image_job(opts: Mapping[str, Any], env: Mapping[str, str]) -> ImageJob:
 @click.pass_obj
 def assemble(ctx: Ctx, **opts):
     """Assemble an image from a base and host files; print its digest."""
-    click.echo(run_job(image_job(opts, os.environ), ctx))
+    report(run_job(image_job(opts, os.environ), ctx), opts)
 
 
 @cli.command("build")
@@ -291,7 +336,7 @@ def build_command(ctx: Ctx, source, builder_name, builder_image, go_version, net
         go_env=go_env,
         ldflags=ldflags, tags=tags, cgo=cgo, import_path=import_path, fabric_version=fabric_version,
         limits=Limits(max_bytes=max_inflated_size, max_entries=max_entries))
-    click.echo(build_chaincode(req, ctx))
+    report(build_chaincode(req, ctx), opts)
 
 
 @cli.group()
@@ -533,6 +578,24 @@ def inspect(ref, as_json, platform, insecure, authfile):
     click.echo(f"{'size':<11} {human_size(total)} in {len(image.layers)} layer(s), compressed")
 
 
+@cli.command("sbom")
+@click.argument("ref")
+@click.option("--platform", help="From an index, the image for os/arch[/variant] (default: the host's).")
+@click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST:PORT",
+              help="docker:// REF: allow plain HTTP or unverified TLS to this registry.")
+@click.option("--authfile", metavar="FILE", help="docker:// REF: " + AUTHFILE_HELP)
+def sbom_command(ref, platform, insecure, authfile):
+    """Print the SPDX SBOM attached to the image REF (an oci:, oci-archive:
+    or docker:// reference), found as its OCI referrer."""
+    from .sbom import SPDX_JSON
+    plat = Platform.parse(platform) if platform else None
+    image, found = open_attached(ref, SPDX_JSON, plat, registry=registry_options(os.environ, insecure, authfile))
+    if not found:
+        raise InputError(f"{ref} ({image.digest}) has no SPDX SBOM attached; ocibuild attaches one unless "
+                         "--sbom none (engines and docker-archive: keep none)")
+    sys.stdout.buffer.write(found[-1] if found[-1].endswith(b"\n") else found[-1] + b"\n")
+
+
 def registry_options(env: Mapping[str, str], insecure=(), authfile: str | None = None) -> RegistryOptions:
     """Registry settings from the flags and the environment, read once here.
     Credentials, as podman, skopeo and buildah look for them
@@ -597,12 +660,20 @@ def _text(value: str, flag: str) -> str:
     return value
 
 
+_ADD_PLATFORM = re.compile(r"^([a-z0-9]+/[a-z0-9_]+(?:/[a-z0-9]+)?)=(.*)$", re.DOTALL)
+
+
 def _add(text: str) -> Add:
+    """SRC:DEST, or PLATFORM=SRC:DEST for one platform's image only."""
+    platform = None
+    m = _ADD_PLATFORM.match(text)
+    if m:
+        platform, text = check_linux(Platform.parse(m.group(1))), m.group(2)
     src, sep, dest = text.rpartition(":")
     if not sep or not src or not dest.startswith("/"):
-        raise InputError(f"malformed --add {text!r}: use SRC:DEST with an absolute DEST, "
-                         "e.g. ./chaincode:/usr/local/bin/chaincode")
-    return Add(src, dest)
+        raise InputError(f"malformed --add {text!r}: use [PLATFORM=]SRC:DEST with an absolute DEST, "
+                         "e.g. ./chaincode:/usr/local/bin/chaincode or linux/arm64=./cc-arm64:/usr/local/bin/cc")
+    return Add(src, dest, platform)
 
 
 def _argv(text: str | None, flag: str) -> list[str] | None:

@@ -186,7 +186,7 @@ def build(source_dir: str, metadata_dir: str, output_dir: str, job: ImageJob, se
                            builder=settings.builder, builder_image=settings.builder_image, go=settings.go,
                            network=settings.network == "default", go_proxy=settings.go_proxy,
                            fabric_version=settings.fabric_version, limits=limits, repacked=True)
-        digest = build_chaincode(req, progress)
+        digest = build_chaincode(req, progress).digest
     _keep_indexes(source_dir, output_dir)
     image = open_image(FileRef("oci", layout, TAG))
     name = f"localhost/ocibuild-cc/{_name_part(metadata['label'])}:{digest.partition(':')[2][:16]}"

@@ -116,7 +116,7 @@ class LayoutImage:
 def read_layout(layout: Path, ref: str | None = None) -> LayoutImage:
     layout = Path(layout)
     index = json.loads((layout / "index.json").read_bytes())
-    descs = index["manifests"]
+    descs = [d for d in index["manifests"] if "artifactType" not in d]    # not its referrers (SBOMs)
     if ref is not None:
         descs = [d for d in descs if (d.get("annotations") or {}).get(
             "org.opencontainers.image.ref.name") == ref]

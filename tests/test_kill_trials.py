@@ -269,7 +269,18 @@ class Destination:
     def tags(self) -> list[tuple[str, str]]:
         index = json.loads((self.path / "index.json").read_bytes())
         return sorted(((d.get("annotations") or {}).get("org.opencontainers.image.ref.name", ""), d["digest"])
-                      for d in index["manifests"])
+                      for d in index["manifests"] if "artifactType" not in d)    # not the SBOMs
+
+    def _sbom_listed(self, digest: str) -> bool:
+        """index.json lists a referrer of `digest` whose blobs are all there."""
+        for d in json.loads((self.path / "index.json").read_bytes())["manifests"]:
+            p = blob_path(self.path, d["digest"])
+            if "artifactType" in d and p.is_file():
+                doc = json.loads(p.read_bytes())
+                if doc["subject"]["digest"] == digest and all(
+                        blob_path(self.path, b["digest"]).is_file() for b in [doc["config"], *doc["layers"]]):
+                    return True
+        return False
 
     def _layout_image_ok(self, tag: str, digest: str) -> bool:
         img = read_layout(self.path, tag)
@@ -361,6 +372,8 @@ class Destination:
         if tags == expected:
             if not self._layout_image_ok(new_tag, self.new_digest):
                 return "new index, incomplete blobs"
+            if not self._sbom_listed(self.new_digest):
+                return "new index, but the new image's SBOM is not listed (or incomplete)"
             if old_tag != new_tag and not self._layout_image_ok(old_tag, self.old_digest):
                 return "new index, but the old image under the other tag is broken"
             if _inspect(self.ref, self.root / "tmp-inspect")["digest"] != self.new_digest:

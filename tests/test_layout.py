@@ -69,6 +69,8 @@ def index(layout: Path) -> dict:
 def tags(layout: Path) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for d in index(layout)["manifests"]:
+        if "artifactType" in d:           # an image's SBOM, listed beside it (see test_referrers.py)
+            continue
         name = (d.get("annotations") or {}).get(REF_NAME)
         out.setdefault(name, []).append(d["digest"])
     return out
@@ -225,8 +227,9 @@ def test_shared_blobs_written_once(tmp_path):
     lb = [layer.descriptor.digest for layer in open_image(f"oci:{lay}:b").layers]
     assert la[0] == lb[0] and la[1] != lb[1] and a != b
     names = sorted(p.name for p in (lay / "blobs" / "sha256").iterdir())
-    # 2 manifests, 2 configs, the shared base layer once, 2 new layers
-    assert len(names) == 7
+    # 2 manifests, 2 configs, the shared base layer once, 2 new layers; each
+    # image's SBOM (its manifest and document) and the empty config, once
+    assert len(names) == 7 + 2 * 2 + 1
 
 
 # --- concurrent writers ------------------------------------------------------

@@ -15,6 +15,7 @@ from ocibuild.errors import OutputError, PartialWriteError
 from ocibuild.oci.assembly import Request
 from ocibuild.oci.blobs import WorkStore
 from ocibuild.oci.image import Image
+from ocibuild.oci.imageset import ImageSet
 from ocibuild.oci.model import Platform
 from ocibuild.oci.reference import EngineRef, FileRef
 from ocibuild.outputs import write_all
@@ -35,6 +36,8 @@ class Refusing:
     """An output that stages fine and fails at commit (a full disk, a
     registry refusing the tag), or is interrupted there."""
     commit_first = False
+    single_platform = False
+    written = 0
 
     def __init__(self, ref, error: BaseException):
         self.ref, self.error = ref, error
@@ -132,7 +135,7 @@ def test_a_layout_commit_that_fails_takes_its_new_blobs_out_again(tmp_path, stat
         from ocibuild.oci.assembly import Add
         image = assemble_image(Request(adds=(Add(str(noise), "/noise"),), platform=Platform("linux", "amd64")), work)
         out = open_output(f"oci:{layout}:new", 0)
-        out.stage(image, work)
+        out.stage(ImageSet((image,)), work)
         monkeypatch.setattr(layout_module, "atomic_write", full_disk)
         with pytest.raises(OSError):
             out.commit()
@@ -154,7 +157,7 @@ def test_a_blob_taken_away_between_stage_and_commit_is_put_back(tmp_path, static
         first = open_output(f"oci:{layout}:a", 0)
         write_all([first], image, work)
         second = open_output(f"oci:{layout}:b", 0)
-        second.stage(image, work)
+        second.stage(ImageSet((image,)), work)
         victim = layout / blob_name(image.layers[-1].descriptor.digest)
         victim.unlink()
         second.commit()

@@ -34,11 +34,13 @@ ALLOWED = {
     "registry": BOTTOM | {"oci", "outputs", "__init__"},      # __init__: the version, for User-Agent
     "builders": BOTTOM | {"oci", "gosource", "toolchains", "engines", "children"},
     "transports": BOTTOM | {"oci", "outputs", "engines", "registry"},
+    "sbom": BOTTOM | {"oci"},
     "build": BOTTOM | {"oci", "gosource", "toolchains", "gomodules", "diagnoses", "fabric", "builders",
-                       "outputs", "registry", "transports"},
+                       "outputs", "registry", "transports", "sbom", "__init__"},    # __init__: the SBOM's tool version
+    "metadata": BOTTOM | {"oci", "outputs", "build"},
     "extbuilder": BOTTOM | {"oci", "gosource", "fabric", "engines", "build"},
     "cli": BOTTOM | {"oci", "gosource", "toolchains", "gomodules", "diagnoses", "fabric", "builders",
-                     "outputs", "registry", "transports", "build", "extbuilder", "__init__"},
+                     "outputs", "registry", "transports", "build", "extbuilder", "sbom", "metadata", "__init__"},
     "__init__": set(),
     "__main__": {"cli"},
 }
@@ -50,6 +52,7 @@ FORBIDDEN_THIRD_PARTY = {
     "toolchains": {"click", "rich", "httpx", "python_on_whales"},
     "gomodules": {"click", "rich", "httpx", "python_on_whales"},
     "diagnoses": {"click", "rich", "httpx", "python_on_whales"},
+    "sbom": {"click", "rich", "httpx", "python_on_whales"},
     "fabric": {"click", "rich", "httpx", "python_on_whales"},
     "outputs": {"click", "rich", "httpx"},
     "registry": {"click", "rich", "python_on_whales"},

@@ -36,6 +36,7 @@ import pytest
 from ocibuild.errors import BlobError, InputError, OutputError, RegistryError, TransientError
 from ocibuild.oci.blobs import Layer, WorkStore, bytes_blob
 from ocibuild.oci.image import Image
+from ocibuild.oci.imageset import ImageSet
 from ocibuild.oci.model import (
     OCI_CONFIG,
     OCI_INDEX,
@@ -933,7 +934,7 @@ def test_manifest_by_digest_in_stage_tag_only_at_commit(registry, tmp_path):
     out = RegistryOutput(parse_registry_ref(f"{registry.host}/acme/cc:v2"), options)
     out.check()
     with WorkStore(str(tmp_path)) as work:
-        out.stage(img, work)
+        out.stage(ImageSet((img,)), work)
         assert ("acme/cc", img.digest) in registry.manifests and registry.tags("acme/cc") == set()
         out.commit()
     assert registry.tags("acme/cc") == {"v2"}

@@ -5,6 +5,7 @@ SOURCE_DATE_EPOCH is the only time that reaches the image."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -19,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from ocibuild.build import ImageJob, run_job
 from ocibuild.oci.assembly import Add, Request
 from ocibuild.oci.blobs import WorkStore
 from ocibuild.oci.model import ANN_CREATED, Platform, rfc3339
@@ -116,6 +118,16 @@ def workdir_for(base: Path, host) -> Path:
     return d
 
 
+class Quiet:
+    quiet = True
+
+    def say(self, msg: str) -> None:
+        pass
+
+    def phase(self, title: str):
+        return contextlib.nullcontext()
+
+
 def api_build(src: Path, host, work_base: Path, out: Path, created: int) -> str:
     """Build with the Python API from a working directory and umask of this host;
     write oci-archive, docker-archive and oci: outputs into `out`."""
@@ -124,16 +136,14 @@ def api_build(src: Path, host, work_base: Path, out: Path, created: int) -> str:
     os.chdir(cwd)
     try:
         source = os.path.relpath(src, cwd) if host["rel"] else str(src)
-        with WorkStore() as work:
-            image = assemble_image(Request(adds=(Add(source, "/opt/app"),), created=created,
-                                  platform=AMD64), work)
-            outs = [open_output(r, created) for r in (
-                f"oci-archive:{out}/oci.tar:v1", f"docker-archive:{out}/docker.tar:example/app:v1",
-                f"oci:{out}/layout:v1")]
-            for o in outs:
-                o.check()
-            write_all(outs, image, work)
-            return image.digest
+        outs = [open_output(r, created) for r in (
+            f"oci-archive:{out}/oci.tar:v1", f"docker-archive:{out}/docker.tar:example/app:v1",
+            f"oci:{out}/layout:v1")]
+        for o in outs:
+            o.check()
+        # The use case the CLI runs: assembly, the SBOM attached, every output written.
+        job = ImageJob(Request(adds=(Add(source, "/opt/app"),), created=created, platform=AMD64), outs)
+        return run_job(job, Quiet()).digest
     finally:
         os.chdir(old_cwd)
         os.umask(old_mask)

@@ -28,6 +28,7 @@ from .model import Platform
 class Add:
     source: str
     dest: str
+    platform: Platform | None = None       # only in this platform's image (None: in every one)
 
 
 @dataclass(frozen=True)
@@ -115,10 +116,10 @@ def _platform(given: Platform | None, found: dict[Platform, str]) -> Platform | 
     """--platform if given (refused when every added binary says otherwise),
     else the one platform of the added binaries, else None."""
     if given is not None:
-        if found and all((p.os, p.architecture) != (given.os, given.architecture) for p in found):
-            plat, path = next(iter(found.items()))
-            raise InputError(f"--platform {given} does not match the added binaries (/{path} is "
-                             f"for {plat}); drop --platform or add {given} binaries")
+        for plat, path in found.items():
+            if (plat.os, plat.architecture) != (given.os, given.architecture):
+                raise InputError(f"/{path} is a binary for {plat}, not for {given}, the image's platform: "
+                                 f"add a {given} binary (or drop {given} from --platform)")
         return given
     if len(found) > 1:
         listed = ", ".join(f"/{p} is {plat}" for plat, p in found.items())

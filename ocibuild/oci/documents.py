@@ -57,6 +57,8 @@ def descriptor(obj: Any, what: str) -> Descriptor:
         raise InputError(f"{what} has no sha256 digest (sha256: and 64 lowercase hex digits)")
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise InputError(f"{what} has no size (a whole number of bytes)")
+    if obj.get("artifactType") is not None and not isinstance(obj["artifactType"], str):
+        raise InputError(f"{what}: artifactType is not a string")
     for field in ("annotations", "platform"):
         if obj.get(field) is not None and not isinstance(obj[field], dict):
             raise InputError(f"{what}: {field} is not an object")
@@ -68,17 +70,46 @@ def descriptor(obj: Any, what: str) -> Descriptor:
     return Descriptor.from_json(obj)
 
 
+class PlatformMissing(InputError):
+    """An image (or index) has nothing for a wanted platform; `have` lists what it has."""
+
+    def __init__(self, what: str, want: Platform, have: list[str]):
+        super().__init__(f"{what} has no image for {want} (it has: {', '.join(have) or 'none'}); "
+                         "pass --platform")
+        self.what, self.want, self.have = what, want, have
+
+
 def pick_platform(index: dict, want: Platform, what: str) -> Descriptor:
     """From an index document, the manifest for `want` (any variant when
-    `want` names none)."""
-    descs = descriptors(index, "manifests", what)
+    `want` names none). Artifacts (referrers such as SBOMs) are never picked."""
+    descs = [d for d in descriptors(index, "manifests", what) if not d.artifact_type]
     for d in descs:
         p = d.platform
         if p and (p.os, p.architecture) == (want.os, want.architecture) and (
                 not want.variant or p.variant == want.variant):
             return d
-    have = ", ".join(str(d.platform) for d in descs if d.platform) or "none"
-    raise InputError(f"{what} has no image for {want} (it has: {have}); pass --platform")
+    raise PlatformMissing(what, want, [str(d.platform) for d in descs if d.platform])
+
+
+MAX_ARTIFACT = 64 << 20     # bytes in an attached document (an SBOM); more is no SBOM
+
+
+def artifact_payloads(doc: dict, subject: str, artifact_type: str, blob: Callable[[Descriptor], Any],
+                      what: str) -> list[bytes]:
+    """The `artifact_type` payloads of an artifact manifest, if its subject is
+    `subject` (else none: an index's listing does not make it so)."""
+    subj = doc.get("subject")
+    if not isinstance(subj, dict) or subj.get("digest") != subject:
+        return []
+    out = []
+    for lay in descriptors(doc, "layers", what):
+        if lay.media_type != artifact_type:
+            continue
+        if lay.size > MAX_ARTIFACT:
+            raise InputError(f"{what}: the {artifact_type} {lay.digest} claims {lay.size} bytes; "
+                             f"more than {MAX_ARTIFACT} is not a real one")
+        out.append(blob(lay).read())
+    return out
 
 
 def manifest_parts(doc: dict, what: str) -> tuple[Descriptor, list[Descriptor]]:

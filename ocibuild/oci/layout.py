@@ -15,9 +15,10 @@ from typing import BinaryIO
 
 from ..errors import OutputError
 from ..fsutil import atomic_write, publish, unlink_quietly
-from .blobs import Blob, bytes_blob
+from .blobs import Blob
 from .digest import CHUNK, copy_stream, file_digest, hex_of
 from .image import Image
+from .imageset import ImageSet
 from .model import CONTAINERD_NAME, OCI_INDEX, REF_NAME, Descriptor, canonical_json, index_json, parse_json
 from .tarwriter import DIR, end_archive, write_member
 
@@ -37,17 +38,24 @@ class LayoutFile:
     open: Callable[[], BinaryIO]
 
 
-def image_blobs(image: Image) -> list[Blob]:
-    manifest = bytes_blob(image.media_type, image.manifest, "manifest")
-    return [manifest, *image.blobs()]
+def image_blobs(images: ImageSet) -> list[Blob]:
+    """Every blob of a layout holding `images`: manifests (and index), configs, layers, referrers."""
+    return [*images.manifests(), *images.blobs()]
 
 
-def layout_files(image: Image, index_annotations: dict) -> list[LayoutFile]:
-    """Every file of a layout holding just this image, in archive order."""
-    index = index_json([image.descriptor(index_annotations)])
+def index_entries(images: ImageSet, annotations: dict) -> list[Descriptor]:
+    """What index.json lists for `images`: the image (or index), named by
+    `annotations`, then its referrers, unnamed, with their artifactType
+    (how OCI 1.1 tools find an SBOM in a layout)."""
+    return [images.descriptor(annotations), *(r.descriptor for r in images.referrers)]
+
+
+def layout_files(images: ImageSet, index_annotations: dict) -> list[LayoutFile]:
+    """Every file of a layout holding just these images, in archive order."""
+    index = index_json(index_entries(images, index_annotations))
     out = [LayoutFile(LAYOUT_FILE, len(LAYOUT_VERSION), _const(LAYOUT_VERSION)),
            LayoutFile("index.json", len(index), _const(index))]
-    for b in image_blobs(image):
+    for b in image_blobs(images):
         out.append(LayoutFile(blob_name(b.descriptor.digest), b.descriptor.size, b.open))
     return out
 
@@ -55,8 +63,9 @@ def layout_files(image: Image, index_annotations: dict) -> list[LayoutFile]:
 def docker_archive_files(image: Image, name: str) -> list[LayoutFile]:
     """The files of a docker-archive: the OCI layout (with the name as
     `docker save` records it) plus the `manifest.json` that `docker load`
-    reads (docker 20.10, podman and skopeo all load it)."""
-    files = layout_files(image, index_annotations(name, docker=True))
+    reads (docker 20.10, podman and skopeo all load it). One image, no
+    referrers: engines load a single platform and keep no artifacts."""
+    files = layout_files(ImageSet((image,)), index_annotations(name, docker=True))
     doc = canonical_json([{
         "Config": blob_name(image.config.descriptor.digest),
         "RepoTags": [name] if name else [],
@@ -134,15 +143,15 @@ def locked(root: str) -> Iterator[None]:
         os.close(fd)
 
 
-def add_to_index(root: str, desc: Descriptor) -> None:
-    """Add `desc` to root/index.json, moving its ref name from any other
+def add_to_index(root: str, descs: list[Descriptor]) -> None:
+    """Add `descs` to root/index.json, moving a ref name from any other
     image. Serialised by a lock on the layout directory, replaced atomically,
     so concurrent writers each keep their image."""
     with locked(root):
-        _add_to_index(root, desc)
+        _add_to_index(root, descs)
 
 
-def merge_into(root: str, staged: str, blobs: list[Blob], desc: Descriptor) -> None:
+def merge_into(root: str, staged: str, blobs: list[Blob], descs: list[Descriptor]) -> None:
     """Commit an image staged in `staged` into the existing layout `root`,
     under its lock: move the staged blobs in, put any other blob of the
     image that is no longer there (another writer's failed commit may have
@@ -164,26 +173,25 @@ def merge_into(root: str, staged: str, blobs: list[Blob], desc: Descriptor) -> N
                 path = os.path.join(root, blob_name(blob.descriptor.digest))
                 if not os.path.exists(path) and put_blob(root, blob):
                     moved.append(path)
-            _add_to_index(root, desc)
+            _add_to_index(root, descs)
         except BaseException:
             for path in moved:
                 unlink_quietly(path)
             raise
 
 
-def _add_to_index(root: str, desc: Descriptor) -> None:
+def _add_to_index(root: str, descs: list[Descriptor]) -> None:
     path = os.path.join(root, "index.json")
     doc = read_index(root)
-    name = desc.annotations.get(REF_NAME)
+    names = {d.annotations[REF_NAME] for d in descs if REF_NAME in d.annotations}
+    new = {(d.digest, canonical_json(d.annotations)) for d in descs}
     kept = []
     for d in doc.get("manifests") or []:
         ann = d.get("annotations") or {}
-        if name is not None and ann.get(REF_NAME) == name:
-            continue
-        if d.get("digest") == desc.digest and ann == desc.annotations:
+        if ann.get(REF_NAME) in names or (d.get("digest"), canonical_json(ann)) in new:
             continue
         kept.append(d)
-    kept.append(desc.to_json())
+    kept.extend(d.to_json() for d in descs)
     doc["manifests"] = kept
     atomic_write(path, canonical_json(doc))
     if not os.path.exists(os.path.join(root, LAYOUT_FILE)):

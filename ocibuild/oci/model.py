@@ -29,6 +29,7 @@ ANN_CREATED = "org.opencontainers.image.created"
 ANN_BASE_NAME = "org.opencontainers.image.base.name"
 ANN_BASE_DIGEST = "org.opencontainers.image.base.digest"
 CONTAINERD_NAME = "io.containerd.image.name"
+EMPTY_CONFIG = "application/vnd.oci.empty.v1+json"    # OCI 1.1: the config of an artifact manifest
 
 
 def canonical_json(obj) -> bytes:
@@ -48,6 +49,7 @@ class Descriptor:
     size: int
     annotations: dict = field(default_factory=dict, compare=False)
     platform: Platform | None = None
+    artifact_type: str = ""            # OCI 1.1: what an artifact manifest holds (an SBOM, ...)
 
     def __post_init__(self):
         check_digest(self.digest)
@@ -64,6 +66,8 @@ class Descriptor:
             out["annotations"] = dict(self.annotations)
         if self.platform is not None:
             out["platform"] = self.platform.to_json()
+        if self.artifact_type:
+            out["artifactType"] = self.artifact_type
         return out
 
     @classmethod
@@ -76,6 +80,7 @@ class Descriptor:
                 size=int(obj["size"]),
                 annotations=dict(obj.get("annotations") or {}),
                 platform=Platform.from_json(plat) if plat else None,
+                artifact_type=str(obj.get("artifactType") or ""),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise InputError(f"malformed descriptor ({type(e).__name__}); the image is damaged") from None

@@ -124,6 +124,8 @@ class _TarFiles:
         except FileNotFoundError:
             raise InputError(f"{what}: no such file") from None
         except (tarfile.TarError, EOFError) as e:
+            if "unexpected end of data" in str(e):       # cut off inside a member header
+                raise InputError(f"{what} is truncated ({os.path.getsize(path)} bytes); copy it again") from None
             raise InputError(f"{what} is not a readable tar archive ({e}); check the file") from None
         except OSError as e:
             raise InputError(f"cannot read {what}: {e.strerror}") from None
@@ -142,17 +144,37 @@ class _TarFiles:
         return name in self._members
 
 
+def _files(ref: FileRef) -> _Files:
+    what = f"{ref.transport}:{ref.path}"
+    if ref.transport == "oci":
+        if not os.path.isdir(ref.path):
+            raise InputError(f"{what}: no such directory")
+        return _DirFiles(ref.path, what)
+    return _TarFiles(ref.path, what)
+
+
+def attached(ref: FileRef, subject: str, artifact_type: str) -> list[bytes]:
+    """The payloads of the `artifact_type` artifacts attached to `subject` in
+    the layout (or archive) `ref`: the referrers its index.json lists."""
+    what = f"{ref.transport}:{ref.path}"
+    files = _files(ref)
+    if not files.has("index.json"):
+        return []
+    index = parse_json(_document(files, "index.json", what), f"index.json of {what}")
+    found = []
+    for d in descriptors(index, "manifests", f"index.json of {what}"):
+        if d.artifact_type == artifact_type:
+            doc = parse_json(_blob(files, d, "manifest", what).read(), f"manifest {d.digest} in {what}")
+            found += documents.artifact_payloads(doc, subject, artifact_type,
+                                                 lambda lay: _blob(files, lay, "artifact", what), what)
+    return found
+
+
 def open_image(ref: FileRef, platform: Platform | None = None) -> Image:
     """The image in the file `ref` names. From an index, the manifest for
     `platform` (default: the host's)."""
     what = f"{ref.transport}:{ref.path}"
-    files: _Files
-    if ref.transport == "oci":
-        if not os.path.isdir(ref.path):
-            raise InputError(f"{what}: no such directory")
-        files = _DirFiles(ref.path, what)
-    else:
-        files = _TarFiles(ref.path, what)
+    files = _files(ref)
     if ref.transport == "docker-archive":
         # A modern archive (docker 25+ save, ocibuild) holds the OCI layout too:
         # read that, so the image keeps its own manifest and digest.
@@ -221,9 +243,10 @@ def _layout(files, ref: str, what: str, platform: Platform | None) -> Image:
             raise InputError(f"{what} has no image named {ref!r}"
                              + (f"; it has {', '.join(names)}" if names else "; it has no named images"))
         desc = picked[-1]
-    elif len(descs) == 1:
-        desc = descs[0]
+    elif len(images := [d for d in descs if not d.artifact_type]) == 1:
+        desc = images[0]           # the image: its referrers (SBOMs) are listed beside it
     else:
+        descs = images
         names = sorted({d.annotations.get(REF_NAME, d.digest) for d in descs})
         raise InputError(f"{what} holds {len(descs)} images; name one with :REF ({', '.join(names) or 'none'})")
     return _manifest(files, desc, what, platform)

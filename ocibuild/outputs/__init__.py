@@ -20,8 +20,10 @@ from typing import Protocol
 from ..errors import InputError, OcibuildError, OutputError, PartialWriteError
 from ..oci.blobs import WorkStore
 from ..oci.image import Image
+from ..oci.imageset import ImageSet, same_platform
+from ..oci.model import Platform
 from ..oci.reference import FileRef, Reference
-from ..progress import Say, silent
+from ..progress import Say, human_size, silent
 
 
 class Output(Protocol):
@@ -35,10 +37,20 @@ class Output(Protocol):
         at the last step, so they commit first, while local files are still
         only staged (and so still removable)."""
 
+    @property
+    def single_platform(self) -> bool:
+        """True when the destination holds one platform's image (an engine, a
+        docker-archive): it gets the host's image of a multi-platform set, and
+        no referrers."""
+
+    @property
+    def written(self) -> int:
+        """Bytes stage() wrote (or, for a registry, sent): for the progress display."""
+
     def check(self) -> None:
         """Refuse early (before assembly) what would certainly fail."""
 
-    def stage(self, image: Image, work: WorkStore) -> None:
+    def stage(self, images: ImageSet, work: WorkStore) -> None:
         """Write everything aside; the destination is not touched."""
 
     def commit(self) -> None:
@@ -64,14 +76,40 @@ def check_distinct(outputs: Sequence[Output]) -> None:
             seen[path] = out
 
 
-def write_all(outputs: Sequence[Output], image: Image, work: WorkStore, say: Say = silent) -> None:
+def check_platforms(outputs: Sequence[Output], platforms: Sequence[Platform], host: Platform) -> None:
+    """Before anything is built: a single-platform output of a multi-platform
+    build takes the host's image, so the host's platform must be in the set."""
+    if len(platforms) < 2 or any(same_platform(p, host) for p in platforms):
+        return
+    for out in outputs:
+        if out.single_platform:
+            raise InputError(f"{out.ref} holds one platform's image, the host's ({host}), which is not among "
+                             f"{', '.join(map(str, platforms))}: add {host} to --platform, or write the "
+                             "index to oci:, oci-archive: or docker://")
+
+
+def _for(out: Output, images: ImageSet, say: Say) -> ImageSet:
+    """What `out` gets: all of `images`, or for a single-platform output the host's image alone."""
+    if not out.single_platform:
+        return images
+    if len(images.images) == 1:
+        return ImageSet(images.images)
+    host = images.only(Platform.host())
+    say(f"{out.ref}: the {host.images[0].platform} image only (of {', '.join(map(str, images.platforms))}): "
+        "it holds one platform")
+    return host
+
+
+def write_all(outputs: Sequence[Output], images: ImageSet | Image, work: WorkStore, say: Say = silent) -> None:
     """Stage every output, then commit them (commit_first ones first); on any
     failure or interrupt, abort all of them. Once one output is committed,
     a failure says exactly which were written (PartialWriteError)."""
+    if isinstance(images, Image):
+        images = ImageSet((images,))
     try:
         for out in outputs:
             say(f"writing {out.ref}")
-            _os_errors(out, partial(out.stage, image, work))
+            _os_errors(out, partial(out.stage, _for(out, images, say), work))
     except BaseException:
         for out in outputs:
             out.abort()
@@ -97,6 +135,8 @@ def write_all(outputs: Sequence[Output], image: Image, work: WorkStore, say: Say
             raise
         raise PartialWriteError([str(o.ref) for o in committed],
                                 [str(o.ref) for o in outputs if o not in committed], e) from None
+    for out in outputs:
+        say(f"wrote {out.ref} ({human_size(out.written)})")
 
 
 @contextmanager

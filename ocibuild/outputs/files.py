@@ -11,7 +11,7 @@ import tempfile
 from ..errors import OutputError
 from ..fsutil import publish, staging_prefix, sweep_stale, umask, unlink_quietly
 from ..oci.blobs import Blob, WorkStore
-from ..oci.image import Image
+from ..oci.imageset import ImageSet
 from ..oci.layout import (
     add_to_index,
     check_layout_dir,
@@ -19,6 +19,7 @@ from ..oci.layout import (
     has_blob,
     image_blobs,
     index_annotations,
+    index_entries,
     layout_files,
     merge_into,
     put_blob,
@@ -33,12 +34,15 @@ STAGING_TAG = ".ocibuild-"   # a layout staged beside or inside its destination
 
 class ArchiveOutput:
     """`oci-archive:` or `docker-archive:`: one tar holding the OCI layout; the
-    docker flavour adds the `manifest.json` that `docker load` reads."""
+    docker flavour adds the `manifest.json` that `docker load` reads, and
+    holds one platform (what docker load takes)."""
     commit_first = False
 
     def __init__(self, ref: FileRef, created: int):
         self.ref, self.created = ref, created
         self.docker = ref.transport == "docker-archive"
+        self.single_platform = self.docker
+        self.written = 0
         self.path = os.path.abspath(ref.path)
         self._tmp: str | None = None
 
@@ -49,16 +53,17 @@ class ArchiveOutput:
         if os.path.isdir(self.path):
             raise OutputError(f"cannot write {self.ref}: {self.path} is a directory")
 
-    def stage(self, image: Image, work: WorkStore) -> None:
+    def stage(self, images: ImageSet, work: WorkStore) -> None:
         parent, tag = os.path.dirname(self.path), f".{os.path.basename(self.path)}."
         sweep_stale(parent, tag, ".partial")
         fd, self._tmp = tempfile.mkstemp(dir=parent, prefix=staging_prefix(tag), suffix=".partial")
-        files = (docker_archive_files(image, self.ref.ref) if self.docker
-                 else layout_files(image, index_annotations(self.ref.ref, docker=False)))
+        files = (docker_archive_files(images.images[0], self.ref.ref) if self.docker
+                 else layout_files(images, index_annotations(self.ref.ref, docker=False)))
         with os.fdopen(fd, "wb", buffering=1 << 20) as f:
             write_archive(f, files, self.created)
             f.flush()
             os.fsync(f.fileno())
+            self.written = f.tell()
 
     def commit(self) -> None:
         if self._tmp:
@@ -76,12 +81,14 @@ class LayoutOutput:
     an existing one gets its missing blobs, then index.json is updated under
     a lock, so other images and tags in it are kept."""
     commit_first = False
+    single_platform = False
 
     def __init__(self, ref: FileRef):
         self.ref = ref
         self.root = os.path.abspath(ref.path)
+        self.written = 0
         self._tmp: str | None = None
-        self._desc: Descriptor | None = None
+        self._descs: list[Descriptor] = []
         self._blobs: list[Blob] = []
 
     def check(self) -> None:
@@ -89,7 +96,7 @@ class LayoutOutput:
         if not os.path.isdir(os.path.dirname(self.root)):
             raise OutputError(f"cannot write {self.ref}: directory {os.path.dirname(self.root)} does not exist")
 
-    def stage(self, image: Image, work: WorkStore) -> None:
+    def stage(self, images: ImageSet, work: WorkStore) -> None:
         # Stage on the layout's own file system: inside it when it exists (it
         # may be a mount point), else beside it, to be renamed into place.
         existing = os.path.isdir(self.root)
@@ -99,26 +106,27 @@ class LayoutOutput:
         sweep_stale(parent, STAGING_TAG, ".partial")
         self._tmp = tempfile.mkdtemp(dir=parent, prefix=staging_prefix(STAGING_TAG), suffix=".partial")
         publish_dir_mode(self._tmp)
-        self._blobs = image_blobs(image)
+        self._blobs = image_blobs(images)
         for blob in self._blobs:
             if existing and has_blob(self.root, blob.descriptor):
                 continue
             put_blob(self._tmp, blob)
-        self._desc = image.descriptor(index_annotations(self.ref.ref, docker=False))
+            self.written += blob.descriptor.size
+        self._descs = index_entries(images, index_annotations(self.ref.ref, docker=False))
 
     def commit(self) -> None:
-        tmp, desc = self._tmp, self._desc
-        if tmp is None or desc is None:
+        tmp, descs = self._tmp, self._descs
+        if tmp is None or not descs:
             return
         if os.path.dirname(tmp) != self.root:
-            add_to_index(tmp, desc)
+            add_to_index(tmp, descs)
             try:
                 os.rename(tmp, self.root)     # a new layout: one step
                 self._tmp = None
                 return
             except OSError:
                 check_layout_dir(self.root)         # created meanwhile: merge into it
-        merge_into(self.root, tmp, self._blobs, desc)
+        merge_into(self.root, tmp, self._blobs, descs)
         self.abort()
 
     def abort(self) -> None:

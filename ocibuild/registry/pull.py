@@ -6,6 +6,7 @@ pinned by digest whose blobs are all cached needs no network at all."""
 from __future__ import annotations
 
 import json
+from urllib.parse import quote
 
 import httpx
 
@@ -13,7 +14,7 @@ from ..errors import BlobError, InputError, RegistryError, TransientError
 from ..oci import documents
 from ..oci.blobs import Blob, Layer
 from ..oci.digest import sha256_digest
-from ..oci.documents import config_json, manifest_parts, pick_platform
+from ..oci.documents import artifact_payloads, config_json, manifest_parts, pick_platform
 from ..oci.image import Image
 from ..oci.model import (
     DOCKER_LIST,
@@ -106,6 +107,31 @@ class Puller:
             b = self.blob(d, "layer")
             layers.append(Layer(d, b.opener, b.where, diff_id=diff_id))
         return Image(data, config, tuple(layers), media_type)
+
+    def referrers(self, subject: str, artifact_type: str) -> list[bytes]:
+        """The payloads of the `artifact_type` artifacts attached to `subject`:
+        found through the referrers API, or, on a registry without it (404),
+        through the fallback tag `sha256-<hex>`."""
+        c = self.client
+        repo = self.ref.repo
+        resp = c.request("GET", f"/v2/{repo}/referrers/{subject}?artifactType={quote(artifact_type, safe='')}",
+                         scopes=self.scopes, headers={"Accept": OCI_INDEX})
+        if resp.status_code == 200 and len(resp.content) <= MAX_MANIFEST:
+            listed = documents.descriptors(parse_json(resp.content, f"the referrers of {subject}"), "manifests",
+                                           f"the referrers of {subject} in {self.name}")
+        elif resp.status_code in (404, 405):
+            algorithm, _, hexa = subject.partition(":")
+            listed = [Descriptor.from_json(d) for d in get_index(c, repo, f"{algorithm}-{hexa}")]
+        else:
+            raise c.error(resp, f"asking {self.name} for the referrers of {subject}")
+        found = []
+        for d in listed:
+            if d.artifact_type != artifact_type:
+                continue
+            data, _, digest = self.manifest(d.digest)
+            found += artifact_payloads(parse_json(data, f"manifest {digest} of {self.name}"), subject,
+                                       artifact_type, lambda lay: self.blob(lay, "artifact"), self.name)
+        return found
 
     # -- manifests ------------------------------------------------------------
 
@@ -212,6 +238,20 @@ class Puller:
                 finally:
                     resp.close()
             w.finish()
+
+
+def get_index(client: RegistryClient, repo: str, reference: str) -> list[dict]:
+    """The manifests an index in `repo` lists ([] when there is none)."""
+    resp = client.request("GET", f"/v2/{repo}/manifests/{reference}", scopes=frozenset({scope(repo, "pull")}),
+                          headers={"Accept": OCI_INDEX})
+    if resp.status_code == 404:
+        return []
+    if resp.status_code != 200:
+        raise client.error(resp, f"reading {client.host}/{repo}:{reference}")
+    if len(resp.content) > MAX_MANIFEST:
+        raise RegistryError(f"{client.host}/{repo}:{reference} is larger than {MAX_MANIFEST} bytes")
+    what = f"{client.host}/{repo}:{reference}"
+    return [d.to_json() for d in documents.descriptors(parse_json(resp.content, what), "manifests", what)]
 
 
 def _starts_at(resp: httpx.Response, offset: int) -> bool:

@@ -9,6 +9,7 @@ failed push never leaves a tag on a partial image."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -19,12 +20,14 @@ import httpx
 from ..errors import BlobError, OutputError, RegistryError, TransientError
 from ..oci.blobs import Blob, WorkStore
 from ..oci.digest import CHUNK, sha256_digest
-from ..oci.image import Image
+from ..oci.imageset import ImageSet, Referrer
+from ..oci.model import OCI_INDEX, OCI_MANIFEST, Descriptor, canonical_json, index_json
 from ..oci.reference import RegistryRef
 from .auth import scope
 from .cache import BlobCache
 from .client import RETRY_STATUS, RegistryClient
 from .options import RegistryOptions
+from .pull import get_index
 
 MAX_MOUNT_SOURCES = 3
 FINISH_TIMEOUT = 600.0     # the registry may re-hash a large blob before answering the last PUT
@@ -39,8 +42,17 @@ class PushStats:
 
 
 class RegistryOutput:
-    """An Output (ocibuild.outputs); it commits before local files do."""
+    """An Output (ocibuild.outputs); it commits before local files do.
+
+    A multi-platform set goes as its registries expect: every image's blobs
+    and manifest by digest, then the index by digest, the tag last. Each
+    referrer (an SBOM) is PUT by digest with its `subject`; a registry that
+    does not answer with `OCI-Subject` has no referrers API, and gets the
+    distribution spec's fallback instead: the tag `sha256-<subject hex>` on
+    an index listing the subject's referrers (updated in commit, before the
+    image's tag)."""
     commit_first = True
+    single_platform = False
 
     def __init__(self, ref: RegistryRef, options: RegistryOptions,
                  client: RegistryClient | None = None):
@@ -48,8 +60,10 @@ class RegistryOutput:
         self.target = ref
         self.options = options
         self.stats = PushStats()
+        self.written = 0
         self._client = client
-        self._image: Image | None = None
+        self._images: ImageSet | None = None
+        self._fallback: list[Referrer] = []     # referrers the registry did not index itself
 
     @property
     def client(self) -> RegistryClient:
@@ -77,34 +91,45 @@ class RegistryOutput:
         except RegistryError as e:
             raise type(e)(f"{self.ref}: {e}") from None
 
-    def stage(self, image: Image, work: WorkStore) -> None:
+    def stage(self, images: ImageSet, work: WorkStore) -> None:
         t = self.target
-        if t.digest and t.digest != image.digest:
-            raise OutputError(f"cannot push to {self.ref}: the image is {image.digest}, "
+        if t.digest and t.digest != images.digest:
+            raise OutputError(f"cannot push to {self.ref}: the image is {images.digest}, "
                               f"not the digest {t.digest} the reference names")
         cache = BlobCache(self.options.cache_dir) if self.options.cache_dir else None
         try:
-            for blob in image.blobs():
+            for blob in images.blobs():
                 how = push_blob(self.client, t.repo, blob, self.options, cache)
                 setattr(self.stats, how, getattr(self.stats, how) + 1)
-            # By digest first: the registry validates the manifest now, before
+                if how == "uploaded":
+                    self.written += blob.descriptor.size
+            # By digest first: the registry validates each manifest now, before
             # any output commits, and no tag points at it yet.
-            put_manifest(self.client, t, image.digest, image.manifest, image.media_type)
+            for image in images.images:
+                put_manifest(self.client, t, image.digest, image.manifest, image.media_type)
+            self._fallback = [r for r in images.referrers
+                              if not put_manifest(self.client, t, r.digest, r.manifest, OCI_MANIFEST).subject]
+            if images.index is not None:
+                put_manifest(self.client, t, images.digest, images.index, OCI_INDEX)
         except RegistryError as e:
             raise type(e)(f"{e}; {t} was left as it was") from None
-        self._image = image
+        self._images = images
 
     def commit(self) -> None:
         try:
-            if self._image is not None and self.target.tag:
+            for subject in dict.fromkeys(r.subject.digest for r in self._fallback):
+                put_fallback(self.client, self.target, subject,
+                             [r.descriptor for r in self._fallback if r.subject.digest == subject])
+            if self._images is not None and self.target.tag:
                 put_manifest(self.client, self.target, self.target.tag,
-                             self._image.manifest, self._image.media_type)
-            self._image = None
+                             self._images.manifest, self._images.media_type)
+            self._images = None
         finally:
             self.abort()
 
     def abort(self) -> None:
-        self._image = None
+        self._images = None
+        self._fallback = []
         if self._client is not None:
             self._client.close()
             self._client = None
@@ -344,8 +369,14 @@ class _Source:
 
 # -- manifests ------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Stored:
+    digest: str
+    subject: str        # the OCI-Subject the registry answered with: it indexes referrers itself
+
+
 def put_manifest(client: RegistryClient, target: RegistryRef, reference: str,
-                 data: bytes, media_type: str) -> str:
+                 data: bytes, media_type: str) -> Stored:
     """PUT a manifest or index by tag or digest, with its own media type;
     the registry must store exactly these bytes (same digest)."""
     digest = sha256_digest(data)
@@ -360,7 +391,24 @@ def put_manifest(client: RegistryClient, target: RegistryRef, reference: str,
     if got and got != digest:
         raise RegistryError(f"{client.host} stored the manifest for {client.host}/{repo} as {got}, "
                             f"not {digest}: it changed the bytes; the image was not pushed as built")
-    return digest
+    return Stored(digest, resp.headers.get("oci-subject", ""))
+
+
+def fallback_tag(subject: str) -> str:
+    """The distribution spec's referrers tag for a registry without the API."""
+    algorithm, _, hexa = subject.partition(":")
+    return f"{algorithm}-{hexa}"
+
+
+def put_fallback(client: RegistryClient, target: RegistryRef, subject: str, add: list[Descriptor]) -> None:
+    """Add `add` to the index the fallback tag of `subject` names (made when
+    there is none), keeping the referrers others attached before."""
+    tag = fallback_tag(subject)
+    have = get_index(client, target.repo, tag)
+    kept = [d for d in have if d.get("digest") not in {a.digest for a in add}]
+    doc = json.loads(index_json([]))
+    doc["manifests"] = kept + [d.to_json() for d in add]
+    put_manifest(client, target, tag, canonical_json(doc), OCI_INDEX)
 
 
 def _mount_sources(cache: BlobCache | None, digest: str, host: str, repo: str) -> list[str]:
