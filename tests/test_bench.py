@@ -27,6 +27,7 @@ EXTRA = {
     "build": ["--source", str(SAMPLE)],
     "size": ["--slim-base", "scratch"],
     "registry": [],
+    "platforms": [],
 }
 TIMEOUT = 600
 NUMBER = re.compile(r"^\d+(\.\d+)?$")
@@ -178,7 +179,53 @@ def check_registry(stdout: str) -> None:
         assert f"{key}: layers in the registry = IMG.tar's layers (same digests)" in stdout, stdout
 
 
-CHECKS = {"assemble": check_assemble, "build": check_build, "size": check_size, "registry": check_registry}
+def check_platforms(stdout: str) -> None:
+    for way, error in (("--output type=oci,dest=F", "OCI exporter is not supported for the docker driver"),
+                       ("--output type=docker,dest=F", "docker exporter does not support exporting manifest lists"),
+                       ("--load", "docker exporter does not currently support exporting manifest lists")):
+        assert f"buildx, both platforms in one build, {way}: refused: ERROR: {error}" in stdout, stdout
+    assert "podman build without --build-arg BUILDPLATFORM: Error: " in stdout, stdout
+    tools = ["ocibuild build --builder docker --platform linux/amd64,linux/arm64 → oci-archive",
+             "docker buildx build --load, once per platform, + docker save (2 images, no index)",
+             "docker buildx bake (2 targets, parallel) --load + docker save (2 images, no index)",
+             "docker buildx build --platform linux/amd64,linux/arm64 --output type=oci (one build)",
+             "ocibuild build --builder podman --platform linux/amd64,linux/arm64 → oci-archive",
+             "podman build --platform linux/amd64,linux/arm64 --manifest + manifest push --all oci-archive",
+             "ocibuild build --builder host --platform linux/amd64,linux/arm64 (context)"]
+    one = tools[3]
+    labels = [f"{t}, COLD" for t in tools if t != one] + [f"{t}, WARM" for t in tools]
+    rows = by_label(table(stdout, "| tool | median s |"), labels)
+    for label in labels[:6]:                    # --cold-runs 0
+        assert rows[label][1:] == ["NOT RUN", "—", "—", "--cold-runs 0"], rows[label]
+    for label in labels[6:]:
+        if label.startswith(one):
+            assert rows[label][1:4] == ["REFUSED", "—", "—"], rows[label]
+            assert rows[label][4].startswith("refused here: ERROR: OCI exporter is not supported"), rows[label]
+            continue
+        assert_timed(rows[label])
+        assert rows[label][4].isdigit() and int(rows[label][4]) > 0, rows[label]
+    assert rows[labels[6]][3] == "1.00"
+    assert ("images per output, last round: ocibuild docker amd64+arm64, buildx each amd64+arm64, buildx bake "
+            "amd64+arm64, ocibuild podman amd64+arm64, podman build amd64+arm64, ocibuild host amd64+arm64") \
+        in stdout, stdout
+    for arch, machine in (("amd64", "x86-64"), ("arm64", "AArch64")):
+        assert re.search(rf"^linux/{arch} chaincode binary, last round: {SHA} from all 6 tools, same bytes; "
+                         rf"ELF machine {machine}$", stdout, re.M), stdout
+    assert "index digest from ocibuild --builder docker/podman/host: identical in 1 of 1 measured round(s)" \
+        in stdout, stdout
+    for builder in ("docker", "podman", "host"):
+        assert re.search(rf"^ocibuild --builder {builder}, WARM, its phases \(median s\): compile linux/amd64 "
+                         r"[\d.]+, compile linux/arm64 [\d.]+, ", stdout, re.M), stdout
+    for text in (r"ocibuild --builder docker / \(buildx once per platform \+ docker save\)",
+                 r"ocibuild --builder docker / \(buildx bake \+ docker save\)",
+                 r"ocibuild --builder podman / \(podman build --manifest \+ manifest push\)"):
+        assert re.search(rf"^  warm: {text} = \d+\.\d{{3}}$", stdout, re.M), stdout
+    assert "  warm: ocibuild --builder docker / buildx one two-platform build: not measured — refused here" \
+        in stdout, stdout
+
+
+CHECKS = {"assemble": check_assemble, "build": check_build, "size": check_size, "registry": check_registry,
+          "platforms": check_platforms}
 
 
 def processes_mentioning(text: str) -> list[str]:
@@ -195,6 +242,27 @@ def processes_mentioning(text: str) -> list[str]:
     return found
 
 
+def podman_leftovers(tag: str) -> list[str]:
+    """podman images and manifest lists named or labelled after the bench's TAG (platforms)."""
+    queries = (["podman", "images", "--format", "{{.Repository}}"],
+               ["podman", "images", "-q", "--filter", f"label=org.ocibuild.bench={tag}"],
+               ["podman", "volume", "ls", "--format", "{{.Name}}"])
+    left = []
+    for q in queries:
+        p = subprocess.run(q, capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, f"{' '.join(q)}: {p.stderr}"
+        names = p.stdout.split()
+        left += [f"podman: {n}" for n in (names if "-q" in q else
+                                          [n for n in names if n.removeprefix("localhost/").startswith(tag)])]
+    return left
+
+
+def buildah_cache() -> set[str]:
+    """podman build's cache-mount directories (platforms removes the ones it made)."""
+    root = Path(os.environ.get("TMPDIR") or "/var/tmp") / "buildah-cache"
+    return {str(p) for p in root.glob("**/*")} | ({str(root)} if root.exists() else set())
+
+
 def leftovers(tag: str) -> list[str]:
     """Docker images and containers, buildah containers named after the bench's TAG."""
     queries = (["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"],
@@ -209,10 +277,11 @@ def leftovers(tag: str) -> list[str]:
 
 
 @pytest.mark.parametrize("section", ["assemble", "build", "size",
-                                     pytest.param("registry", marks=pytest.mark.registry)])
+                                     pytest.param("registry", marks=pytest.mark.registry), "platforms"])
 def test_bench_section(section, tmp_path, gocache):
     work = tmp_path / "work"
     work.mkdir()
+    cache_dirs = buildah_cache()
     result, pid = run_bench(section, work, gocache)
     output = f"stdout:\n{result.stdout}\nstderr:\n{result.stderr[-3000:]}"
     assert result.returncode == 0, output
@@ -223,3 +292,25 @@ def test_bench_section(section, tmp_path, gocache):
     assert list(work.iterdir()) == [], output
     assert processes_mentioning(str(work)) == []
     assert leftovers(f"ocibuild-bench-{pid}") == []
+    if section == "platforms":
+        assert podman_leftovers(f"ocibuild-bench-{pid}") == []
+        assert buildah_cache() <= cache_dirs
+
+
+def test_cold_launcher_sets_fresh_caches():
+    """platforms' cold rows run ocibuild's CLI with fresh caches for its docker
+    and podman builders (it has no option for them): the patch still takes."""
+    import sys
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from benchmarks.platforms import LAUNCH, VENV_PY
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    tail = "from ocibuild.__main__ import main\nmain()\n"
+    assert LAUNCH.endswith(tail)
+    probe = LAUNCH.removesuffix(tail) + ("print(docker.DockerBuilder('', {}).cache_id, "
+                                         "podman.PodmanBuilder('').cache_volume)\n")
+    p = subprocess.run([str(VENV_PY), "-c", probe, "fresh-id", "fresh-volume"], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["fresh-id", "fresh-volume"]
