@@ -366,7 +366,8 @@ def test_chaincode_build_pushes(client, main_registry, tmp_path):
 def test_second_push_uploads_nothing_and_a_new_image_only_its_new_blobs(client, main_registry, tmp_path):
     repo = repo_name("dedup")
     one, two = unique_file(tmp_path, "one.txt"), unique_file(tmp_path, "two.txt")
-    first = ["--base", "static", "--add", f"{one}:/data/one.txt"]
+    # The image's own blobs and manifests (its SBOM referrer's push: test_referrers.py).
+    first = ["--sbom", "none", "--base", "static", "--add", f"{one}:/data/one.txt"]
 
     mark = main_registry.mark()
     d1 = client.assemble(*first, "--output", main_registry.ref(f"{repo}:v1"))
@@ -398,7 +399,7 @@ def test_second_push_uploads_nothing_and_a_new_image_only_its_new_blobs(client, 
     # A new image on the same base: only its new layer and its config go up,
     # each in one monolithic upload (small blobs: no PATCH).
     mark = main_registry.mark()
-    d2 = client.assemble("--base", "static", "--add", f"{two}:/data/two.txt",
+    d2 = client.assemble("--sbom", "none", "--base", "static", "--add", f"{two}:/data/two.txt",
                          "--output", main_registry.ref(f"{repo}:v2"),
                          "--output", f"oci:{tmp_path / 'two'}:v2")
     img2 = read_layout(tmp_path / "two", "v2")
@@ -426,7 +427,8 @@ def test_base_from_registry_is_extended_and_its_layers_mounted_not_uploaded(clie
     # pushes to another repository of the same registry.
     client.fresh_cache()
     mark = main_registry.mark()
-    d = client.assemble("--base", main_registry.ref(f"{base_repo}:v1"), "--add", f"{fa}:/data/app.txt",
+    d = client.assemble("--sbom", "none", "--base", main_registry.ref(f"{base_repo}:v1"),
+                        "--add", f"{fa}:/data/app.txt",
                         "--output", main_registry.ref(f"{app_repo}:v1"),
                         "--output", f"oci:{tmp_path / 'app'}:v1")
     app = read_layout(tmp_path / "app", "v1")

@@ -214,7 +214,8 @@ Push = Callable[[BenchRegistry, Path], None]     # (registry, client cache dir)
 def _pushes(src: str, work: Path, wrap: list[str]) -> tuple[Push, Push]:
     """(ocibuild's push of `src`, skopeo's)."""
     def ocibuild_push(reg: BenchRegistry, cache: Path) -> None:
-        run([str(OCIBUILD), "-q", "assemble", "--base", src,
+        # --sbom none: skopeo copies the image alone; so does this push (like for like).
+        run([str(OCIBUILD), "-q", "assemble", "--sbom", "none", "--base", src,
              "--output", f"docker://{reg.hostport}/{REG_REPO}:{REG_TAG}",
              "--insecure-registry", reg.hostport], env={**os.environ, "OCIBUILD_CACHE_DIR": str(cache)})
 
