@@ -27,6 +27,7 @@ from .transports import base_opener, check_bases
 _T = TypeVar("_T")
 
 if TYPE_CHECKING:
+    from .builders.warm import WarmSettings
     from .gosource import GoBuild
 
 
@@ -184,6 +185,7 @@ class BuildRequest:
     repacked: bool = False             # the package file was re-made from a tree the peer extracted:
                                        # its package ID is not the peer's, so none is recorded
     go_env: Mapping[str, str] = field(default_factory=dict)   # the caller's GOPROXY, GOFLAGS, ...
+    warm: WarmSettings | None = None   # reuse builder containers (None: --fresh-builder)
     network: bool = False
     ldflags: str = ""
     tags: str = ""
@@ -230,7 +232,7 @@ def _build_in(req: BuildRequest, work: WorkStore, progress: Progress) -> Outcome
     open_base = base_opener(given.base, work, given.compression, job.registry)
     check_bases(given.base, open_base, platforms)
     modules = modules_from(req.go_proxy, req.network, req.go_env, work.root, req.limits)
-    builder = choose(req.builder, req.builder_image, progress.say, req.env)
+    builder = choose(req.builder, req.builder_image, progress.say, req.env, req.warm)
     check_reachable(modules, builder.name)
     need = read_requirement(os.path.join(src.root, "go.mod")) if src.mode != GOPATH else Requirement()
     toolchain = pick(builder.toolchains(), need, req.go, builder.name)     # before any container starts

@@ -19,6 +19,7 @@ import click
 from . import __version__
 from .build import BuildRequest, DepsRequest, ImageJob, Outcome, build_chaincode, fetch_deps, run_job
 from .builders import BUILDERS
+from .builders.warm import DEFAULT_IDLE, WarmSettings
 from .diagnoses import check_linux
 from .errors import InputError, OcibuildError
 from .extbuilder import Settings, install, outputs_for
@@ -299,6 +300,11 @@ def assemble(ctx: Ctx, **opts):
               help="Modules from a proxy: a directory in the GOPROXY layout (a GOMODCACHE's "
                    "cache/download is one; works with --network none), a `fabric deps` tarball, or "
                    "an http(s) mirror (needs --network default). go.sum is still verified.")
+@click.option("--fresh-builder", is_flag=True,
+              help="A new builder container (docker: a BuildKit solve) for this build, as before warm "
+                   "builders; default: reuse a warm builder container (see `ocibuild builder`).")
+@click.option("--builder-idle", type=click.IntRange(1), default=DEFAULT_IDLE, show_default=True, metavar="SECONDS",
+              help="A warm builder container stops by itself after this long unused.")
 @click.option("--ldflags", default="", help="Extra -ldflags for go build.")
 @click.option("--tags", default="", help="Go build tags (comma-separated).")
 @click.option("--cgo", is_flag=True, help="Enable cgo, linked fully static.")
@@ -316,7 +322,7 @@ def assemble(ctx: Ctx, **opts):
 @image_options
 @click.pass_obj
 def build_command(ctx: Ctx, source, builder_name, builder_image, go_version, network, go_package, go_proxy,
-                  ldflags, tags, cgo,
+                  fresh_builder, builder_idle, ldflags, tags, cgo,
                   binary_path, import_path, fabric_version, max_inflated_size, max_entries, **opts):
     """Compile Go chaincode and assemble its image; print its digest.
 
@@ -333,10 +339,57 @@ def build_command(ctx: Ctx, source, builder_name, builder_image, go_version, net
     req = BuildRequest(
         source=source, image=image_job(opts, env), binary_path=binary_dest, env=env, builder=builder_name,
         builder_image=builder_image, go=go_version, network=network == "default", go_proxy=go_proxy, package=go_package,
-        go_env=go_env,
+        go_env=go_env, warm=None if fresh_builder else WarmSettings(builder_state_dir(env), builder_idle),
         ldflags=ldflags, tags=tags, cgo=cgo, import_path=import_path, fabric_version=fabric_version,
         limits=Limits(max_bytes=max_inflated_size, max_entries=max_entries))
     report(build_chaincode(req, ctx), opts)
+
+
+def builder_state_dir(env: Mapping[str, str]) -> str:
+    """Where warm builder containers keep their work areas: the user's
+    runtime directory (tmpfs, per user) when there is one, else the cache."""
+    runtime = env.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isdir(runtime):
+        return os.path.join(runtime, "ocibuild", "builders")
+    home = env.get("HOME") or os.path.expanduser("~")
+    return os.path.join(env.get("XDG_CACHE_HOME") or os.path.join(home, ".cache"), "ocibuild", "builders")
+
+
+@cli.group("builder")
+def builder_group():
+    """Warm builder containers: `build` starts one per engine, builder image,
+    network mode and cache, reuses it, and it stops by itself when idle."""
+
+
+@builder_group.command("status")
+def builder_status():
+    """List the warm builder containers (docker and podman)."""
+    from .builders.warm import builders
+    for engine_name in ("docker", "podman"):
+        if not _engine_here(engine_name):
+            continue                   # that engine is not here: nothing of it to show
+        found = builders(engine_name)
+        for name, key in found:
+            click.echo(f"{engine_name}\t{name}\t{key.get('image', '?')}\tnetwork="
+                       f"{'default' if key.get('network') else 'none'}\tcache={key.get('cache', '?')}")
+
+
+@builder_group.command("stop")
+def builder_stop():
+    """Stop and remove every warm builder container (docker and podman)."""
+    from .builders.warm import stop
+    settings = WarmSettings(builder_state_dir(os.environ))
+    for engine_name in ("docker", "podman"):
+        if not _engine_here(engine_name):
+            continue
+        for name in stop(engine_name, settings):
+            click.echo(f"{engine_name}\t{name}\tstopped")
+
+
+def _engine_here(name: str) -> bool:
+    """Installed and reachable by this user (the cheap probes of --builder auto)."""
+    from .builders import engine_unusable
+    return not engine_unusable(name, os.environ)
 
 
 @cli.group()
@@ -441,7 +494,8 @@ def fabric_external_build(ctx: Ctx, settings_path, source_dir, metadata_dir, out
     opts = build_command.make_context("build", args).params
     job = image_job(opts, env)
     click.echo(external_build(source_dir, metadata_dir, output_dir, job, settings, env,
-                              _go_env(env, ctx.debug and settings.network == "default"), ctx))
+                              _go_env(env, ctx.debug and settings.network == "default"), ctx,
+                              warm=WarmSettings(builder_state_dir(env))))
 
 
 @fabric_external.command("release")

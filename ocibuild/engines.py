@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import tempfile
+import time
 from typing import TYPE_CHECKING
 
 from .children import child_pids, end_process, stop_children
@@ -250,7 +251,17 @@ class Engine:
 
     def containers_labelled(self, label: str) -> list[tuple[str, str]]:
         """(name, value of `label`) of every container, running or not, carrying `label`."""
-        found = self.call("container list", self.client.container.list, all=True, filters={"label": label})
+        from python_on_whales.exceptions import NoSuchContainer
+        for attempt in range(3):
+            # As labelled(): a container removed between the list and its
+            # inspect (another process's --rm) fails the inspect.
+            try:
+                found = self.call("container list", self.client.container.list, all=True,
+                                  filters={"label": label}, passthrough=(NoSuchContainer,))
+                break
+            except NoSuchContainer:
+                if attempt == 2:
+                    raise unreachable(self.name, "its container list kept changing while it was read") from None
         return [(c.name, str((c.config.labels or {}).get(label, ""))) for c in found]
 
     def copy_into(self, container: str, source_dir: str, dest: str) -> None:
@@ -295,8 +306,12 @@ class Engine:
         except NoSuchContainer:
             pass
         except EngineError:
-            if self.call("container exists", self.client.container.exists, name):
-                raise
+            # "removal already in progress": the engine's own --rm is at it; give it a moment.
+            for _ in range(20):
+                if not self.call("container exists", self.client.container.exists, name):
+                    return
+                time.sleep(0.5)
+            raise
 
     def save(self, name: str, work: WorkStore) -> str:
         """Image `name` saved as a docker-archive in `work`; its path."""

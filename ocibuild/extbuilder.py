@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 from .build import BuildRequest, ImageJob, build_chaincode
+from .builders.warm import WarmSettings
 from .errors import InputError
 from .fabric.common import Limits
 from .fabric.conventions import BINARY_PATH, CHAINCODE_USER, DEFAULT_VERSION, INDEXES_PATH
@@ -163,10 +164,13 @@ def outputs_for(output_dir: str, settings: Settings) -> list[str]:
 
 
 def build(source_dir: str, metadata_dir: str, output_dir: str, job: ImageJob, settings: Settings,
-          env: Mapping[str, str], go_env: Mapping[str, str], progress: Progress, limits: Limits = Limits()) -> str:
+          env: Mapping[str, str], go_env: Mapping[str, str], progress: Progress, limits: Limits = Limits(),
+          warm: WarmSettings | None = None) -> str:
     """The image of the package the peer extracted, written to `job`'s
     outputs (outputs_for) and loaded into the configured engine; its digest.
-    `go_env`: the Go variables the peer propagated (with --network default)."""
+    `go_env`: the Go variables the peer propagated (with --network default);
+    `warm`: reuse warm builder containers (the peer builds every package it
+    installs: each one after the first costs only its compile)."""
     from .engines import Engine
     from .fabric.package import read_metadata_file
     from .fabric.writer import repack_extracted
@@ -185,7 +189,7 @@ def build(source_dir: str, metadata_dir: str, output_dir: str, job: ImageJob, se
         req = BuildRequest(source=package, image=job, binary_path=BINARY_PATH, env=env, go_env=go_env,
                            builder=settings.builder, builder_image=settings.builder_image, go=settings.go,
                            network=settings.network == "default", go_proxy=settings.go_proxy,
-                           fabric_version=settings.fabric_version, limits=limits, repacked=True)
+                           fabric_version=settings.fabric_version, limits=limits, repacked=True, warm=warm)
         digest = build_chaincode(req, progress).digest
     _keep_indexes(source_dir, output_dir)
     image = open_image(FileRef("oci", layout, TAG))

@@ -410,3 +410,32 @@ def shared(request) -> Path:
     d.chmod(0o755)
     yield d
     shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _warm_builders_stopped():
+    """Builds leave warm builder containers on purpose (they stop when
+    idle); the suite stops its own at the end, as root and as the rootless user."""
+    yield
+    subprocess.run([str(OCIBUILD), "builder", "stop"], capture_output=True, timeout=300)
+    if shutil.which("runuser"):
+        try:
+            import pwd
+            pw = pwd.getpwnam(ROOTLESS_USER)
+        except KeyError:
+            return
+        env = [f"HOME={pw.pw_dir}", f"XDG_RUNTIME_DIR=/run/user/{pw.pw_uid}", "PATH=/usr/sbin:/usr/bin:/sbin:/bin"]
+        subprocess.run(["runuser", "-u", ROOTLESS_USER, "--", "env", "-i", *env, str(OCIBUILD), "builder", "stop"],
+                       capture_output=True, timeout=300, cwd="/")
+
+
+@pytest.fixture(scope="module")
+def plain_registry(tmp_path_factory):
+    """A plain-HTTP, no-auth docker-registry on loopback, of the module's own."""
+    from registry_harness import Registry
+    reg = Registry(tmp_path_factory.mktemp("plain-registry"), tls=None)
+    reg.start()
+    try:
+        yield reg
+    finally:
+        reg.stop()

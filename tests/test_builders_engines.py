@@ -306,7 +306,7 @@ def containers(engine) -> set[str]:
 
 def builder_containers(engine, image: str = IMAGE) -> set[str]:
     """Containers that a builder may have made: by name prefix or builder image."""
-    return {c for c in containers(engine) if NAME_PREFIX in c or image in c}
+    return {c for c in containers(engine) if (NAME_PREFIX in c or image in c) and "ocibuild-builder-" not in c}
 
 
 def assert_no_container_left(engine, before: set[str], says: list[str]) -> None:

@@ -62,16 +62,6 @@ KINDS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def plain_registry(tmp_path_factory):
-    """A plain-HTTP, no-auth registry of the kill trials' own."""
-    reg = Registry(tmp_path_factory.mktemp("kill-registry"), tls=None)
-    reg.start()
-    try:
-        yield reg
-    finally:
-        reg.stop()
-
 
 @pytest.fixture(scope="module")
 def big(tmp_path_factory) -> Path:

@@ -161,14 +161,6 @@ def test_metadata_file_describes_the_set(built):
 
 # --- a registry ------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def plain_registry(tmp_path_factory):
-    reg = Registry(tmp_path_factory.mktemp("multi-registry"), tls=None)
-    reg.start()
-    yield reg
-    reg.stop()
-
-
 def get(reg: Registry, path: str, accept: str) -> tuple[int, bytes]:
     import urllib.error
     import urllib.request
@@ -311,3 +303,29 @@ def test_a_builder_that_ignores_goarch_is_caught(cross_binaries):
         check_machine(str(cross_binaries["amd64"]), Platform("linux", "arm64"))
     with pytest.raises(InputError, match="made no ELF binary"):
         check_machine(str(FIXTURES / "chaincode" / "go.mod"), Platform("linux", "arm64"))
+
+
+def test_metadata_and_digest_files_of_an_assemble(cross_binaries, tmp_path):
+    import jsonschema
+    schema = json.loads((Path(__file__).parents[1] / "ocibuild" / "schemas" / "metadata.json").read_text())
+    r = run_ocibuild("assemble", "--add", f"{cross_binaries['amd64']}:/usr/local/bin/hi",
+                     "--output", f"oci-archive:{tmp_path / 'a.tar'}:v1",
+                     "--metadata-file", str(tmp_path / "meta.json"), "--digest-file", str(tmp_path / "digest"))
+    digest = printed_digest(r)
+    assert r.stdout == digest + "\n"                     # stdout stays one line
+    assert (tmp_path / "digest").read_text() == digest
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    jsonschema.validate(meta, schema)
+    assert meta["digest"] == digest and meta["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+    assert meta["builder"] is None and meta["toolchain"] is None
+    assert meta["platforms"] == ["linux/amd64"]
+    (image,) = meta["images"]
+    assert image["sbom"] and image["digest"] == digest
+    assert meta["outputs"][0]["bytes"] == (tmp_path / "a.tar").stat().st_size
+
+
+def test_a_metadata_file_in_a_missing_directory_is_refused_first(cross_binaries, tmp_path):
+    line = one_error_line(run_ocibuild("assemble", "--add", f"{cross_binaries['amd64']}:/usr/local/bin/hi",
+                                       "--output", f"oci:{tmp_path / 'l'}",
+                                       "--metadata-file", str(tmp_path / "no" / "meta.json")))
+    assert "does not exist" in line and not (tmp_path / "l").exists()

@@ -38,7 +38,7 @@ ALLOWED = {
     "build": BOTTOM | {"oci", "gosource", "toolchains", "gomodules", "diagnoses", "fabric", "builders",
                        "outputs", "registry", "transports", "sbom", "__init__"},    # __init__: the SBOM's tool version
     "metadata": BOTTOM | {"oci", "outputs", "build"},
-    "extbuilder": BOTTOM | {"oci", "gosource", "fabric", "engines", "build"},
+    "extbuilder": BOTTOM | {"oci", "gosource", "fabric", "engines", "build", "builders"},
     "cli": BOTTOM | {"oci", "gosource", "toolchains", "gomodules", "diagnoses", "fabric", "builders",
                      "outputs", "registry", "transports", "build", "extbuilder", "sbom", "metadata", "__init__"},
     "__init__": set(),

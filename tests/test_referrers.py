@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 import test_registry_unit
 from conftest import FIXTURES, printed_digest, read_layout, run_ocibuild, unique_name
-from registry_harness import Registry
 from test_build_cli import one_error_line
 from test_registry_unit import FakeRegistry, Reply, make_image
 
@@ -219,14 +218,6 @@ def test_a_refused_referrer_writes_nothing(serve, tmp_path):
 
 
 # --- the real distribution registry (no referrers API) ------------------------------------
-
-@pytest.fixture(scope="module")
-def plain_registry(tmp_path_factory):
-    reg = Registry(tmp_path_factory.mktemp("sbom-registry"), tls=None)
-    reg.start()
-    yield reg
-    reg.stop()
-
 
 @pytest.mark.registry
 def test_pushed_sbom_is_found_through_the_fallback_tag(plain_registry, vendored_build, tmp_path):

@@ -3,6 +3,9 @@ import: the Go environment inside the builder and where the source goes."""
 
 from __future__ import annotations
 
+import os
+import shutil
+
 from ..gosource import GOPATH, INPUT, GoBuild
 
 CACHE = "/ocibuild-cache"                          # GOCACHE and GOMODCACHE live below it
@@ -24,3 +27,16 @@ def source_mount(job: GoBuild) -> tuple[str, str]:
     if job.source.mode == GOPATH and job.source.gopath_root:
         return job.source.gopath_root, INPUT
     return job.source.root, job.source.workdir
+
+
+def mirror(source: str, dest: str, skip: str = "") -> None:
+    """`source` copied to `dest` as hard links where the file system allows
+    (no bytes copied), else as copies; `skip`: a top-level name left out."""
+    def link_or_copy(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst, follow_symlinks=False)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    shutil.copytree(source, dest, symlinks=True, copy_function=link_or_copy,
+                    ignore=lambda d, names: [skip] if d == source and skip in names else [])

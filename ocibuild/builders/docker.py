@@ -1,6 +1,9 @@
-"""The docker builder: `go build` in a BuildKit build stage (docker buildx,
-docker driver), with the Go build and module caches as cache mounts, and the
-binary returned with a local output from a `FROM scratch` stage.
+"""The docker builder. By default a warm builder container (builders/warm.py,
+python-on-whales: start, exec, inspect), shared with podman. With
+--fresh-builder (or a module proxy directory): `go build` in a BuildKit build
+stage (docker buildx, docker driver), with the Go build and module caches as
+cache mounts, and the binary returned with a local output from a `FROM
+scratch` stage.
 
 The generated Dockerfile is an internal detail (nothing of it reaches the
 image). It sticks to what dockerd 20.10's built-in frontend (BuildKit 0.8,
@@ -15,13 +18,10 @@ in a temp directory. A `.dockerignore` in the source would make BuildKit drop
 files that the podman and host builders see, so such a source is built from
 a copy without it.
 
-This one command is run directly rather than through python-on-whales, whose
-import (pydantic models) costs ~0.12 s — a tenth of a warm rebuild, and the
-margin by which ocibuild would lose to `docker buildx build` + `docker save`
-(scripts/bench). Everything off the hot path goes through ocibuild.engines
-(python-on-whales): loading builder images from archives and diagnosing
-failures. Its environment is the caller's (as the CLI read it) plus
-BUILDX_GIT_INFO=0."""
+`docker buildx build` itself runs as a subprocess whose `--progress plain`
+output is parsed line by line (the compiler's messages, the RUN step's
+failure); everything else goes through ocibuild.engines (python-on-whales).
+Its environment is the caller's (as the CLI read it) plus BUILDX_GIT_INFO=0."""
 
 from __future__ import annotations
 
@@ -38,11 +38,13 @@ from ..engines import Engine, last_line, not_installed, unreachable
 from ..errors import BuildError, EngineError
 from ..gosource import BINARY, OUTPUT, PROXY_MOUNT, GoBuild
 from ..progress import Say, silent
-from ..toolchains import BUILDER_LABEL, Toolchain
-from .container import CACHE, builder_env, source_mount
-from .images import engine_toolchains, ensure_image, image_for, is_archive, labelled_toolchains, no_go
+from ..toolchains import Toolchain
+from .container import CACHE, builder_env, mirror, source_mount
+from .images import engine_toolchains, ensure_image, image_for, is_archive, no_go
+from .warm import WarmBuilder, WarmSettings
 
 STAGE = "ocibuild-go-build"
+WARM_CACHE_VOLUME = "ocibuild-go-cache"     # the warm builder's caches: a volume, as podman's
 
 # `--progress plain` lines: a step's header, its process output, its failure.
 _RUN_HEADER = re.compile(rf"^#(\d+) \[{STAGE} \d+/\d+\] RUN ")
@@ -54,43 +56,22 @@ _EXIT = re.compile(r"exit code: (\d+)")
 class DockerBuilder:
     name = "docker"
 
-    def __init__(self, image: str, env: Mapping[str, str], cache_id: str = "ocibuild-go"):
+    def __init__(self, image: str, env: Mapping[str, str], cache_id: str = "ocibuild-go",
+                 warm: WarmSettings | None = None):
         self.image = image                # --builder-image; "": by Go version
         self.env = dict(env)              # the caller's environment, for the docker CLI
         self.cache_id = cache_id          # BuildKit cache mount ids: <cache_id>-build, -mod
+        self.warm = warm                  # None: --fresh-builder (a BuildKit solve per build)
 
     def toolchains(self) -> list[Toolchain]:
-        if self.image:
-            return engine_toolchains(Engine("docker"), self.image)
-        return labelled_toolchains(self._labelled())
-
-    def _labelled(self) -> list[tuple[str, str]]:
-        """(name, Go version label) of docker's builder images, with two docker
-        CLI calls (~0.02 s) rather than python-on-whales' list and inspect
-        (~0.14 s with its import): this is on every warm build's path, as
-        buildx is. Any trouble (an unreachable daemon, an image removed in
-        between) is left to the python-on-whales path, which says it well."""
-        def docker(*args: str) -> list[str] | None:
-            try:
-                p = subprocess.run(["docker", *args], capture_output=True, text=True, env=self.env,
-                                   stdin=subprocess.DEVNULL, timeout=60, preexec_fn=die_with_parent())
-            except (OSError, subprocess.TimeoutExpired):
-                return None
-            return p.stdout.splitlines() if p.returncode == 0 else None
-
-        listed = docker("image", "ls", "--filter", f"label={BUILDER_LABEL}", "--format", "{{.Repository}}:{{.Tag}}")
-        if listed is None:
-            return Engine("docker").labelled(BUILDER_LABEL)
-        names = [n for n in listed if "<none>" not in n]
-        if not names:
-            return []
-        values = docker("image", "inspect", "--format", f'{{{{index .Config.Labels "{BUILDER_LABEL}"}}}}', *names)
-        if values is None or len(values) != len(names):
-            return Engine("docker").labelled(BUILDER_LABEL)
-        return list(zip(names, values, strict=True))
+        return engine_toolchains(Engine("docker"), self.image)
 
     def compile(self, job: GoBuild, out_dir: str, say: Say) -> str:
         image = self._image(job)
+        if self.warm is not None and not job.modules.proxy_dir:
+            engine = Engine("docker")
+            image = ensure_image(engine, image, say)
+            return WarmBuilder(engine, self.warm, WARM_CACHE_VOLUME).compile(job, image, out_dir, say)
         if is_archive(image):                         # load it first (off the hot path)
             image = ensure_image(Engine("docker"), image, say)
         argv = job.argv(f"{OUTPUT}/{BINARY}")
@@ -106,9 +87,9 @@ class DockerBuilder:
                 # BuildKit 0.8 binds only from the one context: a context of our
                 # own, made of hard links (or copies across file systems).
                 source, context = context, os.path.join(tmp, "context")
-                _mirror(source, os.path.join(context, "src") if nested else context, skip=".dockerignore")
+                mirror(source, os.path.join(context, "src") if nested else context, skip=".dockerignore")
                 if nested:
-                    _mirror(job.modules.proxy_dir, os.path.join(context, "goproxy"))
+                    mirror(job.modules.proxy_dir, os.path.join(context, "goproxy"))
             say(f"compiling in a docker buildx stage from {image}: " + " ".join(argv[1:]))
             dest = tempfile.mkdtemp(prefix=".docker-out-", dir=out_dir)
             try:
@@ -204,19 +185,6 @@ class DockerBuilder:
         errors = [line for line in lines if line.startswith("ERROR:")]
         return EngineError("docker buildx build failed: "
                            + (errors[-1][len("ERROR:"):].strip() if errors else last_line("\n".join(lines))))
-
-
-def _mirror(source: str, dest: str, skip: str = "") -> None:
-    """`source` copied to `dest` as hard links where the file system allows
-    (no bytes copied), else as copies; `skip`: a top-level name left out."""
-    def link_or_copy(src: str, dst: str) -> None:
-        try:
-            os.link(src, dst, follow_symlinks=False)
-        except OSError:
-            shutil.copy2(src, dst)
-
-    shutil.copytree(source, dest, symlinks=True, copy_function=link_or_copy,
-                    ignore=lambda d, names: [skip] if d == source and skip in names else [])
 
 
 def _quote(value: str) -> str:

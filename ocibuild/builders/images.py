@@ -93,10 +93,11 @@ def ensure_image(engine: Engine, ref: str, say: Say) -> str:
     if engine.image_id(name) == config:
         return name
     say(f"loading the builder image {name} from {archive.path} into {engine.name}")
-    # Engines load docker-archives (podman oci-archives too); docker 20.10
-    # cannot load OCI archives and neither loads an oci: directory, so those
-    # are written as a docker-archive first.
-    if archive.transport == "docker-archive" or (engine.name == "podman" and archive.transport == "oci-archive"):
+    # Engines load docker-archives; docker 20.10 cannot load OCI archives,
+    # podman 4.3 not one whose index.json lists more than the image (its
+    # SBOM, say), and neither loads an oci: directory: those are written as a
+    # docker-archive first.
+    if archive.transport == "docker-archive":
         engine.load(archive.path)
     else:
         with WorkStore() as work:

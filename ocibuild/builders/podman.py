@@ -32,6 +32,7 @@ from ..progress import Say
 from ..toolchains import Toolchain
 from .container import CACHE, builder_env, source_mount
 from .images import engine_toolchains, ensure_image, image_for, no_go
+from .warm import WarmBuilder, WarmSettings
 
 NAME_PREFIX = "ocibuild-build-"
 CACHE_VOLUME = "ocibuild-go-cache"
@@ -40,10 +41,11 @@ CACHE_VOLUME = "ocibuild-go-cache"
 class PodmanBuilder:
     name = "podman"
 
-    def __init__(self, image: str, cache_volume: str = CACHE_VOLUME):
+    def __init__(self, image: str, cache_volume: str = CACHE_VOLUME, warm: WarmSettings | None = None):
         self.image = image                # --builder-image; "": by Go version
         self.cache_volume = cache_volume
         self.engine = Engine("podman")
+        self.warm = warm                  # None: --fresh-builder (a container per build)
 
     def toolchains(self) -> list[Toolchain]:
         return engine_toolchains(self.engine, self.image)
@@ -54,6 +56,8 @@ class PodmanBuilder:
                 raise InputError(f"podman cannot mount {path!r} (it contains ':'); "
                                  "move it, or use --builder docker or --builder host")
         image = ensure_image(self.engine, image_for(job, self.image), say)
+        if self.warm is not None and not job.modules.proxy_dir:
+            return WarmBuilder(self.engine, self.warm, self.cache_volume).compile(job, image, out_dir, say)
         argv = job.argv(f"{OUTPUT}/{BINARY}")
         env = builder_env(job)
         name = NAME_PREFIX + uuid.uuid4().hex[:16]

@@ -1,0 +1,283 @@
+"""A reusable builder container ("warm builder") for docker and podman,
+rootful or rootless, driven through python-on-whales.
+
+A fresh container (or BuildKit solve) per build costs more than a warm
+one-line-change compile. So the first build starts a long-lived container,
+keyed by engine, builder image ID, network mode and cache volume (its name
+is a hash of the key; its labels record the key), and every later build with
+the same key runs the same `go build` line in it with `exec`, each in a work
+directory of its own. Same flags, same environment, same binary: -trimpath
+takes the paths out, so the work directory's name does not reach it.
+
+- **Work area**: a host directory per container (`<state>/<name>/`, in the
+  caller's XDG_RUNTIME_DIR or cache directory), bind-mounted at
+  `/ocibuild-work` when the container starts. A build mirrors its source
+  into `<pid>-<random>/` there (hard links where the file system allows),
+  the binary comes back through `out/`, and the directory is removed after
+  the build, whatever happened; one left by a killed ocibuild is swept by
+  the next build. One build's failure leaves nothing for the next.
+- **Idle stop**: the builder images have `go` and `sh` but no `sleep`, so
+  the container's main process is a few lines of Go (`go run`, compiled
+  once into the cache volume) that exits once nothing has used the container
+  for the idle time and no build directory is present; the container was
+  created `--rm`, so the engine then removes it. `ocibuild builder
+  status|stop` shows and ends them.
+- **Never reused when stale**: an image updated under the same name has
+  another ID, so another key and another container; a container that is
+  not running (the engine restarted, the keeper crashed) is removed and
+  replaced; an exec that fails because the container went away is retried
+  once in a fresh one. Two ocibuild processes starting the same builder
+  take a lock on `<state>/<name>.lock`: one starts it, the other uses it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import cast
+
+from ..engines import Engine, last_line, not_installed
+from ..errors import BuildError, EngineError
+from ..fsutil import staging_prefix, sweep_stale
+from ..gosource import BINARY, INPUT, GoBuild
+from ..progress import Say
+from .container import CACHE, builder_env, mirror, source_mount
+
+LABEL = "org.ocibuild.warm-builder"          # its value: the key, as JSON
+WORK = "/ocibuild-work"                      # the work area inside the container
+BUILD_TAG = "build-"                         # per-build directories: build-<pid>-<random>
+DEFAULT_IDLE = 300                           # seconds
+
+# The container's main process: exit when idle (nothing touched .last for
+# IDLE seconds and no build directory is there). Go 1.16+ (os.ReadDir).
+KEEPER = """package main
+
+import (
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+func main() {
+	idle, _ := strconv.Atoi(os.Args[1])
+	dir := os.Args[2]
+	for {
+		time.Sleep(time.Second)
+		st, err := os.Stat(dir + "/.last")
+		if err != nil {
+			return
+		}
+		busy := false
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			if e.IsDir() && strings.HasPrefix(e.Name(), "build-") {
+				busy = true
+			}
+		}
+		if !busy && time.Since(st.ModTime()) > time.Duration(idle)*time.Second {
+			return
+		}
+	}
+}
+"""
+
+
+@dataclass(frozen=True)
+class WarmSettings:
+    """From the CLI: where builder work areas live, and the idle time."""
+    state_dir: str
+    idle: int = DEFAULT_IDLE
+
+
+@dataclass(frozen=True)
+class Key:
+    engine: str
+    image_id: str
+    network: bool
+    cache_volume: str
+
+    @property
+    def text(self) -> str:
+        return json.dumps({"engine": self.engine, "image": self.image_id, "network": self.network,
+                           "cache": self.cache_volume}, sort_keys=True)
+
+    @property
+    def name(self) -> str:
+        return "ocibuild-builder-" + hashlib.sha256(self.text.encode()).hexdigest()[:16]
+
+
+class Gone(Exception):
+    """The builder container went away under a build: try a fresh one."""
+
+
+class WarmBuilder:
+    def __init__(self, engine: Engine, settings: WarmSettings, cache_volume: str):
+        self.engine, self.settings, self.cache_volume = engine, settings, cache_volume
+
+    def compile(self, job: GoBuild, image: str, out_dir: str, say: Say) -> str:
+        """Compile `job` in the warm container for `image` (started or
+        replaced as needed); the binary's path, in `out_dir`."""
+        image_id = self.engine.image_id(image)
+        if image_id is None:
+            raise EngineError(f"{self.engine.name} has no image {image}")
+        key = Key(self.engine.name, image_id, job.network, self.cache_volume)
+        for attempt in range(2):
+            name = self._ensure(key, image, say, fresh=attempt > 0)
+            try:
+                return self._build(name, key, job, out_dir, say)
+            except Gone:
+                if attempt:
+                    raise EngineError(f"the {self.engine.name} builder container {name} went away during "
+                                      "the build, twice; check the engine, or pass --fresh-builder") from None
+                say(f"builder container {name} went away; starting a fresh one")
+        raise AssertionError("unreachable")
+
+    # -- the container ------------------------------------------------------------
+
+    def _area(self, name: str) -> str:
+        return os.path.join(self.settings.state_dir, name)
+
+    def _ensure(self, key: Key, image: str, say: Say, fresh: bool) -> str:
+        """The running container for `key`, started (or replaced) under the lock."""
+        name = key.name
+        area = self._area(name)
+        os.makedirs(area, mode=0o700, exist_ok=True)
+        _touch(os.path.join(area, ".last"))
+        with _locked(area + ".lock"):
+            state = None if fresh else self._state(name)
+            if state is not None and state[0] and state[1] == key.text:
+                return name
+            if state is not None or fresh:
+                self.engine.remove_container(name)        # stopped, stale or gone astray: replaced
+            with open(os.path.join(area, "keeper.go"), "w") as f:
+                f.write(KEEPER)
+            say(f"starting builder container {name} ({self.engine.name}, {image}, idle stop after "
+                f"{self.settings.idle} s)")
+            env = {"GO111MODULE": "off", "GOFLAGS": "", "GOPROXY": "off", "GOTOOLCHAIN": "local",
+                   "CGO_ENABLED": "0", "GOCACHE": f"{CACHE}/go-build"}
+            self.engine.call(
+                f"start of builder container {name}", self.engine.client.container.run, image,
+                ["go", "run", f"{WORK}/keeper.go", str(self.settings.idle), WORK],
+                name=name, detach=True, remove=True, pull="never", user="0:0", envs=env,
+                networks=[] if key.network else ["none"], labels={LABEL: key.text},
+                volumes=[(self.cache_volume, CACHE), (area, WORK)])
+        return name
+
+    def _state(self, name: str) -> tuple[bool, str] | None:
+        """(running, its key) of container `name`; None when there is none."""
+        from python_on_whales.exceptions import NoSuchContainer
+        try:
+            c = self.engine.call("inspect", self.engine.client.container.inspect, name,
+                                 passthrough=(NoSuchContainer,))
+        except NoSuchContainer:
+            return None
+        return bool(c.state.running), str((c.config.labels or {}).get(LABEL, ""))
+
+    # -- one build ------------------------------------------------------------------
+
+    def _build(self, name: str, key: Key, job: GoBuild, out_dir: str, say: Say) -> str:
+        area = self._area(name)
+        sweep_stale(area, BUILD_TAG)                       # what killed runs left
+        own = tempfile.mkdtemp(dir=area, prefix=staging_prefix(BUILD_TAG))
+        os.chmod(own, 0o755)
+        inside = f"{WORK}/{os.path.basename(own)}"
+        try:
+            host_src, target = source_mount(job)
+            mirror(host_src, os.path.join(own, "input", os.path.relpath(target, INPUT)))
+            os.mkdir(os.path.join(own, "out"))
+
+            def moved(value: str) -> str:
+                return value.replace(INPUT, f"{inside}/input")
+
+            env = {k: moved(v) for k, v in builder_env(job).items()}
+            argv = job.argv(f"{inside}/out/{BINARY}")
+            say(f"compiling in builder container {name}: " + " ".join(argv[1:]))
+            self._exec(name, key, argv, env, moved(job.source.workdir), say)
+            built = os.path.join(own, "out", BINARY)
+            if not os.path.isfile(built):
+                raise EngineError(f"builder container {name} exited 0 but wrote no binary")
+            output = os.path.join(out_dir, BINARY)
+            shutil.copyfile(built, output)
+            os.chmod(output, 0o755)
+            return output
+        finally:
+            shutil.rmtree(own, ignore_errors=True)
+            try:
+                _touch(os.path.join(area, ".last"))
+            except OSError:
+                pass                       # the area was removed (`ocibuild builder stop`) meanwhile
+
+    def _exec(self, name: str, key: Key, argv: list[str], env: dict[str, str], workdir: str, say: Say) -> None:
+        from python_on_whales.client_config import ClientNotFoundError
+        from python_on_whales.exceptions import DockerException
+        lines: list[str] = []
+        try:
+            stream = self.engine.client.container.execute(name, argv, envs=env, workdir=workdir, stream=True)
+            for _, raw in cast(Iterable[tuple[str, bytes]], stream):
+                for line in raw.decode(errors="replace").splitlines():
+                    lines.append(line)
+                    say(line)
+        except ClientNotFoundError:
+            raise not_installed(self.engine.name) from None
+        except KeyboardInterrupt:
+            # The exec'd go goes on when its client is stopped: the container
+            # goes instead (a build sharing it is retried in a fresh one).
+            self.engine.remove_container(name)
+            raise
+        except DockerException as e:
+            if e.return_code == 137:
+                time.sleep(1)              # killed with its container: let the engine see it stopped
+            state = self._state(name)
+            if state is None or not state[0] or state[1] != key.text:
+                raise Gone() from None
+            if e.return_code in (126, 127):
+                raise EngineError(f"{self.engine.name} could not run go in builder container {name} "
+                                  f"({last_line(e.stderr)})") from None
+            raise BuildError(self.engine.name, e.return_code, "\n".join(lines)) from None
+
+
+def builders(engine_name: str) -> list[tuple[str, dict]]:
+    """(name, key) of the engine's warm builder containers."""
+    out = []
+    for name, value in Engine(engine_name).containers_labelled(LABEL):
+        try:
+            out.append((name, json.loads(value)))
+        except ValueError:
+            out.append((name, {}))
+    return out
+
+
+def stop(engine_name: str, settings: WarmSettings) -> list[str]:
+    """Remove every warm builder container of the engine and its work area."""
+    engine = Engine(engine_name)
+    stopped = []
+    for name, _ in builders(engine_name):
+        engine.remove_container(name)
+        shutil.rmtree(os.path.join(settings.state_dir, name), ignore_errors=True)
+        stopped.append(name)
+    return stopped
+
+
+def _touch(path: str) -> None:
+    with open(path, "a"):
+        pass
+    os.utime(path)
+
+
+@contextmanager
+def _locked(path: str) -> Iterator[None]:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
