@@ -15,6 +15,7 @@ import shutil
 import signal
 import tempfile
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from .children import child_pids, end_process, stop_children
@@ -50,7 +51,7 @@ def not_installed(engine: str) -> EngineError:
     return EngineError(f"{engine} is not installed; {WHAT_TO_DO[engine]}")
 
 
-def client_call(name: str, tmpdir: str = "") -> list[str]:
+def client_call(name: str, tmpdir: str = "", env: Mapping[str, str] | None = None) -> list[str]:
     """How python-on-whales starts the engine's client. It takes no
     `preexec_fn`, so util-linux's setpriv (in every Debian) sets the
     parent-death signal and execs the client: a `docker load` or `podman
@@ -62,17 +63,20 @@ def client_call(name: str, tmpdir: str = "") -> list[str]:
     setpriv = shutil.which("setpriv", path="/usr/bin:/bin")
     if not found or not setpriv:
         return [name]
-    env = ["/usr/bin/env", f"TMPDIR={tmpdir}"] if tmpdir and os.path.exists("/usr/bin/env") else []
-    return [setpriv, "--pdeathsig", "TERM", *env, found]
+    settings = {**({"TMPDIR": tmpdir} if tmpdir else {}), **(env or {})}
+    prefix = (["/usr/bin/env", *(f"{k}={v}" for k, v in settings.items())]
+              if settings and os.path.exists("/usr/bin/env") else [])
+    return [setpriv, "--pdeathsig", "TERM", *prefix, found]
 
 
 class Engine:
     """docker or podman, as the current user reaches it (podman rootless too)."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, env: Mapping[str, str] | None = None):
         if name not in WHAT_TO_DO:
             raise ValueError(f"unknown engine {name!r}")
         self.name = name
+        self.env = dict(env or {})       # set for the client (e.g. BUILDX_GIT_INFO=0), over the process's own
         self._client: DockerClient | None = None
 
     @property
@@ -80,7 +84,7 @@ class Engine:
         """The python-on-whales client (for a builder's own container calls)."""
         if self._client is None:
             from python_on_whales import DockerClient
-            self._client = DockerClient(client_call=client_call(self.name))
+            self._client = DockerClient(client_call=client_call(self.name, env=self.env))
         return self._client
 
     def call(self, doing: str, fn, *args, passthrough: tuple[type[Exception], ...] = (), **kwargs):

@@ -18,10 +18,10 @@ in a temp directory. A `.dockerignore` in the source would make BuildKit drop
 files that the podman and host builders see, so such a source is built from
 a copy without it.
 
-`docker buildx build` itself runs as a subprocess whose `--progress plain`
-output is parsed line by line (the compiler's messages, the RUN step's
-failure); everything else goes through ocibuild.engines (python-on-whales).
-Its environment is the caller's (as the CLI read it) plus BUILDX_GIT_INFO=0."""
+`docker buildx build` runs through python-on-whales too, its `--progress
+plain` output streamed and parsed line by line (the compiler's messages, the
+RUN step's failure). The docker client's environment is the process's, as
+from a shell, plus BUILDX_GIT_INFO=0."""
 
 from __future__ import annotations
 
@@ -29,11 +29,12 @@ import json
 import os
 import re
 import shutil
-import subprocess
+import signal
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from typing import cast
 
-from ..children import die_with_parent, end_process
+from ..children import child_pids, stop_children
 from ..engines import Engine, last_line, not_installed, unreachable
 from ..errors import BuildError, EngineError
 from ..gosource import BINARY, OUTPUT, PROXY_MOUNT, GoBuild
@@ -59,7 +60,6 @@ class DockerBuilder:
     def __init__(self, image: str, env: Mapping[str, str], cache_id: str = "ocibuild-go",
                  warm: WarmSettings | None = None):
         self.image = image                # --builder-image; "": by Go version
-        self.env = dict(env)              # the caller's environment, for the docker CLI
         self.cache_id = cache_id          # BuildKit cache mount ids: <cache_id>-build, -mod
         self.warm = warm                  # None: --fresh-builder (a BuildKit solve per build)
 
@@ -125,40 +125,41 @@ class DockerBuilder:
                 f"COPY --from={STAGE} {OUTPUT}/{BINARY} /{BINARY}\n")
 
     def _build(self, job: GoBuild, context: str, dockerfile: str, dest: str, say: Say) -> None:
-        argv = ["docker", "buildx", "build", "--file", dockerfile, "--progress", "plain",
-                "--output", f"type=local,dest={dest}", "--provenance=false", "--pull=false"]
-        if not job.network:
-            argv += ["--network", "none"]
+        """`docker buildx build` through python-on-whales, its plain progress
+        streamed: the RUN step's output is the compiler's, its ERROR line the failure."""
+        from python_on_whales.client_config import ClientNotFoundError
+        from python_on_whales.exceptions import DockerException
         # No git metadata from the source's checkout into BuildKit's records.
-        env = {**self.env, "BUILDX_GIT_INFO": "0"}
+        engine = Engine("docker", env={"BUILDX_GIT_INFO": "0"})
         lines: list[str] = []
         run_step: str | None = None
         failure: str | None = None            # the RUN step's ERROR line
+        before = child_pids()
         try:
-            proc = subprocess.Popen(argv + [context], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, env=env, text=True, errors="replace",
-                                    preexec_fn=die_with_parent())
-        except FileNotFoundError:
+            stream = engine.client.buildx.build(
+                context, file=dockerfile, output={"type": "local", "dest": dest}, progress="plain",
+                provenance=False, pull=False, network=None if job.network else "none", stream_logs=True)
+            for raw in cast(Iterable[str], stream):
+                for line in raw.splitlines():
+                    lines.append(line)
+                    if m := _RUN_HEADER.match(line):
+                        run_step = m.group(1)
+                    elif (m := _LOG.match(line)) and m.group(1) == run_step:
+                        say(m.group(2))
+                    elif (m := _ERROR.match(line)) and m.group(1) == run_step:
+                        failure = m.group(2)
+            return
+        except ClientNotFoundError:
             raise not_installed("docker") from None
-        assert proc.stdout is not None       # stdout=PIPE
-        try:
-            for raw in proc.stdout:
-                line = raw.rstrip("\n")
-                lines.append(line)
-                if m := _RUN_HEADER.match(line):
-                    run_step = m.group(1)
-                elif (m := _LOG.match(line)) and m.group(1) == run_step:
-                    say(m.group(2))
-                elif (m := _ERROR.match(line)) and m.group(1) == run_step:
-                    failure = m.group(2)
-            code = proc.wait()
+        except DockerException as e:
+            lines += (e.stderr or "").splitlines()
+            failure = failure or next((m.group(2) for line in lines if (m := _ERROR.match(line))
+                                       and m.group(1) == run_step), None)
         except BaseException:
             # Interrupted (Ctrl-C, or SIGTERM turned into KeyboardInterrupt):
             # ending the client closes the buildx session; BuildKit cancels the build.
-            end_process(proc)
+            stop_children(before, signal.SIGTERM, grace=5)
             raise
-        if code == 0:
-            return
         text = "\n".join(lines)
         if failure is None:
             raise self._engine_failure(lines, self._image(job))
