@@ -210,3 +210,24 @@ def test_a_listening_socket_that_is_no_engine_is_not_usable(tmp_path):
     srv.close()
     assert skipped == [f"docker: {path} is not an engine API"] and name == "podman"
 
+
+
+@pytest.mark.root
+@pytest.mark.engine
+def test_a_full_work_area_is_one_error_and_leaves_nothing(tmpfs, tmp_path):
+    """The warm builders' work area (the user's runtime directory) is full:
+    one `error:` line, no output, nothing left in the area."""
+    import shutil
+    runtime = tmpfs("256k")
+    src = tmp_path / "src"
+    shutil.copytree(CHAINCODE, src)
+    (src / "data.bin").write_bytes(os.urandom(600 * 1024))      # more than the area holds
+    r = run_ocibuild("build", str(src), "--builder", "docker", "--output", f"oci:{tmp_path / 'l'}",
+                     env={"XDG_RUNTIME_DIR": str(runtime)})
+    assert r.returncode != 0 and r.stdout == ""
+    last = r.stderr.splitlines()[-1]
+    assert last.startswith("error: ") and "No space left on device" in last, r.stderr
+    assert not (tmp_path / "l").exists()
+    area = runtime / "ocibuild" / "builders"
+    left = [p.name for d in area.iterdir() if d.is_dir() for p in d.iterdir() if p.name.startswith("build-")]
+    assert left == [], left
