@@ -363,12 +363,12 @@ def builder_group():
 
 @builder_group.command("status")
 def builder_status():
-    """List the warm builder containers (docker and podman)."""
+    """List your warm builder containers (docker and podman)."""
     from .builders.warm import builders
     for engine_name in ("docker", "podman"):
         if not _engine_here(engine_name):
             continue                   # that engine is not here: nothing of it to show
-        found = builders(engine_name)
+        found = builders(engine_name, WarmSettings(builder_state_dir(os.environ)))
         for name, key in found:
             click.echo(f"{engine_name}\t{name}\t{key.get('image', '?')}\tnetwork="
                        f"{'default' if key.get('network') else 'none'}\tcache={key.get('cache', '?')}")
@@ -376,7 +376,7 @@ def builder_status():
 
 @builder_group.command("stop")
 def builder_stop():
-    """Stop and remove every warm builder container (docker and podman)."""
+    """Stop and remove your warm builder containers (docker and podman)."""
     from .builders.warm import stop
     settings = WarmSettings(builder_state_dir(os.environ))
     for engine_name in ("docker", "podman"):

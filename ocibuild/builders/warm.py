@@ -3,8 +3,8 @@ rootful or rootless, driven through python-on-whales.
 
 A fresh container (or BuildKit solve) per build costs more than a warm
 one-line-change compile. So the first build starts a long-lived container,
-keyed by engine, builder image ID, network mode and cache volume (its name
-is a hash of the key; its labels record the key), and every later build with
+keyed by engine, builder image ID, network mode, cache volume and the
+user's work area (its name is a hash of the key; its labels record the key), and every later build with
 the same key runs the same `go build` line in it with `exec`, each in a work
 directory of its own. Same flags, same environment, same binary: -trimpath
 takes the paths out, so the work directory's name does not reach it.
@@ -104,11 +104,12 @@ class Key:
     image_id: str
     network: bool
     cache_volume: str
+    state_dir: str         # whose work area it mounts: two users of one docker engine never share one
 
     @property
     def text(self) -> str:
         return json.dumps({"engine": self.engine, "image": self.image_id, "network": self.network,
-                           "cache": self.cache_volume}, sort_keys=True)
+                           "cache": self.cache_volume, "state": self.state_dir}, sort_keys=True)
 
     @property
     def name(self) -> str:
@@ -129,7 +130,8 @@ class WarmBuilder:
         image_id = self.engine.image_id(image)
         if image_id is None:
             raise EngineError(f"{self.engine.name} has no image {image}")
-        key = Key(self.engine.name, image_id, job.network, self.cache_volume)
+        key = Key(self.engine.name, image_id, job.network, self.cache_volume,
+                  os.path.abspath(self.settings.state_dir))
         for attempt in range(2):
             name = self._ensure(key, image, say, fresh=attempt > 0)
             try:
@@ -245,22 +247,25 @@ class WarmBuilder:
             raise BuildError(self.engine.name, e.return_code, "\n".join(lines)) from None
 
 
-def builders(engine_name: str) -> list[tuple[str, dict]]:
-    """(name, key) of the engine's warm builder containers."""
+def builders(engine_name: str, settings: WarmSettings) -> list[tuple[str, dict]]:
+    """(name, key) of the engine's warm builder containers that use this
+    user's work area (another user's on a shared docker engine are theirs)."""
     out = []
     for name, value in Engine(engine_name).containers_labelled(LABEL):
         try:
-            out.append((name, json.loads(value)))
+            key = json.loads(value)
         except ValueError:
-            out.append((name, {}))
+            continue
+        if isinstance(key, dict) and key.get("state") == os.path.abspath(settings.state_dir):
+            out.append((name, key))
     return out
 
 
 def stop(engine_name: str, settings: WarmSettings) -> list[str]:
-    """Remove every warm builder container of the engine and its work area."""
+    """Remove this user's warm builder containers of the engine, and their work areas."""
     engine = Engine(engine_name)
     stopped = []
-    for name, _ in builders(engine_name):
+    for name, _ in builders(engine_name, settings):
         engine.remove_container(name)
         shutil.rmtree(os.path.join(settings.state_dir, name), ignore_errors=True)
         stopped.append(name)
