@@ -12,7 +12,7 @@ import shutil
 import stat
 import tempfile
 from collections.abc import Callable, Iterator
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from .errors import InputError
 
@@ -60,28 +60,111 @@ def atomic_write(path: str, data: bytes, mode: int = 0o644) -> None:
         raise
 
 
+WRITE_BEHIND = 32 << 20      # copied in steps of this size, each one's write-back started at once
+
+
+def copy_in_kernel(src: Any, dst: Any, size: int) -> int:
+    """Copy up to `size` bytes from the file `src` (from its position) to the
+    file `dst` with copy_file_range, when both are plain files: no trip
+    through user space. Returns the bytes copied, with `src` positioned
+    after them; 0 means "use an ordinary copy loop" (not files, or a file
+    system or kernel that cannot).
+
+    Write-behind: after each step the destination's pages are handed to the
+    disk (POSIX_FADV_DONTNEED starts their write-back), so the disk writes
+    while the next step copies, and a closing fsync (an archive's) has
+    little left to wait for. The source is left alone: a work-store file's
+    pages are never written to disk if it is removed first."""
+    try:
+        src_fd, dst_fd = src.fileno(), dst.fileno()
+        start = src.tell()
+    except (AttributeError, OSError, ValueError):
+        return 0
+    flush = getattr(dst, "flush", None)
+    if flush is not None:
+        flush()
+    done = 0
+    try:
+        at = os.lseek(dst_fd, 0, os.SEEK_CUR)
+        while done < size:
+            n = os.copy_file_range(src_fd, dst_fd, min(size - done, WRITE_BEHIND), start + done)
+            if n == 0:
+                break
+            _write_behind(dst_fd, at + done, n)
+            done += n
+    except OSError:
+        if done:
+            raise
+        return 0
+    src.seek(start + done)
+    return done
+
+
+def _write_behind(fd: int, offset: int, length: int) -> None:
+    try:
+        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+    except OSError:
+        pass                     # advice only
+
+
+def link_into(src: str, path: str, mode: int = 0o644) -> bool:
+    """Make `path` a hard link to the file `src` (given `mode` as the umask
+    allows), replacing whatever is at `path`, in one rename. False when the
+    file system cannot (another file system, no hard links, too many
+    links): the caller copies instead."""
+    tmp = os.path.join(os.path.dirname(path) or ".", f".tmp-link-{os.getpid()}-{os.urandom(6).hex()}")
+    try:
+        os.link(src, tmp)
+    except OSError as e:
+        if e.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EACCES):
+            return False
+        raise
+    try:
+        publish(tmp, path, mode)
+    except BaseException:
+        unlink_quietly(tmp)
+        raise
+    return True
+
+
 def walk(top: str, prefix: str = "",
          descend: Callable[[str, str], bool] = lambda full, name: True) -> Iterator[tuple[str, str, os.stat_result]]:
     """(host path, name relative to `top` under `prefix`, lstat) of every
     entry below `top`, each directory's names in sorted order; symlinks are
     never followed. A directory is entered when `descend(path, name)`."""
+    for full, arc, entry in scan(top, prefix, descend):
+        try:
+            lst = entry.stat(follow_symlinks=False)
+        except OSError as e:
+            raise InputError(f"cannot read {full!r}: {e.strerror}") from None
+        yield full, arc, lst
+
+
+def scan(top: str, prefix: str = "",
+         descend: Callable[[str, str], bool] = lambda full, name: True) -> Iterator[tuple[str, str, os.DirEntry]]:
+    """As `walk`, with each entry's `os.DirEntry` instead of its lstat: the
+    caller stats only what it needs to (a directory or a symlink is known
+    from the listing itself on most file systems). Directories are told by
+    `is_dir(follow_symlinks=False)`: symlinks are never followed."""
     stack = [(top, prefix)]
     while stack:
         d, rel = stack.pop()
         try:
-            names = sorted(os.listdir(d))
+            with os.scandir(d) as it:
+                entries = sorted(it, key=_name)
         except OSError as e:
             raise InputError(f"cannot read directory {d!r}: {e.strerror}") from None
-        for name in names:
-            full = os.path.join(d, name)
+        for entry in entries:
+            name = entry.name
+            full = entry.path
             arc = f"{rel}/{name}" if rel else name
-            try:
-                lst = os.lstat(full)
-            except OSError as e:
-                raise InputError(f"cannot read {full!r}: {e.strerror}") from None
-            yield full, arc, lst
-            if stat.S_ISDIR(lst.st_mode) and descend(full, name):
+            yield full, arc, entry
+            if entry.is_dir(follow_symlinks=False) and descend(full, name):
                 stack.append((full, arc))
+
+
+def _name(entry: os.DirEntry) -> str:
+    return entry.name
 
 
 def open_regular(root: str, rel: str) -> BinaryIO:

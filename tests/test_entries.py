@@ -9,6 +9,7 @@ import os
 import socket
 import stat
 import tarfile
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -17,7 +18,20 @@ from hypothesis import strategies as st
 from ocibuild.errors import InputError, OcibuildError
 from ocibuild.oci.assembly import Add, Request
 from ocibuild.oci.blobs import WorkStore
-from ocibuild.oci.entries import DIR, FILE, HARDLINK, SYMLINK, Entry, Node, host_entries, image_path, with_parents
+from ocibuild.oci.entries import (
+    DIR,
+    FILE,
+    HARDLINK,
+    SYMLINK,
+    Entry,
+    Node,
+    host_entries,
+    image_path,
+    kind_name,
+    resolve,
+    through_symlinks,
+    with_parents,
+)
 from ocibuild.oci.model import Platform
 from ocibuild.oci.tarwriter import write_tar
 from ocibuild.transports import assemble_image
@@ -515,3 +529,99 @@ def test_with_parents_invariants(paths, base, data):
         sorted([Entry(d, DIR, 0o755) for d in existing] + out, key=Entry.sort_key))
     assert {e.path for e in out} == (set(files) | set(dirs)) - set(existing)
     assert all((e.kind, e.mode, e.uid, e.gid) == (DIR, 0o755, 0, 0) for e in out if e.path in dirs)
+
+
+# --- the fast paths against the plain definitions -------------------------------
+
+def _with_parents_reference(entries, existing=None):
+    """with_parents as first written: every parent of every path checked."""
+    existing = existing or {}
+    by_path = {}
+    for e in entries:
+        prev = by_path.get(e.path)
+        if prev is None:
+            by_path[e.path] = e
+        elif not (prev.kind == DIR and e.kind == DIR):
+            raise InputError(f"two sources are added at /{e.path}; give each a distinct destination")
+        elif prev != e:
+            raise InputError(f"directory /{e.path} is added twice with different owners")
+    for path in list(by_path):
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            parent = "/".join(parts[:i])
+            have = by_path.get(parent)
+            if have is None:
+                base = existing.get(parent)
+                if base is None:
+                    by_path[parent] = Entry(parent, DIR, 0o755)
+                elif base.kind not in (DIR, SYMLINK):
+                    raise InputError(f"/{parent} is a {kind_name(base.kind)} in the base image, so /{path} "
+                                     "cannot be added under it")
+            elif have.kind != DIR:
+                raise InputError(f"/{parent} is added as a {kind_name(have.kind)} but /{path} "
+                                 "needs it to be a directory")
+    for e in list(by_path.values()):
+        base = existing.get(e.path)
+        if base is not None and base.kind == DIR:
+            if e.kind != DIR:
+                raise InputError(f"/{e.path} is a directory in the base image; adding a {kind_name(e.kind)} "
+                                 "there would replace it: choose another destination")
+            del by_path[e.path]
+        if e.kind == HARDLINK and by_path.get(e.link, Entry("", DIR, 0)).kind != FILE:
+            raise InputError(f"hard link /{e.path} points at /{e.link}, which is not a file in the same layer")
+    return sorted(by_path.values(), key=Entry.sort_key)
+
+
+def _outcome(f, *args):
+    try:
+        return f(*args)
+    except InputError as e:
+        return str(e)
+
+
+_KIND = st.sampled_from([FILE, DIR, SYMLINK, HARDLINK])
+_PATH = st.lists(_SEGMENT, min_size=1, max_size=4).map("/".join)
+
+
+@st.composite
+def _layer_and_base(draw):
+    entries = []
+    for path in draw(st.lists(_PATH, min_size=1, max_size=10)):
+        kind = draw(_KIND)
+        link = draw(_PATH) if kind in (SYMLINK, HARDLINK) else ""
+        entries.append(Entry(path, kind, draw(st.sampled_from([0o755, 0o644])), draw(st.sampled_from([0, 1])),
+                             0, 0, link, None, b"" if kind == FILE else None))
+    base = {}
+    for path in draw(st.lists(_PATH, max_size=8)):
+        kind = draw(st.sampled_from([FILE, DIR, SYMLINK]))
+        target = draw(st.one_of(_PATH, _PATH.map(lambda p: "/" + p), _PATH.map(lambda p: "../" + p),
+                                st.just("."), st.just("..")))
+        base[path] = Node(kind, target if kind == SYMLINK else "")
+    return entries, base
+
+
+@settings(max_examples=400, deadline=None)
+@given(case=_layer_and_base())
+def test_with_parents_is_the_plain_definition(case):
+    entries, base = case
+    assert _outcome(with_parents, entries, base) == _outcome(_with_parents_reference, entries, base)
+
+
+@settings(max_examples=400, deadline=None)
+@given(case=_layer_and_base())
+def test_through_symlinks_is_the_plain_definition(case):
+    entries, base = case
+    moved = {e.path: resolve(base, e.path, follow_last=e.kind == DIR)[0] for e in entries}
+    want = [replace(e, path=moved[e.path], link=moved.get(e.link, e.link) if e.kind == HARDLINK else e.link)
+            for e in entries]
+    assert through_symlinks(entries, base) == want
+
+
+def test_through_symlinks_follows_chains_and_loops():
+    base = {"lib": Node(SYMLINK, "usr/lib"), "usr": Node(DIR), "usr/lib": Node(DIR),
+            "usr/lib/x": Node(SYMLINK, "../../opt/x"), "opt": Node(DIR), "opt/x": Node(DIR),
+            "loop": Node(SYMLINK, "loop2"), "loop2": Node(SYMLINK, "loop")}
+    entries = [Entry("lib/a", FILE, 0o644), Entry("lib/x", DIR, 0o755), Entry("lib/x/b", FILE, 0o644),
+               Entry("loop/c", FILE, 0o644), Entry("lib/h", HARDLINK, 0o644, link="lib/a")]
+    assert [(e.path, e.link) for e in through_symlinks(entries, base)] == [
+        ("usr/lib/a", ""), ("opt/x", ""), ("opt/x/b", ""), ("loop/c", ""), ("usr/lib/h", "usr/lib/a")]

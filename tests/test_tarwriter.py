@@ -13,13 +13,15 @@ from pathlib import Path
 
 import pytest
 import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ocibuild.errors import InputError
 from ocibuild.oci.blobs import WorkStore
 from ocibuild.oci.compression import compression
 from ocibuild.oci.entries import DIR, FILE, HARDLINK, SYMLINK, Entry, host_entries, with_parents
 from ocibuild.oci.model import OCI_LAYER
-from ocibuild.oci.tarwriter import write_tar
+from ocibuild.oci.tarwriter import _pax_header, header, write_tar
 
 BLOCK = 512
 ZERO = b"\0" * BLOCK
@@ -350,3 +352,95 @@ def test_failed_layer_write_leaves_no_partial_file(tmp_path):
         with pytest.raises(InputError):
             store.write_layer(entries, compression("gzip"), 0)
         assert os.listdir(store.root) == []
+
+
+# --- hand-packed headers are tarfile's, byte for byte --------------------------
+
+_NAME_PART = st.one_of(
+    st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7e, blacklist_characters="/"), min_size=1,
+            max_size=40),
+    st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="/\0"), min_size=1, max_size=8),
+    st.sampled_from(["a" * 99, "b" * 100, "c" * 101, "é", "\udcff", "x y", "-", "."]),
+)
+_NUMBER = st.one_of(st.integers(0, 70000), st.sampled_from([0, 8 ** 7 - 1, 8 ** 7, 8 ** 7 + 1, 2 ** 32]))
+
+
+@st.composite
+def _entries(draw):
+    kind = draw(st.sampled_from([FILE, DIR, SYMLINK, HARDLINK]))
+    path = "/".join(draw(st.lists(_NAME_PART, min_size=1, max_size=4)))
+    link = "/".join(draw(st.lists(_NAME_PART, min_size=1, max_size=4))) if kind in (SYMLINK, HARDLINK) else ""
+    size = draw(st.one_of(st.integers(0, 1 << 40), st.sampled_from([8 ** 11 - 1, 8 ** 11, 8 ** 12])))
+    mode = draw(st.one_of(st.integers(0, 0o7777), st.sampled_from([0o107777, 0o40755, 0o120777])))
+    return Entry(path, kind, mode, draw(_NUMBER), draw(_NUMBER), size if kind == FILE else 0, link)
+
+
+@settings(max_examples=600, deadline=None)
+@given(e=_entries(), mtime=st.one_of(st.integers(0, 4_000_000_000),
+                                     st.sampled_from([8 ** 11 - 1, 8 ** 11, 8 ** 12])))
+def test_packed_header_is_tarfiles(e, mtime):
+    assert header(e, mtime) == _pax_header(e, mtime)
+
+
+@pytest.mark.parametrize("e", [
+    Entry("a" * 100, FILE, 0o644, size=1),                 # exactly the name field: no PAX
+    Entry("a" * 99, DIR, 0o755),                           # 99 + "/" fits
+    Entry("a" * 100, DIR, 0o755),                          # 100 + "/" does not
+    Entry("d/", DIR, 0o755),                               # already ends with '/'
+    Entry("l", SYMLINK, 0o777, link="t" * 100),
+    Entry("l", SYMLINK, 0o777, link="t" * 101),
+    Entry("h", HARDLINK, 0o644, link="é"),
+    Entry("f", FILE, 0o644, 8 ** 7 - 1, 8 ** 7 - 1, size=8 ** 11 - 1),
+    Entry("f", FILE, 0o644, 0, 8 ** 7, size=0),
+    Entry("f", FILE, 0o644, size=8 ** 11),
+    Entry("f", FILE, 0o104755, size=3),                    # type bits beyond 0o7777 are dropped
+])
+@pytest.mark.parametrize("mtime", [0, 1700000000, 8 ** 11 - 1, 8 ** 11, 1700000000.9])
+def test_packed_header_edges(e, mtime):
+    assert header(e, mtime) == _pax_header(e, int(mtime))
+    assert len(header(e, mtime)) % BLOCK == 0
+
+
+# --- content read at write time: large files, short reads -----------------------
+
+@pytest.mark.parametrize("change", ["grow", "shrink"])
+def test_large_file_that_changed_size_is_refused(tmp_path, change):
+    p = tmp_path / "big"
+    p.write_bytes(b"x" * (3 << 20))              # larger than one chunk: streamed, not read whole
+    (e,) = host_entries(str(p), "/big")
+    if change == "grow":
+        with open(p, "ab") as f:
+            f.write(b"more")
+    else:
+        os.truncate(p, (2 << 20) + 5)
+    with pytest.raises(InputError, match="changed size"):
+        tar_bytes([e])
+
+
+def test_short_reads_give_the_same_bytes(tmp_path, monkeypatch):
+    """A file system that returns less than asked (FUSE, NFS) still gives
+    the file's exact content, and a file of the scanned size passes."""
+    small, big = tmp_path / "small", tmp_path / "big"
+    small.write_bytes(os.urandom(5000))
+    big.write_bytes(os.urandom((1 << 20) + 4321))
+    entries = with_parents(host_entries(str(small), "/s") + host_entries(str(big), "/b"))
+    want = tar_bytes(entries)
+    real_read = os.read
+    monkeypatch.setattr(os, "read", lambda fd, n: real_read(fd, min(n, 777)))
+    assert tar_bytes(entries) == want
+
+
+def test_unreadable_source_at_write_time_is_an_input_error(tmp_path):
+    p = tmp_path / "gone"
+    p.write_bytes(b"abc")
+    (e,) = host_entries(str(p), "/gone")
+    p.unlink()
+    with pytest.raises(InputError, match="cannot read .*gone"):
+        tar_bytes([e])
+    d = tmp_path / "now-a-dir"
+    d.write_bytes(b"abc")
+    (e,) = host_entries(str(d), "/d")
+    d.unlink()
+    d.mkdir()
+    with pytest.raises(InputError, match="cannot read .*now-a-dir"):
+        tar_bytes([e])

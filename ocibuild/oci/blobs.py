@@ -31,6 +31,9 @@ class Blob:
     opener: Callable[[], BinaryIO]
     where: str = "blob"        # names the blob in errors: "layer sha256:… of oci:base"
     trusted: bool = False      # made by this run (hashed as written): no need to re-verify
+    # A file of this run's work store holding exactly the blob (trusted ones
+    # only): an output on the same file system may hard-link it, not copy it.
+    local: str = ""
 
     def open(self) -> BinaryIO:
         if self.trusted:
@@ -82,17 +85,21 @@ class WorkStore:
 
     def write_layer(self, entries: list[Entry], comp: Compression, mtime: int = 0) -> Layer:
         """Stream entries → tar → (hash: diff_id) → compressor → (hash: digest) → file.
-        Memory stays flat: nothing larger than one chunk is held."""
+        Memory stays flat: nothing larger than a few chunks is held.
+
+        Two stages on two threads (sha256, the compressors and file writes
+        release the GIL): the tar and its diff_id here; compressing, the
+        digest and the write there. Uncompressed, the blob is the tar,
+        hashed once, here, and only the write is on the other thread."""
         fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".partial")
         try:
             with os.fdopen(fd, "wb", buffering=CHUNK) as f:
-                blob = HashingWriter(f)
-                if comp.name == "none":          # the blob is the tar: hash it once
-                    tar = blob
-                    write_tar(entries, tar, mtime)
+                if comp.name == "none":
+                    with ThreadedWriter(f.write) as pipe:
+                        blob = tar = HashingWriter(pipe)
+                        write_tar(entries, tar, mtime)
                 else:
-                    # Two stages on two threads (sha256 and the compressors release
-                    # the GIL): tar + diff_id here, compress + digest + write there.
+                    blob = HashingWriter(f)
                     comp_stream = comp.writer(blob)
                     with ThreadedWriter(comp_stream.write) as pipe:
                         tar = HashingWriter(pipe)
@@ -104,7 +111,7 @@ class WorkStore:
             unlink_quietly(tmp)
             raise
         desc = Descriptor(comp.media_type, blob.digest, blob.size)
-        return Layer(desc, lambda: open(path, "rb"), f"layer {blob.digest}", trusted=True,
+        return Layer(desc, lambda: open(path, "rb"), f"layer {blob.digest}", trusted=True, local=path,
                      diff_id=tar.digest)
 
 
@@ -132,6 +139,9 @@ class ThreadedWriter:
     def write(self, data) -> int:
         if self._error is not None:
             raise self._error
+        if not self._buf and len(data) >= CHUNK and type(data) is bytes:
+            self._queue.put(data)           # immutable and large enough: handed on as it is
+            return len(data)
         self._buf += data
         if len(self._buf) >= CHUNK:
             self._queue.put(bytes(self._buf))

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ..errors import InputError
-from ..fsutil import walk
+from ..fsutil import scan
 
 FILE, DIR, SYMLINK, HARDLINK = "file", "dir", "symlink", "hardlink"
 _KIND_NAMES = {DIR: "directory", HARDLINK: "hard link"}
@@ -24,7 +24,7 @@ def kind_name(kind: str) -> str:
     return _KIND_NAMES.get(kind, kind)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)     # slots: a tree of 100 000 files is 100 000 of these
 class Entry:
     path: str              # relative, normalised: "usr/local/bin/chaincode"
     kind: str              # FILE, DIR, SYMLINK or HARDLINK
@@ -38,6 +38,13 @@ class Entry:
 
     def sort_key(self) -> tuple:
         return tuple(self.path.split("/"))
+
+
+def path_order(e: Entry) -> str:
+    """The same order as `Entry.sort_key` (component by component: "a/b"
+    before "a-b"), as one string: '/' becomes NUL, which sorts before any
+    character a path component can hold."""
+    return e.path.replace("/", "\0")
 
 
 def image_path(dest: str, what: str = "destination") -> str:
@@ -76,45 +83,62 @@ def host_entries(src: str, dest: str, uid: int = 0, gid: int = 0) -> list[Entry]
         raise InputError(f"cannot read --add source {src!r}: {e.strerror}") from None
     if stat.S_ISDIR(st.st_mode):
         out = [] if root == "" else [Entry(root, DIR, 0o755, uid, gid)]
-        out.extend(_walk(p, root, uid, gid))
+        out.extend(_walk(str(p), root, uid, gid))
         return out
     if dest.endswith("/"):
         root = f"{root}/{p.name}" if root else p.name
     if root == "":
         raise InputError(f"cannot place file {src!r} at the image root '/'; name a file path")
-    return [_one(p, st, root, uid, gid)]
+    return [_one(str(p), st, root, uid, gid)]
 
 
-def _walk(top: Path, root: str, uid: int, gid: int) -> list[Entry]:
+def _walk(top: str, root: str, uid: int, gid: int) -> list[Entry]:
+    """The tree below `top`: directories and symlinks known from the
+    directory listing alone, files (and anything else) lstat'ed."""
     out: list[Entry] = []
     inode_of: dict[str, tuple[int, int]] = {}   # multiply-linked files only
-    for full, rel, st in walk(str(top), root):
-        if stat.S_ISDIR(st.st_mode):
+    for full, rel, de in scan(top, root):
+        if de.is_dir(follow_symlinks=False):
             out.append(Entry(rel, DIR, 0o755, uid, gid))
             continue
-        out.append(_one(Path(full), st, rel, uid, gid))
-        if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+        if de.is_symlink():
+            out.append(Entry(rel, SYMLINK, 0o777, uid, gid, 0, _readlink(full)))
+            continue
+        try:
+            st = de.stat(follow_symlinks=False)
+        except OSError as e:
+            raise InputError(f"cannot read {full!r}: {e.strerror}") from None
+        out.append(_one(full, st, rel, uid, gid))
+        if st.st_nlink > 1 and stat.S_ISREG(st.st_mode):
             inode_of[rel] = (st.st_dev, st.st_ino)
-    return _hardlinks(out, inode_of)
+    return _hardlinks(out, inode_of) if inode_of else out
 
 
-def _one(p: Path, st: os.stat_result, rel: str, uid: int, gid: int) -> Entry:
-    if stat.S_ISLNK(st.st_mode):
-        return Entry(rel, SYMLINK, 0o777, uid, gid, link=os.readlink(p))
-    if stat.S_ISREG(st.st_mode):
+def _readlink(path: str) -> str:
+    try:
+        return os.readlink(path)
+    except OSError as e:
+        raise InputError(f"cannot read {path!r}: {e.strerror}") from None
+
+
+def _one(p: str, st: os.stat_result, rel: str, uid: int, gid: int) -> Entry:
+    mode = st.st_mode
+    if stat.S_ISREG(mode):
         if not os.access(p, os.R_OK):
-            raise InputError(f"cannot read --add source {str(p)!r}: permission denied")
-        return Entry(rel, FILE, normal_mode(st.st_mode), uid, gid, size=st.st_size, source=str(p))
-    kind = ("device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
-            else "fifo" if stat.S_ISFIFO(st.st_mode) else "socket")
-    raise InputError(f"{str(p)!r} is a {kind}; only files, directories and symlinks can go in an image")
+            raise InputError(f"cannot read --add source {p!r}: permission denied")
+        return Entry(rel, FILE, normal_mode(mode), uid, gid, st.st_size, "", p)
+    if stat.S_ISLNK(mode):
+        return Entry(rel, SYMLINK, 0o777, uid, gid, 0, _readlink(p))
+    kind = ("device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "fifo" if stat.S_ISFIFO(mode) else "socket")
+    raise InputError(f"{p!r} is a {kind}; only files, directories and symlinks can go in an image")
 
 
 def _hardlinks(entries: list[Entry], inode_of: dict[str, tuple[int, int]]) -> list[Entry]:
     """Files sharing an inode: the first in sorted path order keeps the
     content, the others become hard links to it (whatever readdir's order)."""
     first: dict[tuple[int, int], str] = {}
-    for path in sorted(inode_of, key=lambda p: tuple(p.split("/"))):
+    for path in sorted(inode_of, key=lambda p: p.replace("/", "\0")):
         first.setdefault(inode_of[path], path)
     out = []
     for e in entries:
@@ -137,14 +161,40 @@ def with_parents(entries: list[Entry], existing: Mapping[str, Node] | None = Non
         prev = by_path.get(e.path)
         if prev is None:
             by_path[e.path] = e
-        elif not (prev.kind == DIR and e.kind == DIR):
+            continue
+        if not (prev.kind == DIR and e.kind == DIR):
             raise InputError(f"two sources are added at /{e.path}; give each a distinct destination")
-        elif prev != e:
+        if prev != e:
             raise InputError(f"directory /{e.path} is added twice with different owners")
+    _add_parents(by_path, existing)
+    for e in list(by_path.values()):
+        base = existing.get(e.path) if existing else None
+        if base is not None and base.kind == DIR:
+            if e.kind != DIR:
+                raise InputError(f"/{e.path} is a directory in the base image; adding a {kind_name(e.kind)} "
+                                 "there would replace it: choose another destination")
+            del by_path[e.path]   # keep the base's own owner and mode (e.g. /tmp's 1777)
+        if e.kind == HARDLINK and by_path.get(e.link, Entry("", DIR, 0)).kind != FILE:
+            raise InputError(f"hard link /{e.path} points at /{e.link}, which is not a file in the same layer")
+    return sorted(by_path.values(), key=path_order)
+
+
+def _add_parents(by_path: dict[str, Entry], existing: Mapping[str, Node]) -> None:
+    """Every missing parent directory of `by_path`'s entries added to it,
+    unless the base has it; refused under a file of either. Parents are
+    checked from the top down; one that passed (a directory here, or a
+    directory or symlink in the base) passes again, and so did all its own
+    parents: a path whose parent passed needs no more checks."""
+    passed: set[str] = set()
     for path in list(by_path):
-        parts = path.split("/")
-        for i in range(1, len(parts)):
-            parent = "/".join(parts[:i])
+        cut = path.rfind("/")
+        if cut < 0 or path[:cut] in passed:
+            continue
+        parent = ""
+        for part in path.split("/")[:-1]:
+            parent = f"{parent}/{part}" if parent else part
+            if parent in passed:
+                continue
             have = by_path.get(parent)
             if have is None:
                 base = existing.get(parent)
@@ -156,16 +206,7 @@ def with_parents(entries: list[Entry], existing: Mapping[str, Node] | None = Non
             elif have.kind != DIR:
                 raise InputError(f"/{parent} is added as a {kind_name(have.kind)} but /{path} "
                                  "needs it to be a directory")
-    for e in list(by_path.values()):
-        base = existing.get(e.path)
-        if base is not None and base.kind == DIR:
-            if e.kind != DIR:
-                raise InputError(f"/{e.path} is a directory in the base image; adding a {kind_name(e.kind)} "
-                                 "there would replace it: choose another destination")
-            del by_path[e.path]   # keep the base's own owner and mode (e.g. /tmp's 1777)
-        if e.kind == HARDLINK and by_path.get(e.link, Entry("", DIR, 0)).kind != FILE:
-            raise InputError(f"hard link /{e.path} points at /{e.link}, which is not a file in the same layer")
-    return sorted(by_path.values(), key=Entry.sort_key)
+            passed.add(parent)
 
 
 class Node(NamedTuple):
@@ -209,13 +250,38 @@ def through_symlinks(entries: list[Entry], tree: Mapping[str, Node]) -> list[Ent
     directory means that directory."""
     if not any(n.kind == SYMLINK for n in tree.values()):
         return entries
-    moved = {e.path: resolve(tree, e.path, follow_last=e.kind == DIR)[0] for e in entries}
-    return [replace(e, path=moved[e.path], link=moved.get(e.link, e.link) if e.kind == HARDLINK else e.link)
-            for e in entries]
+    parents: dict[str, str] = {}          # a directory's path → where it resolves to (one resolve each)
+
+    def moved(path: str, follow_last: bool) -> str:
+        cut = path.rfind("/")
+        if cut < 0:
+            return resolve(tree, path, follow_last)[0]
+        parent = path[:cut]
+        where = parents.get(parent)
+        if where is None:
+            where = parents[parent] = resolve(tree, parent)[0]
+        there = f"{where}/{path[cut + 1:]}" if where else path[cut + 1:]
+        node = tree.get(there)
+        if follow_last and node is not None and node.kind == SYMLINK:
+            return resolve(tree, path, True)[0]     # the last component is a symlink too: the whole walk
+        return there
+
+    to = {e.path: moved(e.path, e.kind == DIR) for e in entries}
+    out = []
+    for e in entries:
+        path = to[e.path]
+        link = to.get(e.link, e.link) if e.kind == HARDLINK else e.link
+        out.append(e if path == e.path and link == e.link else replace(e, path=path, link=link))
+    return out
+
+
+_PLAIN_NODES = {kind: Node(kind) for kind in (FILE, DIR, HARDLINK)}   # shared: a Node is immutable
 
 
 def tree_of(entries: list[Entry]) -> dict[str, Node]:
-    return {e.path: Node(e.kind, e.link if e.kind == SYMLINK else "") for e in entries}
+    plain = _PLAIN_NODES
+    return {e.path: Node(SYMLINK, e.link) if e.kind == SYMLINK else plain.get(e.kind) or Node(e.kind)
+            for e in entries}
 
 
 def parse_mode(text: str) -> int:

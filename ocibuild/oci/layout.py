@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from ..errors import OutputError
-from ..fsutil import atomic_write, publish, unlink_quietly
+from ..fsutil import atomic_write, copy_in_kernel, link_into, publish, unlink_quietly
 from .blobs import Blob
 from .digest import CHUNK, copy_stream, file_digest, hex_of
 from .image import Image
@@ -103,16 +103,26 @@ def write_archive(out: BinaryIO, files: list[LayoutFile], mtime: int) -> None:
 
 
 def put_blob(root: str, blob: Blob) -> bool:
-    """Write `blob` into the layout at `root` unless a file of its size is
-    there; verified while copied, renamed into place. True if written."""
+    """Write `blob` into the layout at `root` unless it is there intact;
+    renamed into place. True if written.
+
+    A blob this run made (in the work store, hashed as it was written) is
+    hard-linked when the layout is on the same file system: its bytes are
+    written once, not written and then copied. Otherwise it is copied in
+    the kernel (copy_file_range), and a foreign blob is verified while it
+    is copied."""
     path = os.path.join(root, blob_name(blob.descriptor.digest))
     if has_blob(root, blob.descriptor):
         return False
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    if blob.trusted and blob.local and link_into(blob.local, path):
+        return True
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb", buffering=CHUNK) as f, blob.open() as src:
-            copy_stream(src, f)
+            if blob.trusted:
+                copy_in_kernel(src, f, blob.descriptor.size)
+            copy_stream(src, f)         # the rest: all of it when not copied in the kernel
         publish(tmp, path)
     except BaseException:
         unlink_quietly(tmp)
