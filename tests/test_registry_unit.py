@@ -51,7 +51,7 @@ from ocibuild.oci.reference import parse_registry_ref
 from ocibuild.outputs import write_all
 from ocibuild.registry.auth import AuthState, Credentials, find_credentials, parse_challenges
 from ocibuild.registry.cache import BlobCache
-from ocibuild.registry.client import Backoff, RegistryClient
+from ocibuild.registry.client import Backoff, RegistryClient, answers_tls_in_plain_http
 from ocibuild.registry.options import RegistryOptions, is_loopback
 from ocibuild.registry.pull import Puller, pull_image
 from ocibuild.registry.push import RegistryOutput, push_blob, put_manifest
@@ -1019,8 +1019,8 @@ def test_registry_gone_mid_push_leaves_no_tag(registry, tmp_path):
         return Reply(503) if r.method in ("POST", "PATCH", "PUT") else real(r)
     registry.srv.handler = dying
     sleeps = Sleeps()
-    with pytest.raises(TransientError) as e:
-        push(registry, img, "acme/cc:1", tmp_path, sleeps=sleeps, chunk_size=1000, retries=3)
+    with pytest.raises(TransientError) as e:       # one blob at a time: one backoff to count
+        push(registry, img, "acme/cc:1", tmp_path, sleeps=sleeps, chunk_size=1000, retries=3, parallel=1)
     assert "503" in str(e.value) and "gave up after 4 attempts" in str(e.value)
     assert f"{registry.host}/acme/cc:1 was left as it was" in str(e.value)
     assert registry.tags("acme/cc") == set() and registry.manifests == {}
@@ -1326,6 +1326,260 @@ def test_a_damaged_blob_in_an_output_layout_is_rewritten(tmp_path):
             data[0] ^= 0xFF
             path.write_bytes(bytes(data))
     assert open_image(f"oci:{layout}:v1").layers[0].read() == img.layers[0].read()
+
+
+# --- push start-up: one probe, blobs in parallel, lazy imports (issue 13) ------------------
+
+API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
+
+
+class SaysItIsARegistry(FakeRegistry):
+    """As distribution: Docker-Distribution-API-Version on every answer."""
+
+    def handle(self, r: Req):
+        reply = super().handle(r)
+        if isinstance(reply, Reply):
+            reply = dataclasses.replace(reply, headers={**reply.headers, **API_VERSION})
+        return reply
+
+
+def _output(host: str, name: str, tmp_path, sleeps=None, **opts) -> RegistryOutput:
+    options = RegistryOptions(cache_dir=str(tmp_path / "cache"), **opts)
+    return RegistryOutput(parse_registry_ref(f"{host}/{name}"), options,
+                          client=RegistryClient(host, options, sleep=sleeps if sleeps is not None else Sleeps()))
+
+
+def test_check_is_one_request_where_the_registry_says_it_is_one(serve, tmp_path):
+    """check()'s HEAD of a probe blob is the first request: it finds the
+    scheme (plain HTTP here, a loopback registry) and the challenge itself.
+    Only an answer without Docker-Distribution-API-Version is followed by
+    GET /v2/, whose 200 or 401 says a registry answered."""
+    probe = "/v2/acme/cc/blobs/sha256:" + "0" * 64
+    for kind, paths in ((SaysItIsARegistry, [probe]), (FakeRegistry, [probe, "/v2/"])):
+        reg = kind(serve)
+        out = _output(reg.host, "acme/cc:1", tmp_path)
+        out.check()
+        assert [(r.method, r.path) for r in reg.srv.requests] == list(zip(["HEAD", "GET"], paths, strict=False))
+        assert out.client.ping() == f"http://{reg.host}"        # found: no request more
+        assert len(reg.srv.requests) == len(paths)
+        out.abort()
+
+
+def test_check_still_refuses_a_web_server_that_is_no_registry(serve, tmp_path):
+    srv = serve(lambda r: Reply(404, body=b"no such page"))
+    with pytest.raises(RegistryError, match=r"does not look like an OCI registry: GET /v2/ answered 404"):
+        _output(srv.host, "acme/cc:1", tmp_path).check()
+    srv = serve(lambda r: Reply(401, {"WWW-Authenticate": "Negotiate"}))
+    with pytest.raises(RegistryError, match="asks for an authentication scheme ocibuild does not speak"):
+        _output(srv.host, "acme/cc:1", tmp_path).check()
+
+
+def test_check_learns_the_challenge_from_its_probe_and_renews_a_refused_token(serve, tmp_path):
+    """Anonymous first (nothing is known yet), the probe's 401 teaches the
+    Bearer challenge; a fresh token the registry still refuses is renewed
+    once, as it was after a ping."""
+    ts = TokenServer(serve)
+    real, refused = ts.handle, []
+
+    def handle(r):
+        if r.path != "/token" and r.headers.get("authorization", "").startswith("Bearer ") and not refused:
+            refused.append(r)
+            return Reply(401, {"WWW-Authenticate": f'Bearer realm="http://{ts.srv.host}/token",service="test"'})
+        return real(r)
+    ts.srv.handler = handle
+    cfg = _config(tmp_path, {"auths": {ts.srv.host: {"auth": _b64("alice:pw")}}})
+    _output(ts.srv.host, "acme/cc:1", tmp_path, auth_files=(cfg,)).check()
+    assert ts.issued == [["repository:acme/cc:pull,push"]] * 2
+    heads = [r for r in ts.srv.requests if r.method == "HEAD"]
+    assert len(heads) == 3 and "authorization" not in heads[0].headers and refused == [heads[1]]
+
+
+class Slow(FakeRegistry):
+    """Each blob request takes `delay` s; the most of them in flight at once,
+    and the order requests finished in, are recorded."""
+
+    def __init__(self, serve, delay: float = 0.05):
+        self.delay, self.in_flight, self.most, self.finished = delay, 0, 0, []
+        self._counting = threading.Lock()
+        super().__init__(serve)
+
+    def handle(self, r: Req):
+        blob = "/blobs/" in r.path
+        if blob:
+            with self._counting:
+                self.in_flight += 1
+                self.most = max(self.most, self.in_flight)
+            time.sleep(self.delay)
+        try:
+            return super().handle(r)
+        finally:
+            if blob:
+                with self._counting:
+                    self.in_flight -= 1
+            self.finished.append((r.method, r.path))
+
+
+@pytest.mark.parametrize("parallel", [1, 4])
+def test_blobs_go_in_parallel_bounded_the_largest_first_all_before_any_manifest(serve, tmp_path, parallel):
+    reg = Slow(serve)
+    img = make_image(100, 600, 300, 500, 200, 400)
+    out = push(reg, img, "acme/cc:1", tmp_path, parallel=parallel)
+    assert (out.stats.uploaded, out.stats.present) == (7, 0)
+    assert reg.most == 1 if parallel == 1 else 1 < reg.most <= parallel
+    blobs = [i for i, (_, path) in enumerate(reg.finished) if "/blobs/" in path]
+    manifests = [i for i, (_, path) in enumerate(reg.finished) if "/manifests/" in path]
+    assert max(blobs) < min(manifests)
+    if parallel == 1:
+        heads = [path.rsplit("/", 1)[1] for m, path in reg.finished if m == "HEAD"][1:]    # after the probe
+        assert heads == [b.descriptor.digest for b in sorted(img.blobs(), key=lambda b: -b.descriptor.size)]
+
+
+def test_an_index_goes_blobs_images_referrers_index_then_fallback_tags_then_its_tag(serve, tmp_path):
+    from ocibuild.oci.imageset import image_set, referrer
+    from ocibuild.registry.push import fallback_tag
+    reg = FakeRegistry(serve)
+    amd, arm = make_image(100, seed=1), make_image(200, seed=2, arch="arm64")
+    plain = image_set([amd, arm])
+    refs = tuple(referrer(i.descriptor(), "application/spdx+json", f'{{"n": {n}}}'.encode(), 0)
+                 for n, i in enumerate(plain.images))
+    images = plain.with_referrers(refs)
+    push(reg, images, "acme/multi:v1", tmp_path)
+    requests = [(r.method, r.path) for r in reg.srv.requests]
+    puts = [path.rsplit("/", 1)[1] for m, path in requests if m == "PUT" and "/manifests/" in path]
+    assert set(puts[:2]) == {amd.digest, arm.digest}
+    assert set(puts[2:4]) == {r.digest for r in refs}
+    assert puts[4] == images.digest
+    assert set(puts[5:7]) == {fallback_tag(amd.digest), fallback_tag(arm.digest)}
+    assert puts[7:] == ["v1"]
+    assert max(i for i, (_, path) in enumerate(requests) if "/blobs/" in path) < \
+        min(i for i, (_, path) in enumerate(requests) if "/manifests/" in path)
+
+
+def test_a_refused_blob_stops_the_others_and_is_the_error_said(serve, tmp_path):
+    img = make_image(300, 5000, 6000)
+    refused = img.layers[0].descriptor.digest
+    reg = FakeRegistry(serve)
+    real = reg.handle
+
+    def handle(r):
+        if r.method == "PUT" and r.query.get("digest") == [refused]:
+            return FakeRegistry.error(403, "DENIED", "requested access to the resource is denied")
+        if r.method == "PATCH":
+            time.sleep(0.05)
+        return real(r)
+    reg.srv.handler = handle
+    with pytest.raises(RegistryError) as e:
+        push(reg, img, "acme/cc:1", tmp_path, chunk_size=1000)
+    assert "403: DENIED: requested access to the resource is denied" in str(e.value), e.value
+    assert "stopped" not in str(e.value) and f"{reg.host}/acme/cc:1 was left as it was" in str(e.value)
+    assert reg.uploads == {}, "an upload session was left open"
+    assert reg.manifests == {} and reg.srv.count("PATCH") < 11        # the chunked ones stopped early
+
+
+def test_a_blob_waiting_to_retry_cancels_its_session_when_another_fails(serve, tmp_path):
+    img = make_image(300, 5000)
+    refused = img.layers[0].descriptor.digest
+    reg = FakeRegistry(serve)
+    real = reg.handle
+
+    def handle(r):
+        if r.method == "PUT" and r.query.get("digest") == [refused]:
+            return FakeRegistry.error(403, "DENIED", "requested access to the resource is denied")
+        return Reply(503) if r.method == "PATCH" else real(r)
+    reg.srv.handler = handle
+    options = RegistryOptions(insecure=frozenset({reg.host}), cache_dir=str(tmp_path / "cache"), chunk_size=1000)
+    clients: list[RegistryClient] = []
+    # The chunked blob's backoff lasts until the other blob has failed.
+    client = RegistryClient(reg.host, options, sleep=lambda s: clients[0].stopping.wait(10))
+    clients.append(client)
+    out = RegistryOutput(parse_registry_ref(f"{reg.host}/acme/cc:1"), options, client=client)
+    out.check()
+    with WorkStore(str(tmp_path)) as work, pytest.raises(RegistryError, match="403: DENIED"):
+        write_all([out], img, work)
+    assert reg.uploads == {}, "the session waiting to retry was left open"
+    assert reg.srv.count("DELETE") == 2 and reg.manifests == {}
+
+
+def test_an_interrupt_stops_every_thread_and_cancels_their_sessions(serve, tmp_path):
+    import signal
+    reg = FakeRegistry(serve)
+    real, patching = reg.handle, threading.Event()
+
+    def handle(r):
+        if r.method == "PATCH":
+            patching.set()
+            time.sleep(0.1)
+        return real(r)
+    reg.srv.handler = handle
+    main = threading.get_ident()
+    threading.Thread(target=lambda: patching.wait(30) and signal.pthread_kill(main, signal.SIGINT),
+                     daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        push(reg, make_image(4000, 5000), "acme/cc:1", tmp_path, chunk_size=1000)
+    assert reg.srv.count("PATCH") < 4 + 5, "the threads did not stop at their next chunk"
+    assert reg.uploads == {} and reg.manifests == {}
+
+
+def test_a_plain_http_loopback_registry_never_loads_the_system_cas(registry, serve, tls_cert, tmp_path):
+    """No flag: the loopback registry is asked below HTTP whether it answers
+    TLS in plain HTTP; it does, so the CA bundle is never parsed. A loopback
+    registry that speaks TLS gets them loaded at its first handshake."""
+    out = _output(registry.host, "acme/cc:1", tmp_path)
+    out.check()
+    with WorkStore(str(tmp_path)) as work:
+        write_all([out], make_image(100), work)
+    assert registry.tags("acme/cc") == {"1"}
+    assert out.client.tls_context is not None and not out.client.tls_context.system_cas_loaded
+    srv = serve(lambda r: Reply(200), tls=tls_cert)
+    (tmp_path / "certs" / srv.host).mkdir(parents=True)
+    (tmp_path / "certs" / srv.host / "ca.crt").write_bytes(Path(tls_cert[0]).read_bytes())
+    with RegistryClient(srv.host, RegistryOptions(certs_dirs=(str(tmp_path / "certs"),))) as c:
+        assert not c.tls_context.system_cas_loaded
+        assert c.ping() == f"https://{srv.host}"
+        assert c.tls_context.system_cas_loaded
+    assert answers_tls_in_plain_http(registry.host) and not answers_tls_in_plain_http(srv.host)
+    assert not answers_tls_in_plain_http(f"127.0.0.1:{free_port()}")       # nobody there: the HTTPS attempt says
+
+
+IMPORTED = """import atexit, sys
+def said():
+    sys.stderr.write("IMPORTED " + " ".join(sorted(m for m in sys.modules if m.partition(".")[0] in
+                     ("httpx", "httpcore", "h11", "rich", "pygments"))) + "\\n")
+atexit.register(said)
+sys.argv = ["ocibuild", *sys.argv[1:]]
+from ocibuild.__main__ import main
+main()
+"""
+
+
+def _imported(tmp_path, *args: str) -> set[str]:
+    """The HTTP and terminal modules `ocibuild ARGS` imported."""
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k not in ("OCIBUILD_CACHE_DIR", "SOURCE_DATE_EPOCH")}
+    env.update(HOME=str(tmp_path / "home"), OCIBUILD_CACHE_DIR=str(tmp_path / "cache"))
+    p = subprocess.run([sys.executable, "-c", IMPORTED, *args], capture_output=True, text=True, env=env,
+                       timeout=300, stdin=subprocess.DEVNULL)
+    assert p.returncode == 0, p.stderr
+    [line] = [line for line in p.stderr.splitlines() if line.startswith("IMPORTED")]
+    return set(line.split()[1:])
+
+
+def test_commands_that_reach_no_registry_never_import_httpx(tmp_path):
+    (tmp_path / "f").write_text("x\n")
+    assert _imported(tmp_path, "--help") & {"httpx", "httpcore", "h11"} == set()
+    assert _imported(tmp_path, "assemble", "--help") & {"httpx", "httpcore", "h11"} == set()
+    assert _imported(tmp_path, "-q", "assemble", "--base", "static-bare", "--add", f"{tmp_path / 'f'}:/f",
+                     "--output", f"oci:{tmp_path / 'lay'}:v1") & {"httpx", "httpcore", "h11"} == set()
+
+
+def test_a_push_imports_httpx_without_its_command_line_client(registry, tmp_path):
+    (tmp_path / "f").write_text("x\n")
+    got = _imported(tmp_path, "-q", "assemble", "--base", "static-bare", "--add", f"{tmp_path / 'f'}:/f",
+                    "--output", f"docker://{registry.host}/acme/cc:1")
+    assert {"httpx", "httpcore", "h11"} <= got
+    assert "httpx._main" not in got and not {m for m in got if m.partition(".")[0] in ("rich", "pygments")}, got
+    assert "1" in registry.tags("acme/cc")           # and its SBOM's fallback tag
 
 
 # --- a real plain-HTTP registry on 127.0.0.1, through the CLI -------------------------------

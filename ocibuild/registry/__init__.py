@@ -9,4 +9,5 @@ Output of ocibuild.outputs), pull (the base). References are parsed in
 ocibuild.oci.reference; the error types live in ocibuild.errors.
 
 Nothing is imported here: `registry.options` must stay cheap for callers
-that never reach a registry (httpx is imported by client, push and pull)."""
+that never reach a registry. httpx is imported by client, push and pull,
+through _http (without httpx's own command-line client)."""

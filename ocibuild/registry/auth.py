@@ -11,6 +11,7 @@ import json
 import os
 import re
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -224,7 +225,8 @@ class Token:
 
 class AuthState:
     """One registry's auth: the scheme it asked for, the credentials (looked
-    up once, when first needed) and the bearer tokens by scope set."""
+    up once, when first needed, whatever the threads asking) and the bearer
+    tokens by scope set."""
 
     def __init__(self, host: str, options: RegistryOptions, find: Callable = find_credentials):
         self.host, self.options, self._find = host, options, find
@@ -232,12 +234,15 @@ class AuthState:
         self.bearer: Challenge | None = None
         self._creds: Credentials | None = None
         self._looked = False
+        self._looking = threading.Lock()        # a credential helper is run once
         self._tokens: dict[frozenset, Token] = {}
 
     def credentials(self) -> Credentials | None:
         if not self._looked:
-            self._creds = self._find(self.host, self.options)
-            self._looked = True
+            with self._looking:
+                if not self._looked:
+                    self._creds = self._find(self.host, self.options)
+                    self._looked = True
         return self._creds
 
     def learn(self, challenges: list[Challenge]) -> bool:

@@ -1,7 +1,12 @@
 """One registry host: its HTTP client, TLS context and auth state, and the
 one place requests are made — retried with backoff on connection errors and
 5xx/429, authenticated (Basic or Bearer tokens per scope set), redirects
-followed here so Authorization never reaches another host."""
+followed here so Authorization never reaches another host.
+
+One client serves several threads at once (a push's blobs go in parallel):
+httpx's pool keeps a connection per thread alive, the scheme is found once
+and tokens are fetched once per scope set (under a lock), and `stopping`
+tells every thread to give up at its next step once one has failed."""
 
 from __future__ import annotations
 
@@ -9,15 +14,15 @@ import email.utils
 import json
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-import httpx
-
 from .. import __version__
 from ..errors import RegistryError, TransientError
 from ..oci.reference import DOCKER_HUB, HUB_API
+from ._http import httpx
 from .auth import AuthState, parse_challenges
 from .options import RegistryOptions, is_loopback
 from .tls import ca_hint, ssl_context
@@ -57,22 +62,34 @@ def _retry_after(value: str) -> float | None:
     return when.timestamp() - time.time() if when is not None else None
 
 
+class Stopped(RegistryError):
+    """Raised in a thread of a parallel push at its next step after another
+    thread failed (or the user interrupted): the first failure is the one
+    reported, never this."""
+
+    def __init__(self) -> None:
+        super().__init__("stopped: another part of the push failed")
+
+
 class RegistryClient:
     """Everything spoken to one registry host (as named: "host:port")."""
 
-    def __init__(self, host: str, options: RegistryOptions, *, sleep: Callable = time.sleep):
+    def __init__(self, host: str, options: RegistryOptions, *, sleep: Callable[[float], object] | None = None):
         self.host = host
         self.api_host = HUB_API if host == DOCKER_HUB else host
         self.options = options
         self.insecure = options.is_insecure(host)
         self.loopback = is_loopback(self.api_host)       # plain HTTP when it does not speak TLS
         self.auth = AuthState(host, options)
-        self._sleep = sleep
+        self.stopping = threading.Event()              # set: every thread stops at its next step
+        self._sleep = sleep                            # None: wait on `stopping` (a test passes its own)
         self._backoff = Backoff()
         self._base: str | None = None
-        # Unverified TLS only where the user said so; else the system CAs plus
-        # the registry's own from certs.d.
-        verify = False if self.insecure else ssl_context(host, options)
+        self._lock = threading.RLock()                 # the scheme, found once; tokens, fetched once
+        # Unverified TLS only where the user said so; else the system CAs
+        # (loaded at the first handshake) plus the registry's own from certs.d.
+        self.tls_context = None if self.insecure else ssl_context(host, options)
+        verify = False if self.tls_context is None else self.tls_context
         self.http = httpx.Client(verify=verify, timeout=TIMEOUT, follow_redirects=False,
                                  headers={"User-Agent": f"ocibuild/{__version__}"})
 
@@ -85,51 +102,83 @@ class RegistryClient:
     def __exit__(self, *exc):
         self.close()
 
-    # -- the registry's base URL and auth scheme: one GET /v2/ ------------------
+    # -- the registry's base URL and auth scheme --------------------------------
 
     def ping(self, retries: int | None = None) -> str:
-        """Find the scheme and the auth the registry asks for. Done once, on
-        first use. HTTPS always first; plain HTTP after it failed only for a
-        registry named with --insecure-registry (any failure: unverified TLS
-        too, as docker does), or for a loopback one (localhost, 127.0.0.0/8,
-        [::1]) that does not speak TLS at all — a certificate it fails to
-        prove is still refused, as go-containerregistry does."""
-        if self._base is not None:
-            return self._base
-        def ping(base):
-            return self._send("GET", base + "/v2/", {}, None, False, None, base)
+        """Find the scheme and the auth the registry asks for with one GET
+        /v2/ (the answer must be 200 or 401, as a registry's is). Done once;
+        a no-op once any request found the scheme (see `request`)."""
+        with self._lock:
+            if self._base is not None:
+                return self._base
+            base, resp = self._discover(lambda b: self._send("GET", b + "/v2/", {}, None, False, None, b),
+                                        retries)
+            self._v2_answer(resp)
+            self._base = base
+            return base
+
+    def confirm(self, retries: int | None = None) -> None:
+        """GET /v2/ on the scheme already found: a registry answers 200 or 401."""
+        base = self.ping(retries)
+        self._v2_answer(self._with_retries(
+            lambda: self._send("GET", base + "/v2/", {}, None, False, None, base),
+            self.options.retries if retries is None else retries))
+
+    def _v2_answer(self, resp: httpx.Response) -> None:
+        if resp.status_code == 401:
+            if not self.auth.learn(parse_challenges(resp.headers.get_list("www-authenticate"))):
+                raise self.unknown_scheme(resp)
+        elif resp.status_code != 200:
+            raise RegistryError(f"{self.host} does not look like an OCI registry: GET /v2/ answered "
+                                f"{resp.status_code}{self.error_text(resp)}")
+
+    def unknown_scheme(self, resp: httpx.Response) -> RegistryError:
+        return RegistryError(f"{self.host} asks for an authentication scheme ocibuild does not "
+                             f"speak ({resp.headers.get('www-authenticate', 'none given')!r})")
+
+    def _discover(self, attempt: Callable[[str], httpx.Response],
+                  retries: int | None) -> tuple[str, httpx.Response]:
+        """The first request, `attempt(base)`, sent where the registry is:
+        (its base URL, the answer). HTTPS always first; plain HTTP after it
+        failed only for a registry named with --insecure-registry (any
+        failure: unverified TLS too, as docker does), or for a loopback one
+        (localhost, 127.0.0.0/8, [::1]) that does not speak TLS at all — a
+        certificate it fails to prove is still refused, as
+        go-containerregistry does.
+
+        A loopback registry is first asked, below HTTP, whether it answers a
+        TLS hello in plain HTTP (see `answers_tls_in_plain_http`): then
+        plain HTTP it is at once, and the system CAs the HTTPS attempt would
+        have loaded (30–50 ms) are never needed."""
         base, resp = f"https://{self.api_host}", None
+        if self.loopback and not self.insecure and answers_tls_in_plain_http(self.api_host):
+            base = f"http://{self.api_host}"
+            return base, self._with_retries(lambda: attempt(base),
+                                            self.options.retries if retries is None else retries)
         if self.insecure:
             # As docker does for an insecure registry: HTTPS (unverified)
             # first, plain HTTP if that fails.
             try:
-                resp = ping(base)
+                resp = attempt(base)
             except httpx.TransportError:
                 base = f"http://{self.api_host}"
             else:
                 if resp.status_code in RETRY_STATUS:
+                    resp.close()
                     resp = None
         if resp is None:
-            def attempt() -> httpx.Response:
+            def once() -> httpx.Response:
                 nonlocal base
                 try:
-                    return ping(base)
+                    return attempt(base)
                 except httpx.TransportError as e:
                     # A loopback registry answering TLS with plain HTTP: plain HTTP it is.
                     if not (self.loopback and base.startswith("https:") and _classify(e)[0] == "tls"):
                         raise
                 base = f"http://{self.api_host}"
-                return ping(base)
-            resp = self._with_retries(attempt, self.options.retries if retries is None else retries)
-        if resp.status_code == 401:
-            if not self.auth.learn(parse_challenges(resp.headers.get_list("www-authenticate"))):
-                raise RegistryError(f"{self.host} asks for an authentication scheme ocibuild does not "
-                                    f"speak ({resp.headers.get('www-authenticate', 'none given')!r})")
-        elif resp.status_code != 200:
-            raise RegistryError(f"{self.host} does not look like an OCI registry: GET /v2/ answered "
-                                f"{resp.status_code}{self.error_text(resp)}")
-        self._base = base
-        return base
+                return attempt(base)
+            resp = self._with_retries(once, self.options.retries if retries is None else retries)
+        return base, resp
 
     def url(self, target: str) -> str:
         """`target` as a URL: absolute as given (a Location), else under /v2 of the registry."""
@@ -147,16 +196,27 @@ class RegistryClient:
         `retries` (default: the options'), authenticated for `scopes` (and,
         with `reauth`, once more after a 401 naming a new challenge). The
         response is returned whatever its status; with `stream` its body is
-        left to read (and the caller closes it)."""
-        url = self.url(target)
+        left to read (and the caller closes it).
+
+        The first request to the registry finds its scheme itself (as ping
+        would, anonymously: nothing is known to authenticate with yet), so
+        no separate GET /v2/ is spent on it; its 401 teaches the challenge."""
         retries = self.options.retries if retries is None else retries
         extra = ""
-        for round_ in (0, 1):
+        # Sent anonymously first (no challenge seen yet), its 401 only teaches
+        # the challenge: then one round more, so a fresh token the registry
+        # still refuses is renewed once, as after a ping.
+        rounds = 3 if self.auth.scheme is None else 2
+        for round_ in range(rounds):
             def send(extra: str = extra) -> httpx.Response:      # this round's challenge
                 hdrs = {**(headers or {}), **self._authorization(scopes, extra)}
-                return self._send(method, url, hdrs, body, stream, timeout, self._base)
-            resp = self._with_retries(send, retries)
-            if resp.status_code != 401 or round_ == 1 or not reauth:
+                return self._send(method, self.url(target), hdrs, body, stream, timeout, self._base)
+            resp = None
+            if self._base is None and not target.startswith(("https://", "http://")):
+                resp = self._first(method, target, headers or {}, body, stream, timeout, retries)
+            if resp is None:
+                resp = self._with_retries(send, retries)
+            if resp.status_code != 401 or round_ == rounds - 1 or not reauth:
                 return resp
             # Anonymous so far, or a token gone stale or short of a scope the
             # registry now names: learn its challenge and try once more.
@@ -168,6 +228,18 @@ class RegistryClient:
             resp.close()
         raise AssertionError("unreachable")
 
+    def _first(self, method: str, target: str, headers: dict, body: Body, stream: bool,
+               timeout: float | None, retries: int) -> httpx.Response | None:
+        """The first request, finding the scheme; None if another thread
+        found it meanwhile (the request is then sent as any other)."""
+        with self._lock:
+            if self._base is not None:
+                return None
+            base, resp = self._discover(lambda b: self._send(method, b + target, headers, body, stream, timeout, b),
+                                        retries)
+            self._base = base
+            return resp
+
     def _authorization(self, scopes: frozenset, extra: str = "") -> dict:
         if self.auth.scheme == "basic":
             basic = self.auth.basic_header()
@@ -175,7 +247,8 @@ class RegistryClient:
         if self.auth.scheme == "bearer":
             token = self.auth.token(scopes)
             if token is None:
-                token = self._fetch_token(scopes, extra)
+                with self._lock:              # one fetch per scope set, whatever the threads
+                    token = self.auth.token(scopes) or self._fetch_token(scopes, extra)
             return {"Authorization": f"Bearer {token}"} if token else {}
         return {}
 
@@ -194,8 +267,22 @@ class RegistryClient:
                     return resp
                 delay = self._backoff.delay(attempt, resp.headers.get("retry-after"))
                 resp.close()
-            self._sleep(delay)
+            self._wait(delay)
             attempt += 1
+
+    def _wait(self, seconds: float) -> None:
+        """Sleep before another attempt; cut short, with Stopped, when the
+        push this request is part of stops."""
+        if self._sleep is None:
+            self.stopping.wait(seconds)
+        else:
+            self._sleep(seconds)
+        self.check_stopped()
+
+    def check_stopped(self) -> None:
+        """Raise Stopped if another thread of the push failed (or the user interrupted)."""
+        if self.stopping.is_set():
+            raise Stopped()
 
     def _send(self, method: str, url: str, headers: dict, body: Body, stream: bool,
               timeout: float | None, origin: str | None) -> httpx.Response:
@@ -309,7 +396,7 @@ class RegistryClient:
 
     def pause(self, attempt: int, retry_after: str | None = None) -> None:
         """Wait before attempt number `attempt` + 1 of a step the caller retries."""
-        self._sleep(self._backoff.delay(attempt, retry_after))
+        self._wait(self._backoff.delay(attempt, retry_after))
 
     def transport_error(self, e: httpx.TransportError) -> RegistryError:
         """A one-line error for a failed connection: TransientError if worth retrying."""
@@ -337,6 +424,40 @@ class RegistryClient:
         if kind == "timeout":
             return RegistryError(f"{host} did not answer in time")
         return RegistryError(f"connection to {host} failed: {_reason(e)}")
+
+
+PEEK_TIMEOUT = 5.0
+TLS_RECORD_TYPES = range(0x14, 0x19)     # change_cipher_spec, alert, handshake, application_data, heartbeat
+
+
+def answers_tls_in_plain_http(hostport: str) -> bool:
+    """True when the server at `hostport` ("host:port", "[v6]:port") answers
+    a TLS ClientHello with bytes that are no TLS record — an HTTP server's
+    400 for what it took for a request —, as the HTTPS attempt would find
+    it (a TLS error, not a certificate's). The hello comes from a context
+    that loads and verifies nothing (no handshake is finished with it), on
+    a socket of its own; no HTTP goes out. False for anything else — a TLS
+    answer, a refusal, silence, a closed connection —, which leaves the
+    question to the HTTPS attempt."""
+    host, _, port = hostport.rpartition(":") if not hostport.endswith("]") else (hostport, "", "")
+    if not host or not port.isdigit():
+        host, port = hostport, "443"
+    host = host.removeprefix("[").removesuffix("]")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    hello = ssl.MemoryBIO()
+    try:
+        ctx.wrap_bio(ssl.MemoryBIO(), hello).do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    try:
+        with socket.create_connection((host, int(port)), timeout=PEEK_TIMEOUT) as sock:
+            sock.sendall(hello.read())
+            answer = sock.recv(1)
+    except OSError:
+        return False
+    return bool(answer) and answer[0] not in TLS_RECORD_TYPES
 
 
 def same_origin(url: str, origin: str) -> bool:

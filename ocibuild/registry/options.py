@@ -23,6 +23,8 @@ class RegistryOptions:
     home: str = ""                                # shown as ~ in messages naming config files
     retries: int = 5
     chunk_size: int = 16 << 20                    # blobs above this are uploaded in chunks
+    parallel: int = 4                             # blobs (and manifests) pushed at once, one connection
+                                                  # each: bounded, as each holds a 1 MiB chunk in flight
 
     def is_insecure(self, host: str) -> bool:
         return host.lower() in {h.lower() for h in self.insecure}

@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 from urllib.parse import quote
 
-import httpx
-
 from ..errors import BlobError, InputError, RegistryError, TransientError
 from ..oci import documents
 from ..oci.blobs import Blob, Layer
@@ -28,6 +26,7 @@ from ..oci.model import (
     parse_json,
 )
 from ..oci.reference import RegistryRef
+from ._http import httpx
 from .auth import scope
 from .cache import BlobCache
 from .client import RegistryClient

@@ -5,17 +5,25 @@ another repository of the registry is known to hold it, else uploaded —
 whole, or in chunks that resume where the registry says) and then the
 manifest by digest: the registry checks it, yet no tag moves. commit() is
 the one step that makes the image visible: the manifest PUT by tag. So a
-failed push never leaves a tag on a partial image."""
+failed push never leaves a tag on a partial image.
+
+Blobs go in parallel (`RegistryOptions.parallel` at once, the largest
+first), each streamed from disk; so do the manifests of one kind (every
+platform's, then every referrer's). What must come first still does:
+every blob before any manifest, images before their referrers, manifests
+before the index, fallback tags before the image's tag. The first failure
+stops the other threads at their next step (their upload sessions
+cancelled) and is the one reported."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO
+from functools import partial
+from typing import BinaryIO, TypeVar
 from urllib.parse import quote
-
-import httpx
 
 from ..errors import BlobError, OutputError, RegistryError, TransientError
 from ..oci.blobs import Blob, WorkStore
@@ -23,14 +31,18 @@ from ..oci.digest import CHUNK, sha256_digest
 from ..oci.imageset import ImageSet, Referrer
 from ..oci.model import OCI_INDEX, OCI_MANIFEST, Descriptor, canonical_json, index_json
 from ..oci.reference import RegistryRef
+from ._http import httpx
 from .auth import scope
 from .cache import BlobCache
-from .client import RETRY_STATUS, RegistryClient
+from .client import RETRY_STATUS, RegistryClient, Stopped
 from .options import RegistryOptions
 from .pull import get_index
 
 MAX_MOUNT_SOURCES = 3
 FINISH_TIMEOUT = 600.0     # the registry may re-hash a large blob before answering the last PUT
+STOP_WAIT = 5.0            # after an interrupt: how long the threads get to cancel their sessions
+PROBE = "sha256:" + "0" * 64     # a blob no image has
+T = TypeVar("T")
 
 
 @dataclass
@@ -77,17 +89,25 @@ class RegistryOutput:
 
     def check(self) -> None:
         """Reach the registry and authenticate for a push before anything is
-        built: HEAD a blob no image has (404 is the expected answer). No
-        upload session is opened, so nothing is left in the registry. One
-        retry only: a registry that is down at the start fails fast."""
-        probe = "sha256:" + "0" * 64
+        built: HEAD a blob no image has (404 is the expected answer), with a
+        token for pull and push where the registry asks for one. No upload
+        session is opened, so nothing is left in the registry. One retry
+        only: a registry that is down at the start fails fast.
+
+        That HEAD is the first request, so it also finds the scheme and the
+        challenge (no separate GET /v2/ before it). An answer without
+        `Docker-Distribution-API-Version` (which distribution and most
+        registries send) is followed by GET /v2/ all the same, whose 200 or
+        401 says a registry answered, not some other web server's 404."""
         try:
             c = self.client
-            c.ping(retries=1)
-            resp = c.request("HEAD", f"/v2/{self.target.repo}/blobs/{probe}", scopes=self.scopes,
-                             retries=1)
+            resp = c.request("HEAD", f"/v2/{self.target.repo}/blobs/{PROBE}", scopes=self.scopes, retries=1)
+            if resp.status_code == 401 and c.auth.scheme is None:
+                raise c.unknown_scheme(resp)
             if resp.status_code not in (200, 404):
                 raise c.error(resp, f"a push to {self.target.name}")
+            if not resp.headers.get("docker-distribution-api-version"):
+                c.confirm(retries=1)
         except RegistryError as e:
             raise type(e)(f"{self.ref}: {e}") from None
 
@@ -97,29 +117,34 @@ class RegistryOutput:
             raise OutputError(f"cannot push to {self.ref}: the image is {images.digest}, "
                               f"not the digest {t.digest} the reference names")
         cache = BlobCache(self.options.cache_dir) if self.options.cache_dir else None
+        c, jobs = self.client, self.options.parallel
         try:
-            for blob in images.blobs():
-                how = push_blob(self.client, t.repo, blob, self.options, cache)
+            c.ping()            # the scheme, known before the threads start (check() found it)
+            blobs = sorted(images.blobs(), key=lambda b: -b.descriptor.size)      # the longest first
+            hows = in_parallel(c, [partial(push_blob, c, t.repo, b, self.options, cache) for b in blobs], jobs)
+            for blob, how in zip(blobs, hows, strict=True):
                 setattr(self.stats, how, getattr(self.stats, how) + 1)
                 if how == "uploaded":
                     self.written += blob.descriptor.size
             # By digest first: the registry validates each manifest now, before
             # any output commits, and no tag points at it yet.
-            for image in images.images:
-                put_manifest(self.client, t, image.digest, image.manifest, image.media_type)
-            self._fallback = [r for r in images.referrers
-                              if not put_manifest(self.client, t, r.digest, r.manifest, OCI_MANIFEST).subject]
+            in_parallel(c, [partial(put_manifest, c, t, i.digest, i.manifest, i.media_type)
+                            for i in images.images], jobs)
+            stored = in_parallel(c, [partial(put_manifest, c, t, r.digest, r.manifest, OCI_MANIFEST)
+                                     for r in images.referrers], jobs)
+            self._fallback = [r for r, s in zip(images.referrers, stored, strict=True) if not s.subject]
             if images.index is not None:
-                put_manifest(self.client, t, images.digest, images.index, OCI_INDEX)
+                put_manifest(c, t, images.digest, images.index, OCI_INDEX)
         except RegistryError as e:
             raise type(e)(f"{e}; {t} was left as it was") from None
         self._images = images
 
     def commit(self) -> None:
         try:
-            for subject in dict.fromkeys(r.subject.digest for r in self._fallback):
-                put_fallback(self.client, self.target, subject,
-                             [r.descriptor for r in self._fallback if r.subject.digest == subject])
+            subjects = dict.fromkeys(r.subject.digest for r in self._fallback)
+            in_parallel(self.client, [partial(put_fallback, self.client, self.target, subject,
+                                              [r.descriptor for r in self._fallback if r.subject.digest == subject])
+                                      for subject in subjects], self.options.parallel)
             if self._images is not None and self.target.tag:
                 put_manifest(self.client, self.target, self.target.tag,
                              self._images.manifest, self._images.media_type)
@@ -135,11 +160,79 @@ class RegistryOutput:
             self._client = None
 
 
+# -- several at once -------------------------------------------------------------
+
+def in_parallel(client: RegistryClient, tasks: Sequence[Callable[[], T]], jobs: int) -> list[T]:
+    """Run `tasks` on up to `jobs` threads (in the calling thread when there
+    is one task, or one job); their results, in order. The first failure
+    sets `client.stopping`, so the others give up at their next step (an
+    upload session they had open cancelled), and is raised once they have.
+    An interrupt of the calling thread stops them the same way."""
+    client.stopping.clear()
+    if len(tasks) <= 1 or jobs <= 1:
+        return [task() for task in tasks]
+    results: list = [None] * len(tasks)
+    failures: list[BaseException] = []
+    pending = iter(range(len(tasks)))
+    lock = threading.Lock()
+    running = [1]             # the threads, and this one until it has started them all
+    done = threading.Event()
+
+    def finished() -> None:
+        with lock:
+            running[0] -= 1
+            if not running[0]:
+                done.set()
+
+    def work() -> None:
+        try:
+            while not client.stopping.is_set():
+                with lock:
+                    i = next(pending, None)
+                if i is None:
+                    return
+                try:
+                    results[i] = tasks[i]()
+                except BaseException as e:
+                    with lock:
+                        failures.append(e)
+                    client.stopping.set()
+                    return
+        finally:
+            finished()
+
+    starting = True
+    try:
+        for n in range(min(jobs, len(tasks))):
+            with lock:
+                running[0] += 1
+            threading.Thread(target=work, name=f"ocibuild-push-{n}", daemon=True).start()
+        starting = False
+        finished()
+        # An Event, not Thread.join: a join interrupted by Ctrl-C marks the
+        # thread it waited for as stopped (CPython 3.11), and a second join
+        # would then not wait for it.
+        done.wait()
+    except BaseException:
+        # Ctrl-C (perhaps while the threads were still starting): each stops
+        # at its next step and cancels its session; they get STOP_WAIT.
+        client.stopping.set()
+        if starting:
+            finished()
+        done.wait(STOP_WAIT)
+        raise
+    client.stopping.clear()          # every thread is done
+    if failures:
+        raise failures[0]
+    return results
+
+
 # -- blobs ----------------------------------------------------------------------
 
 def push_blob(client: RegistryClient, repo: str, blob: Blob, options: RegistryOptions,
               cache: BlobCache | None = None) -> str:
     """Make `blob` present in `repo`: "present", "mounted" or "uploaded"."""
+    client.check_stopped()
     d = blob.descriptor
     scopes = frozenset({scope(repo, "pull,push")})
     resp = client.request("HEAD", f"/v2/{repo}/blobs/{d.digest}", scopes=scopes)
@@ -177,10 +270,11 @@ def _monolithic(client: RegistryClient, repo: str, blob: Blob, scopes: frozenset
     """POST, then PUT ?digest= with the whole blob. A failed PUT may have
     left part of the bytes in its session, so a retry opens a new one."""
     d = blob.descriptor
-    src = _Source(blob)
+    src = _Source(blob, client.stopping)
     try:
         for attempt in range(options.retries + 1):
             try:
+                client.check_stopped()
                 if location is None:
                     location = _start(client, repo, scopes)
                 resp = client.request(
@@ -212,7 +306,7 @@ def _chunked(client: RegistryClient, repo: str, blob: Blob, scopes: frozenset,
     there; start over only if the registry cannot say. Attempts are counted
     since the last chunk that got through."""
     d = blob.descriptor
-    src = _Source(blob)
+    src = _Source(blob, client.stopping)
     offset, attempt, resync = 0, 0, False
     try:
         while True:
@@ -225,6 +319,7 @@ def _chunked(client: RegistryClient, repo: str, blob: Blob, scopes: frozenset,
                     if location is None:
                         continue
                 while offset < d.size:
+                    client.check_stopped()
                     n = min(options.chunk_size, d.size - offset)
                     resp = client.request(
                         "PATCH", location, scopes=scopes, retries=0,
@@ -254,7 +349,11 @@ def _chunked(client: RegistryClient, repo: str, blob: Blob, scopes: frozenset,
                     if location is not None:
                         _cancel(client, location, scopes)
                     raise e.after(attempt + 1) from None
-                client.pause(attempt)
+                try:
+                    client.pause(attempt)
+                except Stopped:              # another blob failed meanwhile: this session goes too
+                    _cancel(client, location, scopes)
+                    raise
                 attempt += 1
                 resync = location is not None
             except RegistryError:
@@ -324,10 +423,13 @@ def _range_end(value: str | None, default: int) -> int:
 class _Source:
     """A blob's bytes from any offset, read from one open stream while the
     upload moves forward; reopened (and skipped ahead) only after a failure.
-    Chunks of at most 1 MiB: memory stays flat whatever the blob's size."""
+    Chunks of at most 1 MiB: memory stays flat whatever the blob's size.
+    Once `stopping` is set, the next chunk raises Stopped instead (the
+    request is abandoned mid-body; its session is then cancelled)."""
 
-    def __init__(self, blob: Blob):
+    def __init__(self, blob: Blob, stopping: threading.Event | None = None):
         self.blob = blob
+        self.stopping = stopping
         self._f: BinaryIO | None = None
         self._pos = 0
 
@@ -339,6 +441,8 @@ class _Source:
             self._skip(offset)
         left = n
         while left > 0:
+            if self.stopping is not None and self.stopping.is_set():
+                raise Stopped()
             data = self._f.read(min(CHUNK, left))
             if not data:
                 raise BlobError(f"{self.blob.where} is shorter than its {self.blob.descriptor.size} bytes")

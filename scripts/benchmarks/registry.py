@@ -1,20 +1,36 @@
-"""Section "registry" (issue 5): the sample chaincode's image pushed to a
-local registry.
+"""Section "registry" (issues 5 and 13): images pushed to a local registry,
+ocibuild against skopeo copy.
 
-The image: `ocibuild fabric package --label bench_1` of
-tests/fixtures/chaincode, then `ocibuild build --builder host PKG --output
-oci-archive:IMG.tar:v1` (GOCACHE in the temp dir, or --gocache), made once.
+Two images, made once:
+
+  IMG.tar  the sample chaincode's: `ocibuild fabric package --label bench_1`
+           of tests/fixtures/chaincode, then `ocibuild build --builder host
+           PKG --output oci-archive:IMG.tar:v1` (GOCACHE in the temp dir, or
+           --gocache): 3.5 MB, 2 layers — start-up and round trips.
+  LARGE    an OCI layout, LARGE_LAYERS layers of LARGE_LAYER_MIB MiB of random
+           bytes each (gzip-compressed by ocibuild, as it writes layers by
+           default: incompressible, and skopeo pushes compressed layers as they
+           are), by chained `ocibuild assemble --base static-bare | oci:LARGE:…
+           --add FILE` — throughput.
+
 The registry: Debian's docker-registry (/usr/bin/docker-registry serve
-CONFIG, JSON config, plain HTTP on 127.0.0.1, filesystem storage in the
-temp dir). --runs rounds after --warmup, the tools' order alternating per
-round:
+CONFIG, JSON config, plain HTTP on 127.0.0.1, filesystem storage in the temp
+dir). --runs rounds after --warmup, the tools' order alternating per round,
+each image in turn:
 
-  ocibuild  .venv/bin/ocibuild -q assemble --base oci-archive:IMG.tar:v1
+  ocibuild  .venv/bin/ocibuild -q assemble --sbom none --base SRC
             --output docker://127.0.0.1:PORT/bench/cc:v1 --insecure-registry
             127.0.0.1:PORT   (ocibuild has no copy command: a re-assembly with
-            nothing added, so the same layers, a new small config and manifest)
-  skopeo    skopeo copy --quiet --dest-tls-verify=false oci-archive:IMG.tar:v1
+            nothing added, so the same layers, a new small config and manifest;
+            --sbom none: skopeo copies the image alone, so does this push)
+  skopeo    skopeo copy --quiet --dest-tls-verify=false SRC
             docker://127.0.0.1:PORT/bench/cc:v1
+
+with SRC oci-archive:IMG.tar:v1, then oci:LARGE:v1 (a layout: skopeo would
+unpack an archive first). ocibuild's runs use Python's bytecode cache, as an
+installed ocibuild does: PYTHONDONTWRITEBYTECODE is dropped from their
+environment (the warm-up round writes what a push imports), else each run
+would compile every module it imports that has no fresh .pyc.
 
 Rows: COLD (each tool gets a fresh registry with empty storage, started
 untimed, and an empty client cache: OCIBUILD_CACHE_DIR for ocibuild; for
@@ -23,8 +39,9 @@ private mount namespace with a bench dir bind-mounted over
 /var/lib/containers/cache, else XDG_DATA_HOME) and WARM (the same push
 again to the same registry and repository: every blob present). Blobs
 uploaded are counted from the registry's access log (finished uploads,
-201). Afterwards the layer digests in both registries must equal IMG.tar's.
-Registries are stopped and the temp dir removed.
+201); the peak RSS of each tool's process (wait4) shows memory staying
+flat. Afterwards the layer digests in both registries must equal the
+image's. Registries are stopped and the temp dir removed.
 
 Acceptance: every push done, same layers.
 """
@@ -38,18 +55,22 @@ import re
 import secrets
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .common import (
     OCIBUILD,
     SAMPLE,
+    TIMEOUT,
     Tool,
     ToolFailed,
     exit_status,
@@ -66,6 +87,7 @@ from .common import (
 REGISTRY_BIN = Path("/usr/bin/docker-registry")
 REG_LABEL = "bench_1"
 REG_REPO, REG_TAG = "bench/cc", "v1"
+LARGE_LAYERS, LARGE_LAYER_MIB = 4, 64
 SKOPEO_CACHE = Path("/var/lib/containers/cache")     # containers/image's blob-info cache as root
 _REG_ACCESS = re.compile(r'"(?P<method>[A-Z]+) (?P<uri>\S+) [^"]*" (?P<status>\d{3}) ')
 
@@ -208,34 +230,98 @@ def _sample_image(args, work: Path) -> tuple[str, list[str]]:
     return f"oci-archive:{img}:{REG_TAG}", img_layers
 
 
-Push = Callable[[BenchRegistry, Path], None]     # (registry, client cache dir)
+def ocibuild_env(**extra: str) -> dict[str, str]:
+    """The environment of ocibuild's runs: the bench's own, with Python's
+    bytecode cache on (an installed ocibuild has its .pyc files)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env.update(extra)
+    return env
+
+
+def _large_image(work: Path) -> tuple[str, list[str]]:
+    """Make LARGE in `work`; its reference and layer digests."""
+    layout, base = work / "large", "static-bare"
+    for i in range(LARGE_LAYERS):
+        f = work / f"random-{i}.bin"
+        with open(f, "wb") as o:
+            for _ in range(LARGE_LAYER_MIB):
+                o.write(os.urandom(1 << 20))
+        tag = REG_TAG if i == LARGE_LAYERS - 1 else f"part{i}"
+        run([str(OCIBUILD), "-q", "assemble", "--sbom", "none", "--base", base, "--add", f"{f}:/data/random-{i}.bin",
+             "--output", f"oci:{layout}:{tag}"], env=ocibuild_env())
+        f.unlink()
+        base = f"oci:{layout}:{tag}"
+    index = json.loads((layout / "index.json").read_bytes())
+    [desc] = [d for d in index["manifests"]
+              if (d.get("annotations") or {}).get("org.opencontainers.image.ref.name") == REG_TAG]
+    manifest = json.loads((layout / "blobs" / "sha256" / desc["digest"].split(":")[1]).read_bytes())
+    layers = [layer["digest"] for layer in manifest["layers"]]
+    size = manifest["config"]["size"] + sum(layer["size"] for layer in manifest["layers"])
+    print(f"LARGE: an OCI layout; {len(layers)} layer(s) ({LARGE_LAYERS} of {LARGE_LAYER_MIB} MiB random bytes, "
+          f"gzip, on static-bare), config + layers {size} bytes; manifest {desc['digest']}", flush=True)
+    return f"oci:{layout}:{REG_TAG}", layers
+
+
+def run_peak(cmd: list[str], env: dict[str, str]) -> tuple[int, float]:
+    """run(), without output: the command's peak RSS in bytes and its CPU
+    seconds, user + system (wait4's: its own and its children's)."""
+    with tempfile.TemporaryFile() as err:
+        p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, env=env)
+        timer = threading.Timer(TIMEOUT, p.kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(p.pid, 0)
+        finally:
+            timer.cancel()
+        p.returncode = os.waitstatus_to_exitcode(status)
+        if p.returncode:
+            err.seek(0)
+            tail = err.read().decode(errors="replace").strip().splitlines()[-8:]
+            raise ToolFailed(f"{' '.join(cmd)} exited {p.returncode}:\n    " + "\n    ".join(tail))
+    return usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime
+
+
+Push = Callable[[BenchRegistry, Path], tuple[int, float]]     # (registry, client cache) -> (peak RSS, CPU s)
 
 
 def _pushes(src: str, work: Path, wrap: list[str]) -> tuple[Push, Push]:
     """(ocibuild's push of `src`, skopeo's)."""
-    def ocibuild_push(reg: BenchRegistry, cache: Path) -> None:
+    def ocibuild_push(reg: BenchRegistry, cache: Path) -> tuple[int, float]:
         # --sbom none: skopeo copies the image alone; so does this push (like for like).
-        run([str(OCIBUILD), "-q", "assemble", "--sbom", "none", "--base", src,
-             "--output", f"docker://{reg.hostport}/{REG_REPO}:{REG_TAG}",
-             "--insecure-registry", reg.hostport], env={**os.environ, "OCIBUILD_CACHE_DIR": str(cache)})
+        return run_peak([str(OCIBUILD), "-q", "assemble", "--sbom", "none", "--base", src,
+                         "--output", f"docker://{reg.hostport}/{REG_REPO}:{REG_TAG}",
+                         "--insecure-registry", reg.hostport], env=ocibuild_env(OCIBUILD_CACHE_DIR=str(cache)))
 
-    def skopeo_push(reg: BenchRegistry, cache: Path) -> None:
+    def skopeo_push(reg: BenchRegistry, cache: Path) -> tuple[int, float]:
         cmd = ["skopeo", "copy", "--quiet", "--dest-tls-verify=false", src,
                f"docker://{reg.hostport}/{REG_REPO}:{REG_TAG}"]
         env = {**os.environ, "TMPDIR": str(work / "tmp")}
         if os.geteuid() != 0:
             env["XDG_DATA_HOME"] = str(cache)
-        run([w.replace("{cache}", str(cache)) for w in wrap] + cmd, env=env)
+        return run_peak([w.replace("{cache}", str(cache)) for w in wrap] + cmd, env=env)
 
-    (work / "tmp").mkdir()
+    (work / "tmp").mkdir(exist_ok=True)
     return ocibuild_push, skopeo_push
 
 
-def _round(work: Path, rnd: int, measured: bool, pairs: list[tuple[Tool, Tool, Push]],
-           registries: list[BenchRegistry], blobs: dict[str, tuple[int, int]]) -> dict[str, BenchRegistry]:
-    """One round: a fresh registry per tool, its cold push, then its warm
-    push; the running registries, by the cold tool's key."""
-    order = pairs if rnd % 2 == 0 else pairs[::-1]
+@dataclass
+class Case:
+    """One image pushed by both tools, cold then warm."""
+    name: str                                   # IMG.tar, LARGE
+    tools: list[Tool]                           # ocibuild cold, skopeo cold, ocibuild warm, skopeo warm
+    src: str = ""
+    layers: list[str] = field(default_factory=list)
+    pairs: list[tuple[Tool, Tool, Push]] = field(default_factory=list)
+    blobs: dict[str, tuple[int, int]] = field(default_factory=dict)    # key -> (blobs, bytes), last run
+    peak: dict[str, int] = field(default_factory=dict)                 # key -> peak RSS, measured runs
+    cpu: dict[str, list[float]] = field(default_factory=dict)          # key -> CPU s of each measured run
+
+
+def _round(work: Path, rnd: int, measured: bool, case: Case,
+           registries: list[BenchRegistry]) -> dict[str, BenchRegistry]:
+    """One round of `case`: a fresh registry per tool, its cold push, then its
+    warm push; the running registries, by the cold tool's key."""
+    order = case.pairs if rnd % 2 == 0 else case.pairs[::-1]
     regs: dict[str, tuple[BenchRegistry, Path]] = {}
     for cold, _, _ in order:                 # fresh, empty registry + fresh caches (not timed)
         if cold.missing or cold.failed:
@@ -253,16 +339,39 @@ def _round(work: Path, rnd: int, measured: bool, pairs: list[tuple[Tool, Tool, P
         regs[cold.key] = (reg, cache)
     for phase in (0, 1):                     # cold pushes of both tools, then warm pushes of both
         for pair in order:
-            t, push = pair[phase], pair[2]
+            t, push = (pair[0] if phase == 0 else pair[1]), pair[2]
             if pair[0].key not in regs or t.failed:
                 continue
             reg, cache = regs[pair[0].key]
             mark = reg.mark()
-            t.runner = lambda _l, reg=reg, cache=cache, push=push: push(reg, cache) or 0
+            used: list[tuple[int, float]] = []
+            t.runner = lambda _l, reg=reg, cache=cache, push=push, used=used: used.append(push(reg, cache)) or 0
             measure(t, "", measured, lambda: None)
             if measured and not t.failed:
-                blobs[t.key] = reg.uploaded(mark)
+                case.blobs[t.key] = reg.uploaded(mark)
+                case.peak[t.key] = max([case.peak.get(t.key, 0), *(rss for rss, _ in used)])
+                case.cpu.setdefault(t.key, []).extend(cpu for _, cpu in used)
     return {key: reg for key, (reg, _) in regs.items()}
+
+
+def _tools(missing: str, skopeo_missing: str, src: str, suffix: str = "") -> list[Tool]:
+    return [Tool(f"oci-cold{suffix}", f"COLD ocibuild -q assemble --base {src} --output docker://…", None, missing),
+            Tool(f"sk-cold{suffix}", f"COLD skopeo copy {src} docker://…", None, missing or skopeo_missing,
+                 competitor=True),
+            Tool(f"oci-warm{suffix}", "WARM ocibuild (all blobs present)", None, missing),
+            Tool(f"sk-warm{suffix}", "WARM skopeo copy (all blobs present)", None, missing or skopeo_missing,
+                 competitor=True)]
+
+
+def _check_layers(case: Case, regs: dict[str, BenchRegistry], checks: list[str]) -> None:
+    for cold, _, _ in case.pairs:
+        if cold.key in regs:
+            got = regs[cold.key].layers()
+            checks.append(f"{cold.key.split('-')[0]}: layers in the registry "
+                          + (f"= {case.name}'s layers (same digests)" if got == case.layers
+                             else f"DIFFER from {case.name}'s: {got}"))
+            if got != case.layers:
+                cold.failed = cold.failed or f"layers in the registry differ from {case.name}'s"
 
 
 def section(args) -> int:
@@ -276,84 +385,86 @@ def section(args) -> int:
     skopeo_v = (out(["skopeo", "--version"]) or "skopeo ?").replace("skopeo version ", "skopeo ")
     reg_v = out([str(REGISTRY_BIN), "--version"]) if REGISTRY_BIN.is_file() else None
 
-    print("## registry: pushing the sample image to a local registry")
+    print("## registry: pushing the sample image and a large one to a local registry")
     print(f"image: {SAMPLE}, `ocibuild fabric package --label {REG_LABEL}` + `ocibuild build "
-          f"--builder host PKG --output oci-archive:IMG.tar:{REG_TAG}`; registry: "
+          f"--builder host PKG --output oci-archive:IMG.tar:{REG_TAG}`; LARGE: {LARGE_LAYERS} random layers of "
+          f"{LARGE_LAYER_MIB} MiB; registry: "
           f"{(reg_v or 'docker-registry ?').strip()} on 127.0.0.1, plain HTTP, filesystem storage; "
           f"{skopeo_v}; {args.runs} measured rounds after {args.warmup} warm-up round(s), interleaved")
     print(flush=True)
 
-    oci_cold = Tool("oci-cold", "COLD ocibuild -q assemble --base oci-archive:IMG.tar:v1 --output docker://…",
-                    None, missing)
-    sk_cold = Tool("sk-cold", "COLD skopeo copy oci-archive:IMG.tar:v1 docker://…", None,
-                   missing or skopeo_missing, competitor=True)
-    oci_warm = Tool("oci-warm", "WARM ocibuild (all blobs present)", None, missing)
-    sk_warm = Tool("sk-warm", "WARM skopeo copy (all blobs present)", None, missing or skopeo_missing,
-                   competitor=True)
-    tools = [oci_cold, sk_cold, oci_warm, sk_warm]
-    blobs: dict[str, tuple[int, int]] = {}
+    small = Case("IMG.tar", _tools(missing, skopeo_missing, "oci-archive:IMG.tar:v1"))
+    large = Case("LARGE", _tools(missing, skopeo_missing, "oci:LARGE:v1", "-large"))
+    cases = [small, large]
     checks: list[str] = []
     if missing:
-        return report(tools, blobs, checks, [])
+        return report(cases, checks, [])
 
     load0 = loadavg()
     work = Path(tempfile.mkdtemp(prefix="ocibuild-bench-registry-", dir=args.tmpdir))
     registries: list[BenchRegistry] = []
     try:
-        src, img_layers = _sample_image(args, work)
-        ocibuild_push, skopeo_push = _pushes(src, work, wrap)
-        pairs = [(oci_cold, oci_warm, ocibuild_push), (sk_cold, sk_warm, skopeo_push)]
+        small.src, small.layers = _sample_image(args, work)
+        large.src, large.layers = _large_image(work)
+        for case in cases:
+            ocibuild_push, skopeo_push = _pushes(case.src, work, wrap)
+            oci_cold, sk_cold, oci_warm, sk_warm = case.tools
+            case.pairs = [(oci_cold, oci_warm, ocibuild_push), (sk_cold, sk_warm, skopeo_push)]
         total = args.warmup + args.runs
         for rnd in range(total):
             measured = rnd >= args.warmup
-            regs = _round(work, rnd, measured, pairs, registries, blobs)
-            if rnd == total - 1:
-                for cold, _, _ in pairs:
-                    if cold.key in regs:
-                        got = regs[cold.key].layers()
-                        checks.append(f"{cold.key.split('-')[0]}: layers in the registry "
-                                      + ("= IMG.tar's layers (same digests)" if got == img_layers
-                                         else f"DIFFER from IMG.tar's: {got}"))
-                        if got != img_layers:
-                            cold.failed = cold.failed or "layers in the registry differ from IMG.tar's"
-            for reg in regs.values():
-                reg.stop()
-                remove_tree(reg.root)
+            for case in cases:
+                regs = _round(work, rnd, measured, case, registries)
+                if rnd == total - 1:
+                    _check_layers(case, regs, checks)
+                for reg in regs.values():
+                    reg.stop()
+                    remove_tree(reg.root)
             print(f"  round {rnd + 1}/{total}{'' if measured else ' (warm-up)'} done",
                   file=sys.stderr, flush=True)
-    except (ToolFailed, subprocess.TimeoutExpired, OSError, KeyError, tarfile.TarError) as e:
-        print(f"bench: registry: making the sample image failed: {e}", file=sys.stderr)
-        for t in tools:
-            t.failed = t.failed or f"making the sample image failed: {e}"
+    except (ToolFailed, subprocess.TimeoutExpired, OSError, KeyError, ValueError, tarfile.TarError) as e:
+        print(f"bench: registry: making the images failed: {e}", file=sys.stderr)
+        for case in cases:
+            for t in case.tools:
+                t.failed = t.failed or f"making the images failed: {e}"
     finally:
         for reg in registries:
             reg.stop()
         remove_tree(work)
     print(f"load average at start {load0}, at end {loadavg()} (other work on this machine skews timings)")
-    notes = ["ocibuild has no copy command: it pushes IMG.tar by re-assembling it (`--base "
-             "oci-archive:IMG.tar:v1`, nothing added): the same layers, a new small config and manifest. "
-             "skopeo pushes IMG.tar's own manifest as is.",
+    notes = ["ocibuild has no copy command: it pushes IMG.tar (and LARGE) by re-assembling it (`--base "
+             "oci-archive:IMG.tar:v1`, nothing added, `--sbom none`): the same layers, a new small config and "
+             "manifest. skopeo pushes the image's own manifest as is.",
              "COLD: a fresh docker-registry with empty storage before each cold push (not timed), "
              "ocibuild with an empty OCIBUILD_CACHE_DIR (no mount sources known), skopeo with an empty "
              "blob-info cache. WARM: the same push again to the same registry and repository, "
              "with the caches the cold push left.",
+             "ocibuild's runs keep Python's bytecode cache (PYTHONDONTWRITEBYTECODE dropped for them), as an "
+             "installed ocibuild has its .pyc files.",
              wrap_note]
-    return report(tools, blobs, checks, notes)
+    return report(cases, checks, notes)
 
 
-def report(tools: list[Tool], blobs: dict[str, tuple[int, int]], checks: list[str], notes: list[str]) -> int:
-    print("| push | median s | min s | ratio to ocibuild, same temperature (median/median; < 1 = faster) "
-          "| blobs uploaded (last run) |")
-    print("|---|---:|---:|---:|---:|")
-    for group in (tools[:2], tools[2:]):
-        base = median_or_none(group[0])
-        for t in group:
-            n, size = blobs.get(t.key, (0, 0))
-            print(tool_row(t, base, f"{n} ({size} bytes)"))
-    print()
+def report(cases: list[Case], checks: list[str], notes: list[str]) -> int:
+    """One table per image: the sample's as before (tests/test_bench.py reads
+    it), the large one's with each tool's peak RSS and median CPU time."""
+    for case, (first, more) in zip(cases, (("push", False), ("large image push", True)), strict=True):
+        print(f"| {first} | median s | min s | ratio to ocibuild, same temperature (median/median; < 1 = faster) "
+              f"| blobs uploaded (last run){'; peak RSS; median CPU s (user + sys)' if more else ''} |")
+        print("|---|---:|---:|---:|---:|")
+        for group in (case.tools[:2], case.tools[2:]):
+            base = median_or_none(group[0])
+            for t in group:
+                n, size = case.blobs.get(t.key, (0, 0))
+                extra = ""
+                if more and t.key in case.peak:
+                    extra = f"; {case.peak[t.key] / 2**20:.0f} MiB; {statistics.median(case.cpu[t.key]):.2f}"
+                print(tool_row(t, base, f"{n} ({size} bytes){extra}"))
+        print()
     for line in checks + notes:
         if line:
             print(line)
+    tools = [t for case in cases for t in case.tools]
     missing = any(t.missing for t in tools)
     failed = any(t.failed for t in tools)
     return exit_status(missing, failed, "registry: a tool or the registry was not available",
