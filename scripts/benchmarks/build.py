@@ -1,49 +1,88 @@
-"""Section "build" (issue 3): a one-line change rebuilt end to end, source
-to image archive.
+"""Section "build" (issues 3 and 13): a one-line change rebuilt end to end,
+Go source to image archive, three sources side by side, every ocibuild
+builder against docker buildx and podman build.
 
-SOURCE is a copy (in the temp dir) of tests/fixtures/grpc-gopath (a
-GOPATH-mode gRPC server on Debian's Go libraries, built with --import-path)
-if present, else tests/fixtures/chaincode (a stdlib module); --source and
---import-path choose another. Every tool gets its own copy, and the same
-edit in the same round.
+SOURCES (--sources, default all three; --source DIR [--import-path P] puts
+one directory of your own in their place):
+  chaincode  tests/fixtures/chaincode: the sample chaincode, a stdlib module
+  grpc       tests/fixtures/grpc-gopath: a GOPATH-mode gRPC server on
+             Debian's Go libraries, built with --import-path (from the
+             fixture's doc comment: example.org/chaincode/grpchealth)
+  vendored   a module with a vendor/ tree of --vendor-files generated .go
+             files (benchmarks/vendored.py: 6 modules, 30 packages, ~4 MB of
+             source at the default 300; deterministic, generated once per
+             run in the temp dir), -mod=vendor; main links all of it
 
-  ocibuild docker  .venv/bin/ocibuild -q build --builder docker
-                   --builder-image IMG SRC --output oci-archive:OUT
-  buildx+save      docker buildx build --builder default -f DOCKERFILE
-                   -t NAME --load SRC   +   docker save NAME -o OUT
-                   (DOCKERFILE: stage 1 FROM IMG, GOPATH or module set-up,
-                   COPY . ., RUN --mount=type=cache (Go build cache and module
-                   cache) CGO_ENABLED=0 go build -trimpath -buildvcs=false
-                   -ldflags=-buildid=; stage 2 FROM scratch, COPY --from, and
-                   ocibuild's chaincode config: ENV, LABEL, USER 500:500)
-  ocibuild host    ocibuild build --builder host (GOCACHE in the temp dir,
-                   or --gocache)
-  ocibuild podman  ocibuild build --builder podman (its own cache volume)
+Every tool gets its own copy of each source, and the same edit in the same
+round: the main package's first string literal gets a new suffix, so the
+package recompiles and the binary relinks (ocibuild --builder auto's copy
+gets a suffix of its own: it shares ocibuild --builder docker's warm
+container and caches, and must not find its object ready).
+
+  ocibuild docker   .venv/bin/ocibuild -q build --builder docker
+                    --builder-image IMG [--import-path P] SRC --output
+                    oci-archive:OUT   (a warm builder container by default)
+  ocibuild podman   the same, --builder podman (rootful)
+  ocibuild rootless the same, --builder podman, run as the user `ocibuild`
+                    through runuser (env -i, cwd /), as tests/test_build_cli.py
+                    does: the user's own podman, images and volume
+  ocibuild host     the same, --builder host (GOCACHE in the temp dir, or --gocache)
+  ocibuild auto     the same, --builder auto (its pick is printed)
+  buildx + save     docker buildx build --builder default -f DOCKERFILE -t NAME
+                    --load SRC  +  docker save NAME -o OUT
+  podman build      podman build --layers=false --pull=never -f DOCKERFILE -t
+  + save            NAME SRC  +  podman save NAME -o OUT
+
+DOCKERFILE, the same for buildx and podman: stage 1 FROM IMG, GOPATH or
+module set-up, COPY . ., RUN --mount=type=cache,id=... (Go build cache and
+module cache) CGO_ENABLED=0 go build -trimpath -buildvcs=false
+-ldflags=-buildid= (-mod=vendor or -mod=readonly); stage 2 FROM scratch,
+COPY --from, and ocibuild's chaincode config (ENV, LABEL, USER 500:500).
+buildx's and podman's cache mounts have ids of their own for the run.
 
 IMG is $OCIBUILD_BUILDER_IMAGE or ocibuild's default builder image. Rows:
-COLD (--cold-runs times: `docker builder prune -af` first, which also empties
-ocibuild's own BuildKit cache mounts, then both tools, order alternating per
-round) and WARM (--runs times after --warmup rounds; each round first makes a
-new one-line change: a string literal in the main package is rewritten, so
-that package recompiles and the binary relinks; ocibuild and buildx swap
-places every round). host and podman are warm only, for context:
-alternatives users have, not competitors. Afterwards the chaincode binary is
-extracted from the last round's outputs: ocibuild and buildx must have built
-the same bytes (same toolchain, same flags). After cold rows the bench
-empties BuildKit's cache again (`docker builder prune -af`): what it held
-before was already pruned for the cold rows. --cold-runs 0 leaves BuildKit's
-cache as it was (only the records the bench made are pruned).
+COLD (--cold-runs rounds, the tools' order rotating; not --builder auto)
+gives every build empty Go caches of its own WITHOUT pruning anything
+shared (benchmarks/caches.py): fresh cache-mount ids in the Dockerfiles
+(BuildKit's; podman's /var/tmp/buildah-cache/ID), a fresh cache volume for
+ocibuild's docker, podman and rootless builders (so a new warm builder
+container too: its key holds the volume; stopped with its volume after each
+source's cold round), a fresh GOCACHE for the host; one per source, tool
+and round. The builder image and the Dockerfiles' FROM/ENV/WORKDIR steps
+stay cached, as on any machine that built once. WARM: one unmeasured round
+(every cache and warm container made), --warmup more, then --runs measured
+rounds, the order rotating; ocibuild's usual caches and warm builders.
 
-Acceptance: warm ocibuild docker / warm buildx+save <= 1.0 (median/median).
+This machine is shared: another process's `ocibuild builder stop` (the test
+suite runs one at its end) removes every warm builder container. So before
+each WARM docker, podman, rootless or auto run, one whose warm builder is
+gone gets it started again, untimed, by a build of a tiny module (its caches
+are in the volume, which a stop keeps); the report counts these. A build
+that fails, or a WARM one whose warm builder was replaced during it, is run
+again (twice at most, each said in the report), only the last run timed; a
+cold build run again gets fresh caches again.
+
+Checks on the last round's outputs, per source: one chaincode binary from
+every tool but auto (same toolchain, same flags: same bytes), one image
+digest from ocibuild's docker, podman, rootless and host builders every
+round, a new image every round; the vendored binary's build information
+lists every vendored module. Removed afterwards: the temp dirs, images,
+the bench's BuildKit cache records (by id), buildah cache dirs, volumes and
+warm builder containers it made (benchmarks/caches.py's Owned).
+
+Acceptance, per source, WARM (median/median): ocibuild docker, podman and
+rootless podman / (buildx + save) <= 0.6 each; ocibuild auto / ocibuild with
+the builder auto picks <= 1.05 (at most 5 % slower). Cold ratios and
+ocibuild podman / podman build are printed for information.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import secrets
 import shutil
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -51,18 +90,29 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import vendored
+from .caches import (
+    BENCH_LABEL,
+    Engine,
+    Owned,
+    buildah_cache_dirs,
+    buildah_cache_root,
+    cache_mounts,
+    fresh_command,
+    rootless_env,
+    rootless_prefix,
+)
 from .common import (
     ARCHIVE_TRANSPORTS,
     CHAINCODE_CONFIG,
     DEST,
     FIXTURES,
     OCIBUILD,
+    SAMPLE,
     TAG,
     Tool,
-    ToolFailed,
     build_cache_ids,
     builder_image,
-    check_ratio,
     docker_cleanup_image,
     exit_status,
     host_env,
@@ -70,18 +120,39 @@ from .common import (
     measure,
     median_or_none,
     out,
-    print_temperatures,
     prune_new_cache,
+    rotate,
     run,
+    tool_row,
 )
 
-PODMAN_VOLUME = "ocibuild-go-cache"             # ocibuild.builders.podman.CACHE_VOLUME
-E2E_FIXTURES = ("grpc-gopath", "chaincode")      # the first one present is built
+SOURCES = ("chaincode", "grpc", "vendored")
+GRPC = FIXTURES / "grpc-gopath"
+VENDOR_FILES = 300
+KEYS = ("bx", "pm", "docker", "podman", "rootless", "host", "auto")
+COLD_KEYS = KEYS[:-1]                            # auto: warm only (it is docker's builder)
+OCIBUILD_KEYS = ("docker", "podman", "rootless", "host", "auto")
+SAME_IMAGE = ("docker", "podman", "rootless", "host")    # one image digest per round
+LABELS = {
+    "bx": "docker buildx build --load + docker save",
+    "pm": "podman build + podman save",
+    "docker": "ocibuild build --builder docker",
+    "podman": "ocibuild build --builder podman",
+    "rootless": "ocibuild build --builder podman, rootless (user ocibuild)",
+    "host": "ocibuild build --builder host",
+    "auto": "ocibuild build --builder auto",
+}
+SHORT = {"bx": "buildx", "pm": "podman build", "docker": "ocibuild docker", "podman": "ocibuild podman",
+         "rootless": "ocibuild rootless", "host": "ocibuild host", "auto": "ocibuild auto"}
+ENGINE_OF = {"docker": "docker", "podman": "podman", "rootless": "podman-rootless"}
+RETRIES = 2                                      # a failed build is run again (see common.measure)
+TARGET = 0.6                                     # ocibuild docker/podman / (buildx + save), warm
+AUTO_LIMIT = 1.05                                # ocibuild auto / the builder it picks, warm
 _GOPATH_HINT = re.compile(r"\$GOPATH/src/([A-Za-z0-9._~+/-]*[A-Za-z0-9_~+-])")
 _STRING = re.compile(r'"((?:[^"\\\n]|\\.)*)"')
 
 
-# --- the source and its change ------------------------------------------------------
+# --- the sources and their change ------------------------------------------------------
 
 @dataclass
 class GoSrc:
@@ -89,18 +160,18 @@ class GoSrc:
     gopath: bool                # no go.mod: GOPATH mode
     import_path: str | None     # GOPATH mode only
     vendored: bool
+    key: str = ""               # chaincode, grpc, vendored, or the --source directory's name
+    note: str = ""              # what it is, for the report
+
+    def mode(self) -> str:
+        return (f"GOPATH mode, --import-path {self.import_path}" if self.gopath else
+                f"module, {'vendored' if self.vendored else 'not vendored'}")
 
 
-def pick_source(given: str | None, import_path: str | None) -> GoSrc:
-    if given:
-        src = Path(given)
-        if not src.is_dir() or not any(src.glob("*.go")):
-            sys.exit(f"bench: --source {given}: not a directory with .go files")
-    else:
-        found = [FIXTURES / n for n in E2E_FIXTURES if any((FIXTURES / n).glob("*.go"))]
-        if not found:
-            sys.exit(f"bench: none of {', '.join(E2E_FIXTURES)} in {FIXTURES}; pass --source DIR")
-        src = found[0]
+def pick_source(given: str | Path, import_path: str | None = None, key: str = "") -> GoSrc:
+    src = Path(given)
+    if not src.is_dir() or not any(src.glob("*.go")):
+        sys.exit(f"bench: --source {given}: not a directory with .go files")
     src = src.resolve()
     gopath = not (src / "go.mod").is_file()
     if gopath and not import_path:
@@ -108,7 +179,26 @@ def pick_source(given: str | None, import_path: str | None) -> GoSrc:
         text = "".join(f.read_text(errors="replace") for f in sorted(src.glob("*.go")))
         m = _GOPATH_HINT.search(text)
         import_path = m.group(1) if m else f"example.org/chaincode/{src.name}"
-    return GoSrc(src, gopath, import_path if gopath else None, (src / "vendor").is_dir())
+    return GoSrc(src, gopath, import_path if gopath else None, (src / "vendor").is_dir(), key or src.name)
+
+
+def pick_sources(args, work: Path) -> list[GoSrc]:
+    """--source, else the --sources list (the vendored one generated in `work`)."""
+    if args.source:
+        return [pick_source(args.source, args.import_path)]
+    found = []
+    for key in args.sources.split(","):
+        if key == "chaincode":
+            found.append(pick_source(SAMPLE, key=key))
+        elif key == "grpc":
+            found.append(pick_source(GRPC, key=key))
+        elif key == "vendored":
+            src = pick_source(vendored.generate(work / "vendored" / "vendored", args.vendor_files), key=key)
+            src.note = vendored.describe(src.path) + ", generated"
+            found.append(src)
+        else:
+            sys.exit(f"bench: --sources: unknown source {key!r} (use {', '.join(SOURCES)})")
+    return found
 
 
 class OneLineChange:
@@ -155,10 +245,10 @@ class OneLineChange:
 
 # --- the tools ------------------------------------------------------------------------
 
-def buildx_dockerfile(image: str, src: GoSrc) -> str:
+def buildx_dockerfile(image: str, src: GoSrc, cache_id: str) -> str:
     """What a user writes instead: a multi-stage Dockerfile, the same builder
-    image and Go flags, the Go caches as cache mounts, a scratch final stage
-    with ocibuild's chaincode config."""
+    image and Go flags, the Go caches as cache mounts (ids CACHE_ID-build,
+    -mod), a scratch final stage with ocibuild's chaincode config."""
     if src.gopath:
         setup = ("ENV CGO_ENABLED=0 GO111MODULE=off GOPATH=/go:/usr/share/gocode \\\n"
                  "    GOCACHE=/root/.cache/go-build GOMODCACHE=/go/pkg/mod\n"
@@ -171,41 +261,30 @@ def buildx_dockerfile(image: str, src: GoSrc) -> str:
     return (f"FROM {image} AS build\n"
             f"{setup}"
             "COPY . .\n"
-            "RUN --mount=type=cache,target=/root/.cache/go-build --mount=type=cache,target=/go/pkg/mod \\\n"
+            f"RUN {cache_mounts(cache_id)} \\\n"
             f"    go build -trimpath -buildvcs=false -ldflags=-buildid={mod} -o /out/chaincode .\n"
             "FROM scratch\n"
             f"COPY --from=build /out/chaincode {DEST}\n"
             f"{CHAINCODE_CONFIG}")
 
 
-def ocibuild_runner(work: Path, src: Path, builder: str, image: str, gosrc: GoSrc,
-                    digests: dict[str, str], env: dict[str, str] | None = None) -> Callable[[str], int]:
+def buildx_runner(work: Path, ctx: Path, dockerfile: Callable[[str], Path], made: list[str],
+                  name: str = "e2e") -> Callable[[str], int]:
+    """docker buildx build --load + docker save, the Dockerfile of round LABEL
+    from `dockerfile(label)`; OUT is work/e2e-NAME-bx-LABEL.tar."""
     def go(label: str) -> int:
-        dst = work / f"e2e-{builder}-{label}.tar"
-        cmd = [str(OCIBUILD), "-q", "build", "--builder", builder, "--builder-image", image]
-        if gosrc.import_path:
-            cmd += ["--import-path", gosrc.import_path]
-        p = run([*cmd, str(src), "--output", f"oci-archive:{dst}"], env=env)
-        digests[label] = p.stdout.decode().strip().splitlines()[-1]
-        return dst.stat().st_size
-    return go
-
-
-def buildx_runner(work: Path, ctx: Path, dockerfile: Path, made: list[str]) -> Callable[[str], int]:
-    def go(label: str) -> int:
-        name = f"{TAG}-e2e:{label}"
-        dst = work / f"e2e-buildx-{label}.tar"
-        made.append(name)
+        image = f"{TAG}-{name}:{label}"
+        dst = work / f"e2e-{name}-bx-{label}.tar"
+        made.append(image)
         run(["docker", "buildx", "build", "--builder", "default", "--progress", "quiet",
-             "-f", str(dockerfile), "-t", name, "--load", str(ctx)])
-        run(["docker", "save", name, "-o", str(dst)])
+             "-f", str(dockerfile(label)), "-t", image, "--load", str(ctx)])
+        run(["docker", "save", image, "-o", str(dst)])
         return dst.stat().st_size
     return go
 
 
-def chaincode_sha256(archive: Path) -> str | None:
-    """sha256 of DEST inside an image archive (OCI or docker save; layers
-    gzip or plain), or None."""
+def chaincode_bytes(archive: Path) -> bytes | None:
+    """DEST inside an image archive (OCI or docker save; layers gzip or plain), or None."""
     want = DEST.lstrip("/")
     try:
         with tarfile.open(archive) as outer:
@@ -216,12 +295,17 @@ def chaincode_sha256(archive: Path) -> str | None:
                     with tarfile.open(fileobj=outer.extractfile(m), mode="r:*") as layer:
                         for lm in layer:
                             if lm.isfile() and lm.name.lstrip("./") == want:
-                                return "sha256:" + hashlib.sha256(layer.extractfile(lm).read()).hexdigest()
+                                return layer.extractfile(lm).read()
                 except (tarfile.TarError, EOFError, OSError):
                     continue
     except (tarfile.TarError, OSError):
         return None
     return None
+
+
+def chaincode_sha256(archive: Path) -> str | None:
+    data = chaincode_bytes(archive)
+    return None if data is None else "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def probe(image: str, docker_missing: str) -> tuple[str, str, str, str]:
@@ -249,135 +333,316 @@ def probe(image: str, docker_missing: str) -> tuple[str, str, str, str]:
     return docker_why, podman_why, host_why, "; ".join(versions)
 
 
-# --- the section -------------------------------------------------------------------------
+def probe_rootless(image: str, podman_why: str) -> str:
+    """Why rootless podman (the user ocibuild) cannot build, or ""."""
+    if podman_why:
+        return podman_why
+    env = rootless_env()
+    if env is None:
+        return "no user ocibuild (or no runuser): scripts/setup makes it"
+    if not os.path.isdir(env["XDG_RUNTIME_DIR"]):
+        return f"no {env['XDG_RUNTIME_DIR']} for the user ocibuild (scripts/setup makes it)"
+    if Engine.rootless()("image", "exists", image) is None:
+        return f"builder image {image} not in the user ocibuild's podman (run scripts/setup)"
+    return ""
 
-class _Rounds:
-    """The rounds of one run: each applies the change to every tool's copy,
-    then runs the tools; what they leave (archives, docker images) is
-    removed after each run, but the last warm round's archives."""
 
-    def __init__(self, work: Path, change: OneLineChange, dirs: list[Path], images: list[str]):
-        self.work, self.change, self.dirs, self.images = work, change, dirs, images
-        self.token = secrets.token_hex(3)        # new literals every bench run: no stale cache hits
-        self.pruned_all = False                  # `docker builder prune -af` ran
+def auto_pick() -> tuple[str, str]:
+    """(what `--builder auto` picks here, why it skipped the ones before)."""
+    from ocibuild.builders import first_usable
+    try:
+        name, skipped = first_usable(dict(os.environ))
+    except Exception as e:                          # noqa: BLE001  (an EngineError: none usable)
+        return "", str(e)
+    return name, "; ".join(skipped)
+
+
+# --- the runners -----------------------------------------------------------------------
+
+class Runners:
+    """One runner per (source, tool); what they leave is tidied after every
+    build (images) or round (archives but the last round's)."""
+
+    def __init__(self, args, work: Path, area: Path | None, image: str, owned: Owned, token: str):
+        self.args, self.work, self.area, self.image, self.owned, self.token = args, work, area, image, owned, token
+        self.dirs: dict[tuple[str, str], Path] = {}
+        self.digests: dict[tuple[str, str], dict[str, str]] = {}       # (source, tool) -> {round: digest}
+        self.docker_images: list[str] = []
+        self.podman_images: list[str] = []
+        self.buildah: list[Path] = []
+        self.rewarmed: dict[str, int] = {}                             # tool -> warm builders restarted
+        self.primed = False                                            # the unmeasured warm round is done
+        self.tries: dict[tuple[str, str, str], int] = {}               # cold builds run, per round
+
+    def warm_hooks(self, key: str) -> tuple[Callable[[], None], Callable[[], str]]:
+        """(prepare, disturbed) of a WARM ocibuild run on docker, podman or
+        rootless (auto: docker's). This machine is shared: another process's
+        `ocibuild builder stop` removes every warm builder container. So
+        before the run, one that is gone is started again, untimed, by a
+        build of a tiny module of its own (its caches are in the volume,
+        which a stop keeps); after it, a run whose warm builder was replaced
+        meanwhile (a start inside the timed run) does not count."""
+        engine = {"auto": "docker"}.get(key, key)
+        eng = next((e for e in self.owned.engines.values() if e.name == ENGINE_OF.get(engine)), None)
+        seen: list[str | None] = [None]
+        image_id = eng.image_id(self.image) if eng is not None else ""
+
+        def prepare() -> None:
+            if eng is None or not self.primed:
+                return
+            seen[0] = eng.warm_running(self.owned.default[eng.name], image_id)
+            if seen[0] is not None:
+                return
+            self.rewarmed[key] = self.rewarmed.get(key, 0) + 1
+            root = self.area if key == "rootless" else self.work
+            hello = root / "rewarm" / "hello"
+            if not hello.exists():
+                hello.mkdir(parents=True)
+                (hello / "go.mod").write_text("module example.org/rewarm\n\ngo 1.19\n")
+                (hello / "main.go").write_text('package main\n\nfunc main() { println("warm") }\n')
+            prefix = rootless_prefix() if key == "rootless" else ()
+            run([*prefix, str(OCIBUILD), "-q", "build", "--builder", "podman" if key == "rootless" else key,
+                 "--builder-image", self.image, str(hello), "--output", f"oci-archive:{root / 'rewarm.tar'}"],
+                cwd="/")
+            seen[0] = eng.warm_running(self.owned.default[eng.name], image_id)
+
+        def disturbed() -> str:
+            if eng is None or not self.primed or seen[0] is None:
+                return ""
+            now = eng.warm_running(self.owned.default[eng.name], image_id)
+            return "" if now == seen[0] else "its warm builder container was removed during the run (not by the bench)"
+        return prepare, disturbed
+
+    def copy(self, src: GoSrc, key: str) -> Path:
+        root = self.area if key == "rootless" else self.work
+        d = root / "src" / src.key / key / src.path.name
+        shutil.copytree(src.path, d, symlinks=True)
+        self.dirs[(src.key, key)] = d
+        self.digests[(src.key, key)] = {}
+        return d
+
+    def output(self, src: GoSrc, key: str, label: str) -> Path:
+        return (self.area if key == "rootless" else self.work) / f"e2e-{src.key}-{key}-{label}.tar"
+
+    def fresh(self, src: GoSrc, label: str, what: str) -> str:
+        return f"{TAG}-{self.token}-{src.key}-{label}-{what}"
+
+    def attempt(self, src: GoSrc, key: str, label: str) -> str:
+        """Round `label` for a cold build of `key`: `label` the first time,
+        then LABEL.rN, so that a build run again after a failure gets empty
+        caches again (not the ones the failed attempt began to fill)."""
+        n = self.tries.get((src.key, key, label), 0)
+        self.tries[(src.key, key, label)] = n + 1
+        return f"{label}.r{n}" if n else label
+
+    def runner(self, src: GoSrc, key: str, cold: bool) -> Callable[[str], int]:
+        if key == "bx":
+            return self.buildx(src, cold)
+        if key == "pm":
+            return self.podman_build(src, cold)
+        return self.ocibuild(src, key, cold)
+
+    def dockerfile(self, src: GoSrc, label: str, cold: bool, what: str) -> Path:
+        """The Dockerfile of competitor `what` (bx, pm): cache ids of its own,
+        for the whole run (warm) or fresh for this source and round (cold)."""
+        if cold:
+            label = self.attempt(src, what, label)
+        cid = self.fresh(src, label, what) if cold else f"{TAG}-{self.token}-{what}"
+        df = self.work / "dockerfiles" / f"{src.key}-{label if cold else 'warm'}-{what}"
+        if not df.exists():
+            df.parent.mkdir(exist_ok=True)
+            df.write_text(buildx_dockerfile(self.image, src, cid))
+            if what == "pm":
+                self.buildah += buildah_cache_dirs(cid)
+        return df
+
+    def ocibuild(self, src: GoSrc, key: str, cold: bool) -> Callable[[str], int]:
+        d = self.dirs[(src.key, key)]
+        digests = self.digests[(src.key, key)]
+
+        def go(label: str) -> int:
+            dst = self.output(src, key, label)
+            argv = ["-q", "build", "--builder", "podman" if key == "rootless" else key,
+                    "--builder-image", self.image]
+            if src.import_path:
+                argv += ["--import-path", src.import_path]
+            argv += [str(d), "--output", f"oci-archive:{dst}"]
+            prefix = rootless_prefix() if key == "rootless" else ()
+            env = None
+            tried = self.attempt(src, key, label) if cold else label
+            if key == "host":
+                env = ({**os.environ, "GOCACHE": str(self.work / "gocache" / f"{src.key}-{tried}")} if cold
+                       else host_env(self.args, self.work, "host-gocache"))
+            if cold and key in ENGINE_OF:
+                volume = self.owned.volume(ENGINE_OF[key], self.fresh(src, tried, "vol"))
+                cmd = fresh_command(self.fresh(src, tried, "oci"), volume, argv, prefix)
+            else:
+                cmd = [*prefix, str(OCIBUILD), *argv]
+            p = run(cmd, env=env, cwd="/")
+            digests[label] = p.stdout.decode().strip().splitlines()[-1]
+            return dst.stat().st_size
+        return go
+
+    def buildx(self, src: GoSrc, cold: bool) -> Callable[[str], int]:
+        return buildx_runner(self.work, self.dirs[(src.key, "bx")],
+                             lambda label: self.dockerfile(src, label, cold, "bx"), self.docker_images, src.key)
+
+    def podman_build(self, src: GoSrc, cold: bool) -> Callable[[str], int]:
+        ctx = self.dirs[(src.key, "pm")]
+
+        def go(label: str) -> int:
+            name = f"localhost/{TAG}-{src.key}-pm:{label}"
+            dst = self.output(src, "pm", label)
+            self.podman_images.append(name)
+            run(["podman", "build", "-q", "--layers=false", "--pull=never", "--label", f"{BENCH_LABEL}={TAG}",
+                 "-t", name, "-f", str(self.dockerfile(src, label, cold, "pm")), str(ctx)])
+            run(["podman", "save", "-o", str(dst), name])
+            return dst.stat().st_size
+        return go
 
     def tidy(self, label: str, keep: bool = False) -> Callable[[], None]:
         def go() -> None:
             if not keep:
-                for f in self.work.glob(f"e2e-*-{label}.tar"):
-                    f.unlink()
-            while self.images:
-                docker_cleanup_image(self.images.pop())
+                for root in filter(None, (self.work, self.area)):
+                    for f in root.glob(f"e2e-*-{label}.tar"):
+                        f.unlink()
+            while self.docker_images:
+                docker_cleanup_image(self.docker_images.pop())
+            if self.podman_images:
+                out(["podman", "rmi", "-f", *self.podman_images])
+                self.podman_images.clear()
         return go
 
-    def cold(self, tools: list[Tool], runs: int) -> None:
-        """BuildKit's cache emptied (ocibuild's cache mounts included), then
-        both tools; the order alternates between rounds."""
-        for k in range(runs):
-            label = f"c{k}"
-            self.change.apply(self.dirs, f"{self.token}{label}")
-            try:
-                run(["docker", "builder", "prune", "-af"])
-                self.pruned_all = True
-            except (ToolFailed, subprocess.TimeoutExpired) as e:
-                for t in tools:
-                    t.failed = f"docker builder prune failed: {e}"
-                break
-            for t in (tools if k % 2 == 0 else tools[::-1]):
-                measure(t, label, True, self.tidy(label))
-            print(f"  cold round {k + 1}/{runs} done", file=sys.stderr, flush=True)
-
-    def warm(self, tools: list[Tool], warmup: int, runs: int) -> None:
-        """tools: ocibuild docker, buildx, then the ones for context."""
-        # host and podman have their own caches (the bench's GOCACHE, the
-        # podman volume): one unmeasured build warms them whatever --warmup is.
-        label = "p"
-        self.change.apply(self.dirs, f"{self.token}{label}")
-        for t in tools[2:]:
-            measure(t, label, False, self.tidy(label))
-
-        total = warmup + runs
-        for rnd in range(total):
-            measured = rnd >= warmup
-            label = f"w{rnd}"
-            self.change.apply(self.dirs, f"{self.token}{label}")
-            # ocibuild and buildx swap places every round: neither always goes first.
-            for t in (tools if rnd % 2 == 0 else [tools[1], tools[0], *tools[2:]]):
-                measure(t, label, measured, self.tidy(label, keep=rnd == total - 1))
-            print(f"  warm round {rnd + 1}/{total}{'' if measured else ' (warm-up)'} done",
-                  file=sys.stderr, flush=True)
+    def clean(self) -> None:
+        self.tidy("", keep=True)()
+        ids = (out(["podman", "images", "-q", "--filter", f"label={BENCH_LABEL}={TAG}"]) or "").split()
+        if ids:
+            out(["podman", "rmi", "-f", *sorted(set(ids))])
+        for d in self.buildah:
+            shutil.rmtree(d, ignore_errors=True)
 
 
-def section(args, gosrc: GoSrc, change: OneLineChange, docker_missing: str) -> int:
+# --- the section -------------------------------------------------------------------------
+
+def run_rounds(args, srcs: list[GoSrc], changes: dict[str, OneLineChange], runners: Runners, owned: Owned,
+               cold: dict[str, list[Tool]], warm: dict[str, list[Tool]]) -> list[str]:
+    """The cold rounds, then the warm ones; the measured warm rounds' labels."""
+    token = runners.token
+
+    def change(src: GoSrc, label: str) -> None:
+        dirs = [d for (s, k), d in runners.dirs.items() if s == src.key and k != "auto"]
+        changes[src.key].apply(dirs, f"{token}{label}")
+        if (src.key, "auto") in runners.dirs:
+            changes[src.key].apply([runners.dirs[(src.key, "auto")]], f"{token}{label}a")
+
+    for k in range(args.cold_runs):
+        label = f"c{k}"
+        for src in srcs:
+            change(src, label)
+            for t in rotate(cold[src.key], k):
+                measure(t, label, True, runners.tidy(label))
+            owned.end_round()                   # the fresh volumes' warm builders, and the volumes
+        print(f"  cold round {k + 1}/{args.cold_runs} done", file=sys.stderr, flush=True)
+    total = args.warmup + args.runs
+    for rnd in range(-1, total):                # -1: every cache and warm builder made, unmeasured
+        label = "p" if rnd < 0 else f"w{rnd}"
+        for src in srcs:
+            change(src, label)
+            for t in rotate(warm[src.key], max(rnd, 0)):
+                measure(t, label, rnd >= args.warmup, runners.tidy(label, keep=rnd == total - 1))
+        runners.primed = True
+        print(f"  warm round {rnd + 2}/{total + 1}{'' if rnd >= args.warmup else ' (warm-up)'} done",
+              file=sys.stderr, flush=True)
+    return [f"w{r}" for r in range(args.warmup, total)]
+
+
+def section(args, docker_missing: str) -> int:
     image = builder_image()
     docker_why, podman_why, host_why, versions = probe(image, docker_missing)
+    rootless_why = probe_rootless(image, podman_why)
+    picked, skipped = auto_pick()
+    auto_why = "" if picked else f"--builder auto finds no builder: {skipped}"
+    whys = {"bx": docker_why, "pm": podman_why, "docker": docker_why, "podman": podman_why,
+            "rootless": rootless_why, "host": host_why,
+            "auto": auto_why or {"docker": docker_why, "podman": podman_why, "host": host_why}.get(picked, "")}
 
-    print("## build: Go source to image archive, a one-line change rebuilt")
-    mode = f"GOPATH mode, --import-path {gosrc.import_path}" if gosrc.gopath else \
-        f"module, {'vendored' if gosrc.vendored else 'not vendored'}"
-    print(f"source: {gosrc.path} ({mode}), copied per tool; the change: {change.describe()} "
-          f"gets a new suffix each round")
-    print(f"{versions}")
-    print(f"{args.cold_runs} cold round(s) (after `docker builder prune -af`), then {args.runs} measured "
-          f"warm runs per tool after {args.warmup} warm-up round(s), interleaved")
-    print(flush=True)
-
+    print("## build: Go source to image archive, a one-line change rebuilt, three sources")
     load0 = loadavg()
     work = Path(tempfile.mkdtemp(prefix="ocibuild-bench-e2e-", dir=args.tmpdir))
-    images: list[str] = []
+    area = None
+    engines = [e for e, why in ((Engine.docker(), docker_why), (Engine.podman(), podman_why),
+                                (Engine.rootless(), rootless_why)) if not why]
+    owned = Owned(engines)
     cache_before = build_cache_ids() if not docker_why else None
-    volume_existed = bool(podman_why) or out(["podman", "volume", "exists", PODMAN_VOLUME]) is not None
-    digests: dict[str, dict[str, str]] = {"docker": {}, "host": {}, "podman": {}}
-    dirs = {key: work / f"src-{key}" / gosrc.path.name for key in ("docker", "buildx", "host", "podman")}
-    rounds = _Rounds(work, change, list(dirs.values()), images)
+    buildah_root_existed = buildah_cache_root().exists()
+    runners = None
+    srcs: list[GoSrc] = []
+    cold: dict[str, list[Tool]] = {}
+    warm: dict[str, list[Tool]] = {}
+    checks: dict[str, list[str]] = {}
     try:
-        for d in dirs.values():
-            shutil.copytree(gosrc.path, d, symlinks=True)
-        dockerfile = work / "buildx" / "Dockerfile"
-        dockerfile.parent.mkdir()
-        dockerfile.write_text(buildx_dockerfile(image, gosrc))
-        host = host_env(args, work, "host-gocache")     # the bench's own
+        if not rootless_why:
+            # The rootless user's sources and outputs: a directory it can reach (the
+            # temp dir may be below a 0700 one) and write.
+            area = Path(tempfile.mkdtemp(prefix="ocibuild-bench-e2e-rootless-", dir="/tmp"))
+            area.chmod(0o755)
+            os.chown(area, int(out(["id", "-u", "ocibuild"]) or 0), -1)
+        srcs = pick_sources(args, work)
+        runners = Runners(args, work, area, image, owned, secrets.token_hex(3))
+        changes = {}
+        for src in srcs:
+            for key in KEYS:
+                if not whys[key]:
+                    runners.copy(src, key)
+            changes[src.key] = OneLineChange(src.path)
+            cold[src.key] = [Tool(k, f"{LABELS[k]}, COLD", None if whys[k] else runners.runner(src, k, True),
+                                  whys[k], competitor=k in ("bx", "pm"), retries=RETRIES) for k in COLD_KEYS]
+            warm[src.key] = []
+            for k in KEYS:
+                hooks = runners.warm_hooks(k) if k in ("docker", "podman", "rootless", "auto") else (None, None)
+                warm[src.key].append(Tool(k, f"{LABELS[k]}, WARM", None if whys[k] else runners.runner(src, k, False),
+                                          whys[k], competitor=k in ("bx", "pm"), retries=RETRIES,
+                                          prepare=hooks[0], disturbed=hooks[1]))
 
-        oci_docker = ocibuild_runner(work, dirs["docker"], "docker", image, gosrc, digests["docker"])
-        buildx = buildx_runner(work, dirs["buildx"], dockerfile, images)
-        cold = [
-            Tool("oci-cold", "ocibuild build --builder docker, COLD", None if docker_why else oci_docker,
-                 docker_why),
-            Tool("bx-cold", "docker buildx build --load + docker save, COLD (uncompressed)",
-                 None if docker_why else buildx, docker_why, competitor=True),
-        ]
-        warm = [
-            Tool("oci", "ocibuild build --builder docker, WARM (one-line change)",
-                 None if docker_why else oci_docker, docker_why),
-            Tool("bx", "docker buildx build --load + docker save, WARM (uncompressed)",
-                 None if docker_why else buildx, docker_why, competitor=True),
-            Tool("host", "ocibuild build --builder host, WARM (context)",
-                 None if host_why else ocibuild_runner(work, dirs["host"], "host", image, gosrc,
-                                                       digests["host"], host), host_why),
-            Tool("podman", "ocibuild build --builder podman, WARM (context)",
-                 None if podman_why else ocibuild_runner(work, dirs["podman"], "podman", image, gosrc,
-                                                         digests["podman"]), podman_why),
-        ]
-        rounds.cold(cold, 0 if docker_why else args.cold_runs)
-        rounds.warm(warm, args.warmup, args.runs)
-        total = args.warmup + args.runs
-        checks = same_work(work, f"w{total - 1}", [f"w{r}" for r in range(args.warmup, total)], digests)
+        for src in srcs:
+            print(f"source {src.key}: {src.path} ({src.mode()}{'; ' + src.note if src.note else ''}); "
+                  f"the change: {changes[src.key].describe()} gets a new suffix each round")
+        print(versions)
+        print(f"--builder auto picks {picked or 'nothing'}"
+              + (f" (skipped: {skipped})" if skipped and picked else "")
+              + (f"; rootless podman: {rootless_why}" if rootless_why else "; rootless: user ocibuild, runuser"))
+        print(f"{args.cold_runs} cold round(s) (fresh cache ids, volumes and GOCACHE per source and tool; "
+              f"nothing shared pruned), then one unmeasured round, {args.warmup} warm-up round(s) and "
+              f"{args.runs} measured warm runs per tool, interleaved, the order rotating")
+        print(flush=True)
+
+        measured = run_rounds(args, srcs, changes, runners, owned, cold, warm)
+        last = f"w{args.warmup + args.runs - 1}"
+        for src in srcs:
+            checks[src.key] = same_work(src, runners, last, measured, warm[src.key])
     finally:
-        while images:
-            docker_cleanup_image(images.pop())
-        if rounds.pruned_all:
-            # The cache was emptied for the cold rows, so what is left is the
-            # bench's (by id, shared "from local" records cannot be pruned).
-            out(["docker", "builder", "prune", "-af"])
-        elif cache_before is not None:
-            prune_new_cache(cache_before)
-        if not volume_existed:          # the podman builder made it for the bench
-            out(["podman", "volume", "rm", PODMAN_VOLUME])
+        if runners is not None:
+            runners.clean()
+        owned.clean()
+        if cache_before is not None:
+            prune_new_cache(cache_before)       # the Dockerfiles' cache mounts, the cold rows' too
+        if not buildah_root_existed:
+            try:
+                buildah_cache_root().rmdir()
+            except OSError:
+                pass
         shutil.rmtree(work, ignore_errors=True)
+        if area is not None:
+            shutil.rmtree(area, ignore_errors=True)
 
     print(f"load average at start {load0}, at end {loadavg()} (other work on this machine skews timings)")
-    return report(cold, warm, checks, enforce=not args.ignore_ratios)
+    if runners is not None and runners.rewarmed:
+        print("warm builder containers found stopped before a WARM run (by another process) and started again, "
+              "untimed: " + ", ".join(f"{SHORT[k]} {n}×" for k, n in runners.rewarmed.items()))
+    return report(srcs, cold, warm, checks, picked, enforce=not args.ignore_ratios)
 
+
+# --- the checks and the report --------------------------------------------------------------
 
 def same_binary_line(a: Path, b: Path) -> list[str]:
     """The line saying whether ocibuild's image `a` and buildx's `b` hold the
@@ -390,36 +655,169 @@ def same_binary_line(a: Path, b: Path) -> list[str]:
             f"{'same bytes' if same else 'DIFFERENT — the Dockerfile is not the same build'}"]
 
 
-def same_work(work: Path, last: str, measured: list[str], digests: dict[str, dict[str, str]]) -> list[str]:
-    """Is it the same work? The same binary from ocibuild and buildx, the same
-    image from every ocibuild builder, a new binary every round."""
-    lines = same_binary_line(work / f"e2e-docker-{last}.tar", work / f"e2e-buildx-{last}.tar")
-    present = [k for k in ("docker", "host", "podman") if digests[k]]
+def same_work(src: GoSrc, runners: Runners, last: str, measured: list[str], warm: list[Tool]) -> list[str]:
+    """Is it the same work? One binary from every tool but auto (whose
+    literal differs), one image digest from ocibuild's builders, a new image
+    every round, and for the vendored source every vendored module linked."""
+    lines = []
+    bins = {}
+    for key in KEYS:
+        f = runners.output(src, key, last)
+        if key != "auto" and f.exists():
+            bins[key] = chaincode_bytes(f)
+    bad = False
+    if bins:
+        shas = {k: ("sha256:" + hashlib.sha256(b).hexdigest()) if b else "none" for k, b in bins.items()}
+        if len(set(shas.values())) == 1 and None not in bins.values():
+            lines.append(f"chaincode binary, last round: {next(iter(shas.values()))} "
+                         f"({len(next(iter(bins.values()))):,} bytes) from {', '.join(SHORT[k] for k in bins)}: "
+                         "same bytes")
+        else:
+            bad = True
+            lines.append("chaincode binary, last round: DIFFERENT — "
+                         + ", ".join(f"{SHORT[k]} {s}" for k, s in shas.items()))
+        if src.vendored:
+            lines.append(vendored_line(src, next((b for b in bins.values() if b), None), runners.work))
+    present = [k for k in SAME_IMAGE if runners.digests.get((src.key, k))]
     if len(present) > 1:
-        agree = sum(1 for r in measured if len({digests[k].get(r) for k in present}) == 1
-                    and digests[present[0]].get(r))
-        lines.append(f"image digest from ocibuild --builder {'/'.join(present)}: identical in "
-                     f"{agree} of {len(measured)} measured round(s)")
-    seq = [digests["docker"].get(r) for r in measured if digests["docker"].get(r)]
+        agree = sum(1 for r in measured
+                    if len({runners.digests[(src.key, k)].get(r) for k in present}) == 1
+                    and runners.digests[(src.key, present[0])].get(r))
+        lines.append(f"image digest from ocibuild --builder {'/'.join(SHORT[k].split()[1] for k in present)}: "
+                     f"identical in {agree} of {len(measured)} measured round(s)")
+        bad = bad or agree != len(measured)
+    first = next((k for k in ("docker", "podman", "host") if runners.digests.get((src.key, k))), None)
+    seq = [runners.digests[(src.key, first)].get(r) for r in measured] if first else []
+    seq = [d for d in seq if d]
     if len(seq) > 1:
         new = len(set(seq))
-        lines.append(f"one-line change: {new} distinct image(s) from {len(seq)} measured round(s)"
-                     + ("" if new == len(seq) else " — the change did NOT reach the binary every round"))
+        lines.append(f"one-line change: {new} distinct image(s) from {len(seq)} measured round(s) of "
+                     f"{SHORT[first]}" + ("" if new == len(seq) else " — the change did NOT reach the binary"))
+        bad = bad or new != len(seq)
+    if bad and warm:
+        t = next((t for t in warm if t.key == "docker"), warm[0])
+        t.failed = t.failed or "the tools did not do the same work (see the checks)"
     return lines
 
 
-def report(cold: list[Tool], warm: list[Tool], checks: list[str], enforce: bool = True) -> int:
-    print_temperatures(cold, warm, "ocibuild --builder docker", checks)
+def vendored_line(src: GoSrc, binary: bytes | None, work: Path) -> str:
+    """How many of the vendored modules the binary's build information lists."""
+    from ocibuild.oci.buildinfo import read_buildinfo
+    want = {line.split()[1] for line in (src.path / "vendor" / "modules.txt").read_text().splitlines()
+            if line.startswith("# ")}
+    if binary is None:
+        return "vendored modules linked: binary not found"
+    f = work / "vendored-binary"
+    f.write_bytes(binary)
+    info = read_buildinfo(str(f))
+    f.unlink()
+    got = {m.path for m in (info.deps if info else ())}
+    return (f"vendored modules in the binary's build information: {len(want & got)} of {len(want)}"
+            + ("" if want <= got else " — NOT all linked"))
 
-    by = {t.key: t for t in cold + warm}
-    print("acceptance (median/median; lower is better):")
-    oc, bc = by["oci-cold"], by["bx-cold"]
-    if oc.times and bc.times:
-        print(f"  cold: ocibuild --builder docker / (docker buildx build + docker save) = "
-              f"{median_or_none(oc) / median_or_none(bc):.3f} (for information)")
-    missing, failed = check_ratio("warm: ocibuild --builder docker / (docker buildx build + docker save)",
-                                  by["oci"], by["bx"], 1.0,
-                                  "must be <= 1.0: not slower warm, and should be faster", enforce)
-    failed = failed or any(t.failed for t in cold + warm)
-    return exit_status(missing, failed, "competitor not available: docker buildx",
-                       "build: the acceptance ratio was missed or a tool failed")
+
+def ratio(a: Tool | None, b: Tool | None) -> float | None:
+    ma, mb = (median_or_none(a) if a else None), (median_or_none(b) if b else None)
+    return ma / mb if ma and mb else None
+
+
+def report(srcs: list[GoSrc], cold: dict[str, list[Tool]], warm: dict[str, list[Tool]],
+           checks: dict[str, list[str]], picked: str, enforce: bool = True) -> int:
+    source_tables(srcs, cold, warm, checks)
+    summary_table(srcs, cold, warm)
+    missing, failed = acceptance(srcs, warm, picked, enforce)
+    information(srcs, cold, warm)
+    tools = [t for s in srcs for t in cold[s.key] + warm[s.key]]
+    failed = failed or any(t.failed for t in tools)
+    missing = missing or any(t.missing for t in tools)
+    return exit_status(missing, failed, "a tool was not available (see SKIPPED rows)",
+                       "build: an acceptance ratio was missed or a tool failed")
+
+
+def source_tables(srcs: list[GoSrc], cold: dict[str, list[Tool]], warm: dict[str, list[Tool]],
+                  checks: dict[str, list[str]]) -> None:
+    for src in srcs:
+        print(f"### source {src.key}")
+        print("| tool | median s | min s | ratio to buildx + save, same temperature (median/median; < 1 = "
+              "faster) | output bytes |")
+        print("|---|---:|---:|---:|---:|")
+        for group in (cold[src.key], warm[src.key]):
+            bx = next(t for t in group if t.key == "bx")
+            for t in group:
+                print(tool_row(t, median_or_none(bx), str(t.size), not_run="--cold-runs 0"))
+        print()
+        for line in checks.get(src.key, []):
+            print(line)
+        for t in cold[src.key] + warm[src.key]:
+            if t.retried:
+                print(f"run again after a failure: {t.label}: " + "; ".join(t.retried))
+        print()
+
+
+def summary_table(srcs: list[GoSrc], cold: dict[str, list[Tool]], warm: dict[str, list[Tool]]) -> None:
+    print("### all sources: median s and ratio to buildx + save, same source and temperature")
+    print("| tool | " + " | ".join(f"{s.key} s | ratio" for s in srcs) + " |")
+    print("|---|" + "---:|---:|" * len(srcs))
+    for word, groups in (("COLD", cold), ("WARM", warm)):
+        for key in KEYS if word == "WARM" else COLD_KEYS:
+            cells = []
+            for s in srcs:
+                by = {t.key: t for t in groups.get(s.key, [])}
+                med, r = median_or_none(by[key]) if key in by else None, ratio(by.get(key), by.get("bx"))
+                cells.append(f"{med:.3f} | {r:.2f}" if med is not None and r is not None else
+                             f"{med:.3f} | —" if med is not None else "— | —")
+            print(f"| {word} {LABELS[key]} | " + " | ".join(cells) + " |")
+    print()
+
+
+def acceptance(srcs: list[GoSrc], warm: dict[str, list[Tool]], picked: str, enforce: bool) -> tuple[bool, bool]:
+    """The acceptance lines: (missing, failed)."""
+    missing = failed = False
+    print("acceptance (WARM, median/median; lower is better):")
+    for src in srcs:
+        by = {t.key: t for t in warm[src.key]}
+        for key in ("docker", "podman", "rootless"):
+            m, f = check(f"{src.key}: ocibuild --builder {SHORT[key].split()[1]} / (docker buildx build + "
+                         "docker save)", by[key], by["bx"], TARGET, f"must be <= {TARGET}", enforce)
+            missing, failed = missing or m, failed or f
+        base = by.get(picked)
+        if base is None:
+            print(f"  {src.key}: ocibuild --builder auto / the builder it picks: NOT MEASURED — "
+                  f"auto picks {picked or 'nothing'}")
+            missing = True
+        else:
+            m, f = check(f"{src.key}: ocibuild --builder auto / ocibuild --builder {picked} (its pick)",
+                         by["auto"], base, AUTO_LIMIT, f"must be <= {AUTO_LIMIT}: at most 5 % slower", enforce)
+            missing, failed = missing or m, failed or f
+    return missing, failed
+
+
+def information(srcs: list[GoSrc], cold: dict[str, list[Tool]], warm: dict[str, list[Tool]]) -> None:
+    print("for information (median/median):")
+    for src in srcs:
+        for word, groups in (("cold", cold), ("warm", warm)):
+            by = {t.key: t for t in groups[src.key]}
+            parts = [f"{SHORT[k]} / buildx {r:.3f}" for k in ("docker", "podman", "rootless", "host")
+                     if (r := ratio(by.get(k), by.get("bx"))) is not None]
+            r = ratio(by.get("podman"), by.get("pm"))
+            if r is not None:
+                parts.append(f"ocibuild podman / (podman build + save) {r:.3f}")
+            if parts:
+                print(f"  {word} {src.key}: " + "; ".join(parts))
+
+
+def check(text: str, a: Tool, b: Tool, limit: float, must: str, enforce: bool) -> tuple[bool, bool]:
+    """One acceptance line, median(a) / median(b) <= limit: (missing, failed);
+    not `enforce`d (--ignore-ratios), a miss is printed but not counted."""
+    for t in (a, b):
+        if t.missing:
+            print(f"  {text}: NOT MEASURED — {t.label}: {t.missing}")
+            return True, False
+    r = ratio(a, b)
+    if r is None or a.failed or b.failed:
+        print(f"  {text}: NOT MEASURED — a run failed")
+        return False, True
+    ok = r <= limit
+    verdict = "PASS" if ok else "FAIL" if enforce else "FAIL (not counted: --ignore-ratios)"
+    print(f"  {text} = {r:.3f} ({must}): {verdict}")
+    return False, not ok and enforce

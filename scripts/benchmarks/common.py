@@ -37,8 +37,8 @@ class ToolFailed(Exception):
 
 
 def run(cmd: list[str], timeout: int = TIMEOUT, check: bool = True,
-        env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, env=env)
+        env: dict[str, str] | None = None, cwd: str | None = None) -> subprocess.CompletedProcess:
+    p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, env=env, cwd=cwd)
     if check and p.returncode != 0:
         tail = (p.stderr or p.stdout).decode(errors="replace").strip().splitlines()[-8:]
         raise ToolFailed(f"{' '.join(cmd)} exited {p.returncode}:\n    " + "\n    ".join(tail))
@@ -90,17 +90,39 @@ class Tool:
     times: list[float] = field(default_factory=list)
     size: int | None = None
     failed: str = ""
+    retries: int = 0                        # a failed run is run again, this many times in all
+    retried: list[str] = field(default_factory=list)     # why each retry was needed
+    prepare: Callable[[], None] | None = None            # before each run, not timed
+    disturbed: Callable[[], str] | None = None           # after a run, not timed: why it does not count, or ""
 
 
 def measure(t: Tool, label: Any, measured: bool, after: Callable[[], None]) -> None:
     """Run `t` once for round `label`, then `after` (even if it failed);
-    a measured round adds its time and output size."""
+    a measured round adds its time and output size. `t.prepare` runs first,
+    untimed. A failed run, or one that `t.disturbed` says does not count, is
+    run again while `t.retries` lasts (another process on a shared machine
+    can remove a container under it); only the last run is timed."""
     if t.runner is None or t.failed:
         return
     try:
-        t0 = time.perf_counter()
-        n = t.runner(label)
-        dt = time.perf_counter() - t0
+        while True:
+            try:
+                if t.prepare is not None:
+                    t.prepare()
+                t0 = time.perf_counter()
+                n = t.runner(label)
+                dt = time.perf_counter() - t0
+                why = t.disturbed() if t.disturbed is not None else ""
+                if why and len(t.retried) < t.retries:
+                    t.retried.append(f"{label}: {why}")
+                    print(f"bench: {t.label}, round {label}: {why}; running it again", file=sys.stderr)
+                    continue
+                break
+            except (ToolFailed, subprocess.TimeoutExpired, OSError) as e:
+                if len(t.retried) >= t.retries:
+                    raise
+                t.retried.append(f"{label}: {str(e).splitlines()[-1].strip()}")
+                print(f"bench: {t.label} failed in round {label}, trying again: {e}", file=sys.stderr)
     except (ToolFailed, subprocess.TimeoutExpired, OSError) as e:
         t.failed = str(e)
         print(f"bench: {t.label} failed: {e}", file=sys.stderr)
@@ -110,6 +132,12 @@ def measure(t: Tool, label: Any, measured: bool, after: Callable[[], None]) -> N
     if measured:
         t.times.append(dt)
         t.size = n
+
+
+def rotate(tools: list[Tool], k: int) -> list[Tool]:
+    """Round k's order: the tools rotated by k, so none always goes first."""
+    k %= len(tools)
+    return tools[k:] + tools[:k]
 
 
 # --- docker ----------------------------------------------------------------------------

@@ -23,13 +23,19 @@ no vendor/, copied per tool.
             config)
 
 IMG is $OCIBUILD_BUILDER_IMAGE or ocibuild's default builder image. Rows:
-COLD (--cold-runs rounds, each after `docker builder prune -af`, which
-empties both tools' module and build caches, so every module is downloaded
-from the proxy again; the order alternates per round) and WARM (--runs
-rounds after --warmup, a one-line change in main.go each round, the tools
-swapping places). Checks: in each cold round each tool fetched every
-module's .zip from the proxy, in warm rounds nothing; the last round's
-chaincode binary is the same bytes from both. Before ocibuild has
+COLD (--cold-runs rounds, the order alternating) gives both tools empty
+module and build caches of their own WITHOUT pruning anything shared
+(benchmarks/caches.py): fresh cache-mount ids in the Dockerfile, a fresh
+cache volume for ocibuild's warm builder (so a new warm builder container,
+stopped with its volume after the round), so every module is downloaded
+from the proxy again. WARM: one unmeasured round, then --runs rounds after
+--warmup, a one-line change in main.go each round, the tools swapping
+places; buildx's cache mounts of its own for the run, ocibuild's usual
+caches and warm builder. Checks: in each cold round each tool fetched every
+module's .zip from the proxy, in measured warm rounds nothing; the last
+round's chaincode binary is the same bytes from both. Removed afterwards:
+the temp dir, images, the bench's BuildKit cache records (by id), the
+volumes and warm builder containers it made. Before ocibuild has
 `--go-proxy` (`ocibuild build --help` lacks it) its rows are SKIPPED
 ("skipped: ocibuild has no --go-proxy yet"), buildx's are still measured,
 and the section's status is 0.
@@ -40,6 +46,7 @@ for information.
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import statistics
 import subprocess
@@ -48,12 +55,14 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from .build import OneLineChange, _Rounds, buildx_runner, probe, same_binary_line
+from .build import OneLineChange, buildx_runner, probe, same_binary_line
+from .caches import Engine, Owned, cache_mounts, fresh_command
 from .common import (
     CHAINCODE_CONFIG,
     DEST,
     OCIBUILD,
     REPO,
+    TAG,
     Tool,
     build_cache_ids,
     builder_image,
@@ -61,6 +70,7 @@ from .common import (
     docker_cleanup_image,
     exit_status,
     loadavg,
+    measure,
     out,
     print_temperatures,
     prune_new_cache,
@@ -92,26 +102,29 @@ def modules() -> tuple[list[goproxy.Module], list[goproxy.Module], list[goproxy.
     return [greet, loud, gocmp], [loud, gocmp], [greet]
 
 
-def buildx_dockerfile(image: str, url: str) -> str:
+def buildx_dockerfile(image: str, url: str, cache_id: str) -> str:
     """What a user writes instead: build.py's multi-stage Dockerfile for a
-    module, fetching from the proxy at `url`."""
+    module, fetching from the proxy at `url`, cache mount ids CACHE_ID-build, -mod."""
     return (f"FROM {image} AS build\n"
             f"ENV CGO_ENABLED=0 GOPROXY={url} GOSUMDB=off GOFLAGS= \\\n"
             "    GOCACHE=/root/.cache/go-build GOMODCACHE=/go/pkg/mod\n"
             "WORKDIR /src\n"
             "COPY . .\n"
-            "RUN --mount=type=cache,target=/root/.cache/go-build --mount=type=cache,target=/go/pkg/mod \\\n"
+            f"RUN {cache_mounts(cache_id)} \\\n"
             "    go build -trimpath -buildvcs=false -ldflags=-buildid= -mod=readonly -o /out/chaincode .\n"
             "FROM scratch\n"
             f"COPY --from=build /out/chaincode {DEST}\n"
             f"{CHAINCODE_CONFIG}")
 
 
-def ocibuild_runner(work: Path, src: Path, image: str, url: str) -> Callable[[str], int]:
+def ocibuild_runner(work: Path, src: Path, image: str, url: str,
+                    fresh: Callable[[str], tuple[str, str]] | None = None) -> Callable[[str], int]:
+    """`fresh(label)`: (cache id, volume) of a cold round's own caches."""
     def go(label: str) -> int:
-        dst = work / f"e2e-ocibuild-{label}.tar"
-        run([str(OCIBUILD), "-q", "build", "--builder", "docker", "--builder-image", image,
-             "--network", "default", "--go-proxy", url, str(src), "--output", f"oci-archive:{dst}"])
+        dst = work / f"e2e-modules-ocibuild-{label}.tar"
+        argv = ["-q", "build", "--builder", "docker", "--builder-image", image,
+                "--network", "default", "--go-proxy", url, str(src), "--output", f"oci-archive:{dst}"]
+        run(fresh_command(*fresh(label), argv) if fresh else [str(OCIBUILD), *argv])
         return dst.stat().st_size
     return go
 
@@ -148,8 +161,9 @@ def section(args, docker_missing: str) -> int:
           + f"; source: a main module requiring {', '.join(m.path for m in direct)} "
             f"({', '.join(m.path for m in indirect)} indirect), go.sum, no vendor/, copied per tool")
     print(versions)
-    print(f"{args.cold_runs} cold round(s) (after `docker builder prune -af`), then {args.runs} measured "
-          f"warm runs per tool after {args.warmup} warm-up round(s), interleaved")
+    print(f"{args.cold_runs} cold round(s) (fresh cache ids and volume; nothing shared pruned), then one "
+          f"unmeasured round, {args.warmup} warm-up round(s) and {args.runs} measured warm runs per tool, "
+          "interleaved")
     print(flush=True)
 
     cold = [Tool("oci-cold", "ocibuild build --builder docker --go-proxy URL, COLD", None, oci_why),
@@ -165,72 +179,116 @@ def section(args, docker_missing: str) -> int:
     work = Path(tempfile.mkdtemp(prefix="ocibuild-bench-modules-", dir=args.tmpdir))
     images: list[str] = []
     cache_before = build_cache_ids()
+    owned = Owned([Engine.docker()])
+    token = secrets.token_hex(3)
     seen: dict[tuple[str, str], list[str]] = {}
-    rounds = None
+    checks: list[str] = []
     try:
         root = goproxy.write_proxy(work / "proxy", pool)
         dirs = {key: goproxy.chaincode_module(work / f"src-{key}" / "chaincode", direct, pool=indirect)
                 for key in ("ocibuild", "buildx")}
         change = OneLineChange(dirs["ocibuild"])
-        rounds = _Rounds(work, change, list(dirs.values()), images)
         with goproxy.serve_http(root, host=address or "127.0.0.1") as server:
-            dockerfile = work / "buildx" / "Dockerfile"
-            dockerfile.parent.mkdir()
-            dockerfile.write_text(buildx_dockerfile(image, server.url))
-            bx = counted(buildx_runner(work, dirs["buildx"], dockerfile, images), server, "buildx", seen)
-            oci = None if oci_why else counted(ocibuild_runner(work, dirs["ocibuild"], image, server.url),
-                                               server, "ocibuild", seen)
-            for t in (cold[0], warm[0]):
-                t.runner = oci
+            def dockerfile(label: str) -> Path:
+                cold = label.startswith("c")
+                df = work / "buildx" / f"Dockerfile-{label if cold else 'warm'}"
+                if not df.exists():
+                    df.parent.mkdir(exist_ok=True)
+                    cid = f"{TAG}-{token}-modules-{label if cold else 'warm'}"
+                    df.write_text(buildx_dockerfile(image, server.url, cid))
+                return df
+
+            def fresh(label: str) -> tuple[str, str]:
+                name = f"{TAG}-{token}-modules-{label}"
+                return name, owned.volume("docker", f"{name}-vol")
+
+            bx = counted(buildx_runner(work, dirs["buildx"], dockerfile, images, "modules"), server, "buildx", seen)
             for t in (cold[1], warm[1]):
                 t.runner = bx
-            rounds.cold(cold, args.cold_runs)
-            rounds.warm(warm, args.warmup, args.runs)
-        total = args.warmup + args.runs
-        rows = {"ocibuild": [cold[0], warm[0]], "buildx": [cold[1], warm[1]]}
-        checks = same_work(work, f"w{total - 1}", seen, pool, args, rows)
+            if not oci_why:
+                cold[0].runner = counted(ocibuild_runner(work, dirs["ocibuild"], image, server.url, fresh),
+                                         server, "ocibuild", seen)
+                warm[0].runner = counted(ocibuild_runner(work, dirs["ocibuild"], image, server.url),
+                                         server, "ocibuild", seen)
+            labels = run_rounds(args, change, list(dirs.values()), token, work, images, owned, cold, warm)
+        measured = [f"w{r}" for r in range(args.warmup, args.warmup + args.runs)]
+        checks = same_work(work, labels, measured, seen, pool,
+                           {"ocibuild": [cold[0], warm[0]], "buildx": [cold[1], warm[1]]})
     finally:
         while images:
             docker_cleanup_image(images.pop())
-        if rounds is not None and rounds.pruned_all:
-            out(["docker", "builder", "prune", "-af"])
-        elif cache_before is not None:
-            prune_new_cache(cache_before)
+        owned.clean()
+        if cache_before is not None:
+            prune_new_cache(cache_before)       # the Dockerfiles' cache mounts, the cold rows' too
         shutil.rmtree(work, ignore_errors=True)
 
     print(f"load average at start {load0}, at end {loadavg()} (other work on this machine skews timings)")
     return report(cold, warm, checks, len(pool), not args.ignore_ratios)
 
 
-def same_work(work: Path, last: str, seen: dict[tuple[str, str], list[str]], pool: list[goproxy.Module],
-              args, rows: dict[str, list[Tool]]) -> list[str]:
+def run_rounds(args, change: OneLineChange, dirs: list[Path], token: str, work: Path, images: list[str],
+               owned: Owned, cold: list[Tool], warm: list[Tool]) -> list[str]:
+    """Cold rounds (caches of their own), one unmeasured warm round, the warm
+    rounds; every round's label, in order."""
+    def tidy(label: str, keep: bool = False) -> Callable[[], None]:
+        def go() -> None:
+            if not keep:
+                for f in work.glob(f"e2e-modules-*-{label}.tar"):
+                    f.unlink()
+            while images:
+                docker_cleanup_image(images.pop())
+        return go
+
+    labels = []
+    for k in range(args.cold_runs):
+        label = f"c{k}"
+        labels.append(label)
+        change.apply(dirs, f"{token}{label}")
+        for t in (cold if k % 2 == 0 else cold[::-1]):
+            measure(t, label, True, tidy(label))
+        owned.end_round()
+        print(f"  cold round {k + 1}/{args.cold_runs} done", file=sys.stderr, flush=True)
+    total = args.warmup + args.runs
+    for rnd in range(-1, total):
+        label = "p" if rnd < 0 else f"w{rnd}"
+        labels.append(label)
+        change.apply(dirs, f"{token}{label}")
+        for t in (warm if rnd % 2 == 0 else warm[::-1]):
+            measure(t, label, rnd >= args.warmup, tidy(label, keep=rnd == total - 1))
+        print(f"  warm round {rnd + 2}/{total + 1}{'' if rnd >= args.warmup else ' (warm-up)'} done",
+              file=sys.stderr, flush=True)
+    return labels
+
+
+def same_work(work: Path, labels: list[str], measured: list[str], seen: dict[tuple[str, str], list[str]],
+              pool: list[goproxy.Module], rows: dict[str, list[Tool]]) -> list[str]:
     """Did the builds go through the proxy, and build the same binary?"""
     zips = {f"/{goproxy.escape(m.path)}/@v/{goproxy.escape(m.version)}.zip" for m in pool}
-    order = [f"c{k}" for k in range(args.cold_runs)] + [f"w{r}" for r in range(args.warmup + args.runs)]
     lines = []
-    for key, tools in rows.items():
-        labels = [label for label in order if (key, label) in seen]
-        # Cold: the cold rounds, or else the tool's first build (nothing cached yet).
-        cold = [seen[(key, label)] for label in labels if label.startswith("c")] or \
-            [seen[(key, label)] for label in labels[:1]]
-        warm = [seen[(key, label)] for label in labels[1:] if label.startswith("w")]
-        row = tools[0] if labels and labels[0].startswith("c") else tools[1]     # the row of those builds
-        if cold and row.failed:
-            lines.append(f"{key}: proxy use not checked: its build failed")
+    for key, (cold_row, warm_row) in rows.items():
+        cold = [seen[(key, label)] for label in labels if label.startswith("c") and (key, label) in seen]
+        if cold_row.failed and cold_row.runner:
+            lines.append(f"{key}: proxy use not checked: its cold build failed")
         elif cold:
             full = sum(1 for reqs in cold if zips <= set(reqs))
-            if labels[0].startswith("c"):
-                got = f"in {full} of {len(cold)} cold round(s)"
-            else:
-                got = f"in its first build (no cold round): {'yes' if full else 'NO'}"
-            lines.append(f"{key}: every module's .zip fetched from the proxy {got} "
-                         f"({sum(len(r) for r in cold) / len(cold):.0f} requests per build)")
+            lines.append(f"{key}: every module's .zip fetched from the proxy in {full} of {len(cold)} cold "
+                         f"round(s) ({sum(len(r) for r in cold) / len(cold):.0f} requests per build)")
             if full != len(cold):
-                row.failed = "a cold build did not fetch every module from the proxy"
+                cold_row.failed = "a cold build did not fetch every module from the proxy"
+        first = seen.get((key, "p"))
+        if first is not None:
+            lines.append(f"{key}: first warm-cache build (unmeasured): {sum(1 for z in zips if z in first)} of "
+                         f"{len(zips)} module .zip(s) fetched (its usual caches may hold them already)")
+        warm = [seen[(key, label)] for label in measured if (key, label) in seen]
         if warm:
-            lines.append(f"{key}: {sum(len(r) for r in warm)} proxy request(s) in {len(warm)} warm round(s) "
-                         "after its first build (the module cache is warm: 0 expected)")
-    return lines + same_binary_line(work / f"e2e-ocibuild-{last}.tar", work / f"e2e-buildx-{last}.tar")
+            n = sum(len(r) for r in warm)
+            lines.append(f"{key}: {n} proxy request(s) in {len(warm)} measured warm round(s) "
+                         "(the module cache is warm: 0 expected)")
+            if n:
+                warm_row.failed = warm_row.failed or "a warm build fetched from the proxy"
+    last = labels[-1]
+    return lines + same_binary_line(work / f"e2e-modules-ocibuild-{last}.tar",
+                                    work / f"e2e-modules-bx-{last}.tar")
 
 
 def report(cold: list[Tool], warm: list[Tool], checks: list[str], n_modules: int, enforce: bool = True) -> int:

@@ -48,10 +48,11 @@ IMG is $OCIBUILD_BUILDER_IMAGE or ocibuild's default builder image. Rows:
 COLD (--cold-runs rounds, the tools' order rotating) gives every tool empty
 Go caches WITHOUT pruning anything shared: the Dockerfile's cache mounts get
 fresh `id=`s (BuildKit cache mounts; podman's /var/tmp/buildah-cache/ID),
-ocibuild --builder docker fresh BuildKit cache mount ids and --builder
-podman a fresh cache volume (ocibuild takes no option for these: the cold
-rows run ocibuild's own CLI through `python -c` that first sets
-DockerBuilder's cache_id and PodmanBuilder's cache_volume defaults), and
+ocibuild --builder docker and podman a fresh cache volume for the warm
+builder container (so a new container: its key holds the volume; stopped
+with its volume after the round) and fresh BuildKit cache mount ids for
+--fresh-builder (ocibuild takes no option for these: the cold rows run
+ocibuild's own CLI through benchmarks/caches.py's launcher), and
 --builder host a fresh GOCACHE. The builder image and the Dockerfile's
 FROM/ENV/WORKDIR steps stay cached, as on any machine that built once. WARM
 (--runs rounds after --warmup, each a new one-line change in main.go, the
@@ -61,8 +62,8 @@ holds an amd64 and an arm64 image, each binary is an ELF for its platform,
 and every tool built the same bytes per platform; ocibuild's docker, podman
 and host builders give one index digest each round. Removed afterwards:
 the temp dir, images, manifest lists, the bench's BuildKit cache records
-(by id, as the other sections), podman volumes and buildah cache dirs it
-made.
+(by id, as the other sections), buildah cache dirs, and the volumes and
+warm builder containers it made.
 
 No acceptance target: the ratios (ocibuild / each competitor, median/median)
 are printed for information. Exit status 3 if docker buildx or podman
@@ -86,11 +87,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .build import OneLineChange, probe
+from .caches import (
+    BENCH_LABEL,
+    Engine,
+    Owned,
+    buildah_cache_dirs,
+    buildah_cache_root,
+    cache_mounts,
+    fresh_command,
+)
 from .common import (
     CHAINCODE_CONFIG,
     DEST,
     OCIBUILD,
-    REPO,
     SAMPLE,
     TAG,
     Tool,
@@ -104,6 +113,7 @@ from .common import (
     median_or_none,
     out,
     prune_new_cache,
+    rotate,
     run,
 )
 
@@ -111,30 +121,7 @@ PLATFORMS = ("linux/amd64", "linux/arm64")
 ARCHES = tuple(p.split("/")[1] for p in PLATFORMS)
 ELF_MACHINES = {"amd64": 0x3E, "arm64": 0xB7}
 MACHINE_NAMES = {0x3E: "x86-64", 0xB7: "AArch64"}
-VENV_PY = REPO / ".venv" / "bin" / "python"
-PODMAN_VOLUME = "ocibuild-go-cache"             # ocibuild.builders.podman.CACHE_VOLUME
-LABEL = "org.ocibuild.bench"                    # on podman build's images: found and removed by it
-CACHE_TARGETS = ("/root/.cache/go-build", "/go/pkg/mod")
-
-# ocibuild's own CLI with fresh caches for its docker and podman builders
-# (argv: CACHE_ID VOLUME ocibuild-arguments...): the cold rows only.
-LAUNCH = """\
-import inspect, sys
-from ocibuild.builders import docker, podman
-def fresh(cls, param, value):
-    names = [p.name for p in inspect.signature(cls.__init__).parameters.values()
-             if p.default is not inspect.Parameter.empty and p.kind is p.POSITIONAL_OR_KEYWORD]
-    if param not in names:
-        sys.exit(f"bench: {cls.__name__}.__init__ has no {param}= parameter any more")
-    defaults = list(cls.__init__.__defaults__)
-    defaults[names.index(param)] = value
-    cls.__init__.__defaults__ = tuple(defaults)
-fresh(docker.DockerBuilder, "cache_id", sys.argv.pop(1))
-fresh(podman.PodmanBuilder, "cache_volume", sys.argv.pop(1))
-sys.argv[0] = "ocibuild"
-from ocibuild.__main__ import main
-main()
-"""
+LABEL = BENCH_LABEL                             # on podman build's images: found and removed by it
 
 KEYS = ("oci-docker", "bx-each", "bx-bake", "bx-one", "oci-podman", "pm", "oci-host")
 LABELS = {
@@ -152,17 +139,10 @@ def host_platform() -> str:
     return "linux/" + {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
 
 
-def buildah_cache_root() -> Path:
-    """Where podman build keeps `RUN --mount=type=cache,id=ID` (buildah 1.28:
-    $TMPDIR, else /var/tmp, then buildah-cache/ID)."""
-    return Path(os.environ.get("TMPDIR") or "/var/tmp") / "buildah-cache"
-
-
 def dockerfile(image: str, cache_id: str) -> str:
     """The equivalent multi-stage, cross-compiling Dockerfile, its cache
     mounts' ids CACHE_ID-build and CACHE_ID-mod."""
-    mounts = " ".join(f"--mount=type=cache,id={cache_id}-{s},target={t}"
-                      for s, t in zip(("build", "mod"), CACHE_TARGETS, strict=True))
+    mounts = cache_mounts(cache_id)
     return ("FROM --platform=$BUILDPLATFORM " f"{image} AS build\n"
             "ARG TARGETOS TARGETARCH\n"
             "ENV CGO_ENABLED=0 GOCACHE=/root/.cache/go-build GOMODCACHE=/go/pkg/mod\n"
@@ -280,13 +260,12 @@ def platform_binaries(archive: Path) -> dict[str, tuple[str, int]]:
 
 class Made:
     """What the rounds leave in the engines, removed after each round
-    (docker images, podman manifest lists and images) or at the end (cache
-    records, volumes, buildah cache dirs)."""
+    (docker images, podman manifest lists and images) or at the end (buildah
+    cache dirs; cache records, volumes and warm builders: Before)."""
 
     def __init__(self):
         self.docker: list[str] = []
         self.manifests: list[str] = []
-        self.volumes: list[str] = []
         self.buildah: list[Path] = []
 
     def tidy(self) -> None:
@@ -300,8 +279,9 @@ class Made:
 
 
 class Runners:
-    def __init__(self, args, work: Path, image: str, dirs: dict[str, Path], made: Made, token: str):
+    def __init__(self, args, work: Path, image: str, dirs: dict[str, Path], made: Made, token: str, owned: Owned):
         self.args, self.work, self.image, self.dirs, self.made, self.token = args, work, image, dirs, made, token
+        self.owned = owned
         self.digests: dict[str, dict[str, str]] = {k: {} for k in ("docker", "podman", "host")}
         self.timings: dict[str, dict[str, dict[str, float]]] = {k: {} for k in ("docker", "podman", "host")}
 
@@ -318,7 +298,7 @@ class Runners:
         df = self.work / f"Dockerfile-{label if cold else 'warm'}-{what}"
         if not df.exists():
             df.write_text(dockerfile(self.image, cid))
-            self.made.buildah += [buildah_cache_root() / f"{cid}-build", buildah_cache_root() / f"{cid}-mod"]
+            self.made.buildah += buildah_cache_dirs(cid)
         return df
 
     def ocibuild(self, builder: str, cold: bool) -> Callable[[str], int]:
@@ -335,10 +315,8 @@ class Runners:
                 env = ({**os.environ, "GOCACHE": str(self.work / f"gocache-{label}")} if cold
                        else host_env(self.args, self.work, "host-gocache"))
             if cold and builder != "host":
-                volume = self.fresh(label, "vol")
-                if builder == "podman":
-                    self.made.volumes.append(volume)
-                cmd = [str(VENV_PY), "-c", LAUNCH, self.fresh(label, "oci"), volume, *argv]
+                volume = self.owned.volume(builder, self.fresh(label, "vol"))
+                cmd = fresh_command(self.fresh(label, "oci"), volume, argv)
             else:
                 cmd = [str(OCIBUILD), *argv]
             p = run(cmd, env=env)
@@ -419,18 +397,17 @@ class Before:
 
     def __init__(self, docker_why: str, podman_why: str):
         self.cache = build_cache_ids() if not docker_why else None
-        self.volume = bool(podman_why) or out(["podman", "volume", "exists", PODMAN_VOLUME]) is not None
+        # ocibuild's cache volumes and warm builders (the cold rows' own, the usual ones if new)
+        self.owned = Owned([e for e, why in ((Engine.docker(), docker_why), (Engine.podman(), podman_why))
+                            if not why])
         self.root = buildah_cache_root()
         self.root_existed = self.root.exists()
 
     def clean(self, made: Made) -> None:
         made.tidy()
+        self.owned.clean()
         if self.cache is not None:
             prune_new_cache(self.cache)         # the Dockerfiles' and cold rows' cache mounts too
-        for v in made.volumes:
-            out(["podman", "volume", "rm", "-f", v])
-        if not self.volume:                     # ocibuild's podman builder made it for the bench
-            out(["podman", "volume", "rm", PODMAN_VOLUME])
         for d in made.buildah:                  # podman build's cache mounts
             shutil.rmtree(d, ignore_errors=True)
         if not self.root_existed:
@@ -471,13 +448,14 @@ def make_tools(runners: Runners, is_cold: bool, whys: dict[str, str]) -> list[To
 
 
 def run_rounds(args, change: OneLineChange, dirs: list[Path], token: str, work: Path, made: Made,
-               cold: list[Tool], warm: list[Tool]) -> list[str]:
+               cold: list[Tool], warm: list[Tool], owned: Owned) -> list[str]:
     """The cold rounds, then the warm ones; the measured warm rounds' labels."""
     for k in range(args.cold_runs):
         label = f"c{k}"
         change.apply(dirs, f"{token}{label}")
         for t in rotate(cold, k):
             measure(t, label, True, tidy(work, label, made))
+        owned.end_round()                       # the fresh volumes' warm builders, and the volumes
         print(f"  cold round {k + 1}/{args.cold_runs} done", file=sys.stderr, flush=True)
     total = args.warmup + args.runs
     for rnd in range(total):
@@ -508,7 +486,7 @@ def section(args, docker_missing: str) -> int:
             shutil.copytree(SAMPLE, d, symlinks=True)
         change = OneLineChange(dirs["oci-docker"])
         token = secrets.token_hex(3)
-        runners = Runners(args, work, image, dirs, made, token)
+        runners = Runners(args, work, image, dirs, made, token, before.owned)
         one_why, notes = probes(docker_why, podman_why, work, image, runners)
 
         print(f"source: {SAMPLE} (module, not vendored), copied per tool; the change: {change.describe()} "
@@ -524,7 +502,7 @@ def section(args, docker_missing: str) -> int:
         whys = {"oci-docker": docker_why, "bx-each": docker_why, "bx-bake": docker_why, "bx-one": one_why,
                 "oci-podman": podman_why, "pm": podman_why, "oci-host": host_why}
         cold, warm = make_tools(runners, True, whys), make_tools(runners, False, whys)
-        measured = run_rounds(args, change, list(dirs.values()), token, work, made, cold, warm)
+        measured = run_rounds(args, change, list(dirs.values()), token, work, made, cold, warm, before.owned)
         last = f"w{args.warmup + args.runs - 1}"
         checks = same_work(work, last, measured, runners, warm) + where_time_goes(runners, measured, warm)
     finally:
@@ -533,11 +511,6 @@ def section(args, docker_missing: str) -> int:
 
     print(f"load average at start {load0}, at end {loadavg()} (other work on this machine skews timings)")
     return report(cold, warm, checks, docker_why, podman_why)
-
-
-def rotate(tools: list[Tool], k: int) -> list[Tool]:
-    k %= len(tools)
-    return tools[k:] + tools[:k]
 
 
 def tidy(work: Path, label: str, made: Made, keep: bool = False) -> Callable[[], None]:
