@@ -80,6 +80,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pwd
 import re
 import secrets
 import shutil
@@ -93,6 +94,7 @@ from pathlib import Path
 from . import vendored
 from .caches import (
     BENCH_LABEL,
+    ROOTLESS_USER,
     Engine,
     Owned,
     buildah_cache_dirs,
@@ -586,7 +588,7 @@ def section(args, docker_missing: str) -> int:
             # temp dir may be below a 0700 one) and write.
             area = Path(tempfile.mkdtemp(prefix="ocibuild-bench-e2e-rootless-", dir="/tmp"))
             area.chmod(0o755)
-            os.chown(area, int(out(["id", "-u", "ocibuild"]) or 0), -1)
+            os.chown(area, pwd.getpwnam(ROOTLESS_USER).pw_uid, -1)
         srcs = pick_sources(args, work)
         runners = Runners(args, work, area, image, owned, secrets.token_hex(3))
         changes = {}
