@@ -8,9 +8,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .oci.imageset import ImageSet
-from .oci.model import Platform
 from .oci.reference import RegistryRef
-from .outputs import Output
+from .outputs import Output, held_by
 
 if TYPE_CHECKING:
     from .build import Outcome
@@ -45,7 +44,7 @@ def _output(out: Output, found: ImageSet) -> dict[str, Any]:
     """An output: as named, the digest it holds (a single-platform output
     holds the host's image of a multi-platform set), and the full reference
     with that digest where the transport has one (a registry's)."""
-    held = found.only(Platform.host()) if out.single_platform and len(found.images) > 1 else found
+    held = held_by(out, found)
     digest = held.digest
     ref = out.ref
     full = (f"{ref.host}/{ref.repo}" + (f":{ref.tag}" if ref.tag else "") + f"@{digest}"

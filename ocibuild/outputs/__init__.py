@@ -88,16 +88,23 @@ def check_platforms(outputs: Sequence[Output], platforms: Sequence[Platform], ho
                              "index to oci:, oci-archive: or docker://")
 
 
-def _for(out: Output, images: ImageSet, say: Say) -> ImageSet:
-    """What `out` gets: all of `images`, or for a single-platform output the host's image alone."""
+def held_by(out: Output, images: ImageSet) -> ImageSet:
+    """What `out` holds of `images`: all of them, or for a single-platform
+    output the host's image alone, without referrers."""
     if not out.single_platform:
         return images
     if len(images.images) == 1:
         return ImageSet(images.images)
-    host = images.only(Platform.host())
-    say(f"{out.ref}: the {host.images[0].platform} image only (of {', '.join(map(str, images.platforms))}): "
-        "it holds one platform")
-    return host
+    return images.only(Platform.host())
+
+
+def _for(out: Output, images: ImageSet, say: Say) -> ImageSet:
+    """held_by, saying when a single-platform output gets the host's image only."""
+    held = held_by(out, images)
+    if len(held.images) < len(images.images):
+        say(f"{out.ref}: the {held.images[0].platform} image only (of {', '.join(map(str, images.platforms))}): "
+            "it holds one platform")
+    return held
 
 
 def write_all(outputs: Sequence[Output], images: ImageSet | Image, work: WorkStore, say: Say = silent) -> None:
