@@ -11,6 +11,7 @@ import gzip
 import io
 import json
 import platform
+import shutil
 import subprocess
 import tarfile
 import time
@@ -291,6 +292,31 @@ def test_assemble_refuses_mismatched_adds(cross_binaries, tmp_path, adds, says):
     line = one_error_line(run_ocibuild(*argv))
     assert says in line, line
     assert not (tmp_path / "l").exists()
+
+
+def test_a_tree_may_hold_binaries_for_other_platforms(cross_binaries, tmp_path):
+    """A directory added whole (a Go tree, whose testdata has 386 and arm
+    binaries) may hold ELF files for other platforms, as long as one of its
+    binaries is for the image's; a tree with none for it is refused, and a
+    file added by name must always be for it."""
+    tree = tmp_path / "tree"
+    (tree / "bin").mkdir(parents=True)
+    (tree / "testdata").mkdir()
+    shutil.copy(cross_binaries["amd64"], tree / "bin" / "hi")
+    shutil.copy(cross_binaries["arm64"], tree / "testdata" / "arm64-sample")
+    r = run_ocibuild("assemble", "--platform", "linux/amd64", "--add", f"{tree}:/opt/t", "--sbom", "none",
+                     "--output", f"oci:{tmp_path / 'ok'}")
+    assert r.returncode == 0, r.stderr
+    (tree / "bin" / "hi").unlink()
+    line = one_error_line(run_ocibuild("assemble", "--platform", "linux/amd64", "--add", f"{tree}:/opt/t",
+                                       "--output", f"oci:{tmp_path / 'no'}"))
+    assert "/opt/t/testdata/arm64-sample is a binary for linux/arm64, not for linux/amd64" in line, line
+    assert not (tmp_path / "no").exists()
+    line = one_error_line(run_ocibuild("assemble", "--platform", "linux/amd64", "--add", f"{tree}:/opt/t",
+                                       "--add", f"{cross_binaries['arm64']}:/usr/local/bin/hi",
+                                       "--add", f"{cross_binaries['amd64']}:/usr/local/bin/other",
+                                       "--output", f"oci:{tmp_path / 'no'}"))
+    assert "/usr/local/bin/hi is a binary for linux/arm64" in line, line
 
 
 def test_a_builder_that_ignores_goarch_is_caught(cross_binaries):

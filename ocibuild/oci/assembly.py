@@ -11,6 +11,7 @@ import tarfile
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import zstandard
 
@@ -59,13 +60,14 @@ def assemble(req: Request, work: WorkStore, open_base: OpenBase) -> Image:
     """The image `req` describes, on the base `open_base` gives for the
     platform (None when neither --platform nor an added binary says)."""
     entries = []
+    named = set()                           # files added by name, not found in an added directory
     for add in req.adds:
-        entries.extend(host_entries(add.source, add.dest, *req.owner))
+        made = host_entries(add.source, add.dest, *req.owner)
+        if len(made) == 1 and made[0].kind == FILE and made[0].source == str(Path(add.source)):
+            named.add(made[0].source)
+        entries.extend(made)
     elves = _elves(entries)                 # each executable's header, read once
-    platforms: dict[Platform, str] = {}     # each platform with the first binary for it
-    for path, info in elves.values():
-        platforms.setdefault(info.platform, path)
-    wanted = _platform(req.platform, platforms)
+    wanted = _platform(req.platform, _by_platform(elves, named), _by_platform(elves, set(elves) - named))
     base = open_base(wanted)
     image = base.image
     platform = wanted or (image.platform if image.platform.architecture else Platform.host())
@@ -112,15 +114,33 @@ def _elves(entries: list[Entry]) -> dict[str, tuple[str, ElfInfo]]:
     return found
 
 
-def _platform(given: Platform | None, found: dict[Platform, str]) -> Platform | None:
-    """--platform if given (refused when every added binary says otherwise),
-    else the one platform of the added binaries, else None."""
+def _by_platform(elves: dict[str, tuple[str, ElfInfo]], sources: set[str]) -> dict[Platform, str]:
+    """Each platform of these binaries, with the image path of the first one for it."""
+    found: dict[Platform, str] = {}
+    for source, (path, info) in sorted(elves.items()):
+        if source in sources:
+            found.setdefault(info.platform, path)
+    return found
+
+
+def _platform(given: Platform | None, named: dict[Platform, str],
+              within: dict[Platform, str]) -> Platform | None:
+    """--platform if given, else the one platform of the added binaries,
+    else None. `named`: binaries added by name (`--add ./cc:/…`), which must
+    all be for the image's platform; `within`: binaries found inside an added
+    directory, which may hold others (a Go tree's testdata has 386 and arm
+    binaries), and are refused only when none of them is for it."""
     if given is not None:
-        for plat, path in found.items():
-            if (plat.os, plat.architecture) != (given.os, given.architecture):
-                raise InputError(f"/{path} is a binary for {plat}, not for {given}, the image's platform: "
-                                 f"add a {given} binary (or drop {given} from --platform)")
+        def same(plat: Platform) -> bool:
+            return (plat.os, plat.architecture) == (given.os, given.architecture)
+        wrong = [(plat, path) for plat, path in named.items() if not same(plat)]
+        if not wrong and within and not named and not any(same(p) for p in within):
+            wrong = list(within.items())[:1]
+        for plat, path in wrong:
+            raise InputError(f"/{path} is a binary for {plat}, not for {given}, the image's platform: "
+                             f"add a {given} binary (or drop {given} from --platform)")
         return given
+    found = named or within
     if len(found) > 1:
         listed = ", ".join(f"/{p} is {plat}" for plat, p in found.items())
         raise InputError(f"added binaries are for different platforms ({listed}); pass --platform")
