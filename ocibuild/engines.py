@@ -4,9 +4,9 @@ engine goes through `Engine`, and every engine failure reads the same way:
 `EngineError` naming the engine, what failed, and what to do.
 
 python-on-whales is imported when an Engine is first used, not with this
-module: its import costs ~0.13 s, which a build that needs no engine call
-(the docker builder's hot path runs `docker buildx build` itself) should
-not pay."""
+module: its import costs 0.15-0.2 s (its pydantic models), which commands
+that reach no engine (`assemble` to files, registry pushes, `--builder
+auto`'s socket probes) do not pay."""
 
 from __future__ import annotations
 
@@ -78,6 +78,11 @@ class Engine:
         self.name = name
         self.env = dict(env or {})       # set for the client (e.g. BUILDX_GIT_INFO=0), over the process's own
         self._client: DockerClient | None = None
+        # name -> (ID, labels) as this run read them: the toolchain choice,
+        # the builder image check and the warm builder's key ask about the
+        # same image within milliseconds; one inspect answers all three.
+        # Anything that can move a name (load, tag, rmi) forgets them.
+        self._images: dict[str, tuple[str, dict[str, str]]] = {}
 
     @property
     def client(self) -> DockerClient:
@@ -142,29 +147,37 @@ class Engine:
 
     def image_id(self, name: str) -> str | None:
         """The engine's ID (`sha256:...`, the config digest) of image `name`; None when it has none."""
-        from python_on_whales.client_config import ClientNotFoundError
-        from python_on_whales.exceptions import DockerException, NoSuchImage
-        try:
-            value = self.client.image.inspect(name).id
-        except NoSuchImage:
-            return None
-        except ClientNotFoundError:
-            raise not_installed(self.name) from None
-        except DockerException as e:
-            raise unreachable(self.name, last_line(e.stderr)) from None
-        return value if value.startswith("sha256:") else "sha256:" + value
+        found = self._image(name)
+        return found[0] if found else None
 
     def has(self, name: str) -> bool:
         return self.image_id(name) is not None
 
     def labels(self, name: str) -> dict[str, str] | None:
         """Image `name`'s config labels; None when the engine has no such image."""
-        from python_on_whales.exceptions import NoSuchImage
+        found = self._image(name)
+        return dict(found[1]) if found else None
+
+    def _image(self, name: str) -> tuple[str, dict[str, str]] | None:
+        if name in self._images:
+            return self._images[name]
+        from python_on_whales.client_config import ClientNotFoundError
+        from python_on_whales.exceptions import DockerException, NoSuchImage
         try:
-            image = self.call("image inspect", self.client.image.inspect, name, passthrough=(NoSuchImage,))
+            image = self.client.image.inspect(name)
         except NoSuchImage:
             return None
-        return dict(image.config.labels or {})
+        except ClientNotFoundError:
+            raise not_installed(self.name) from None
+        except DockerException as e:
+            raise unreachable(self.name, last_line(e.stderr)) from None
+        return self._remember(name, str(image.id), image.config.labels)
+
+    def _remember(self, name: str, image_id: str, labels: Mapping | None) -> tuple[str, dict[str, str]]:
+        found = (image_id if image_id.startswith("sha256:") else "sha256:" + image_id,
+                 {str(k): str(v) for k, v in (labels or {}).items()})
+        self._images[name] = found
+        return found
 
     def labelled(self, label: str) -> list[tuple[str, str]]:
         """(name, value) for every named image whose config carries `label`, by name."""
@@ -179,8 +192,14 @@ class Engine:
             except NoSuchImage:
                 if attempt == 2:
                     raise unreachable(self.name, "its image list kept changing while it was read") from None
-        return sorted((tag, str((im.config.labels or {}).get(label, "")))
-                      for im in images for tag in (im.repo_tags or []))
+        out = []
+        for im in images:
+            # Each property read over 10 ms after the last re-runs the
+            # inspect (python-on-whales' cache period): read them once.
+            tags, labels = list(im.repo_tags or []), im.config.labels
+            for tag in tags:
+                out.append((tag, self._remember(tag, str(im.id), labels)[1].get(label, "")))
+        return sorted(out)
 
     def load(self, archive: str, name: str = "", scratch: str = "") -> None:
         """`ENGINE load` of a docker-archive; with `name`, check it arrived;
@@ -194,6 +213,7 @@ class Engine:
             os.makedirs(tmp, exist_ok=True)
             client = DockerClient(client_call=client_call(self.name, tmp))
         before = child_pids()
+        self._images.clear()
         try:
             self.call(f"load of {archive}", client.image.load, archive, quiet=True)
         except BaseException:
@@ -224,6 +244,7 @@ class Engine:
     def tag(self, image_id: str, name: str) -> None:
         # podman names an image by its bare hex ID; docker takes sha256:...
         source = image_id if self.name == "docker" else image_id.partition(":")[2]
+        self._images.clear()
         self.call("tag", self.client.image.tag, source, name)
 
     def restore_name(self, name: str, loaded: str, before: str | None) -> None:
@@ -235,6 +256,7 @@ class Engine:
             if now is None or now == before or now != loaded:
                 return
             if before is None:
+                self._images.clear()
                 self.call("rmi", self.client.image.remove, name)
             else:
                 self.tag(before, name)

@@ -125,6 +125,31 @@ def test_two_concurrent_builds_share_one_new_builder(kind, shared):
         assert (d / "layout").is_dir()
 
 
+@pytest.mark.parametrize("kind", [k for k in KINDS if k.values[0] != "podman-rootless"])
+def test_a_warm_build_asks_the_engine_one_inspect_and_the_exec(kind, shared, tmp_path):
+    """On a running builder the engine is asked for the builder image (one
+    inspect: its ID and labels serve the toolchain, the image check and the
+    container's key) and then only the exec; the container is not
+    inspected first. Every call goes through a logging stand-in client."""
+    import shutil
+    real = shutil.which(kind)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls"
+    (bin_dir / kind).write_text(f"#!/bin/sh\necho \"$1 $2\" >> {log}\nexec {real} \"$@\"\n")
+    (bin_dir / kind).chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    image = "localhost/ocibuild/go-builder:bookworm"
+    build(kind, shared, "--builder-image", image)                  # warm it
+    log.unlink(missing_ok=True)
+    d = out_dir(shared, "calls", kind)
+    r = run_build(kind, CHAINCODE, "--builder-image", image, "--output", f"oci:{d / 'layout'}:cc", env=env)
+    assert r.returncode == 0, r.stderr
+    calls = log.read_text().splitlines()
+    assert calls[0] == "image inspect" and calls[-1].startswith("exec "), calls
+    assert len(calls) == 2, calls
+
+
 @pytest.mark.slow
 @pytest.mark.engine
 def test_a_builder_image_replaced_under_its_name_gets_a_new_container(shared):

@@ -62,18 +62,18 @@ class DockerBuilder:
         self.image = image                # --builder-image; "": by Go version
         self.cache_id = cache_id          # BuildKit cache mount ids: <cache_id>-build, -mod
         self.warm = warm                  # None: --fresh-builder (a BuildKit solve per build)
+        self.engine = Engine("docker")    # one per run: what it read of an image is asked again
 
     def toolchains(self) -> list[Toolchain]:
-        return engine_toolchains(Engine("docker"), self.image)
+        return engine_toolchains(self.engine, self.image)
 
     def compile(self, job: GoBuild, out_dir: str, say: Say) -> str:
         image = self._image(job)
         if self.warm is not None and not job.modules.proxy_dir:
-            engine = Engine("docker")
-            image = ensure_image(engine, image, say)
-            return WarmBuilder(engine, self.warm, WARM_CACHE_VOLUME).compile(job, image, out_dir, say)
+            image = ensure_image(self.engine, image, say)
+            return WarmBuilder(self.engine, self.warm, WARM_CACHE_VOLUME).compile(job, image, out_dir, say)
         if is_archive(image):                         # load it first (off the hot path)
-            image = ensure_image(Engine("docker"), image, say)
+            image = ensure_image(self.engine, image, say)
         argv = job.argv(f"{OUTPUT}/{BINARY}")
         output = os.path.join(out_dir, BINARY)
         # Inside the run's work directory: swept with it if ocibuild is killed.

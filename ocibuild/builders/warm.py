@@ -23,11 +23,15 @@ takes the paths out, so the work directory's name does not reach it.
   created `--rm`, so the engine then removes it. `ocibuild builder
   status|stop` shows and ends them.
 - **Never reused when stale**: an image updated under the same name has
-  another ID, so another key and another container; a container that is
-  not running (the engine restarted, the keeper crashed) is removed and
-  replaced; an exec that fails because the container went away is retried
-  once in a fresh one. Two ocibuild processes starting the same builder
-  take a lock on `<state>/<name>.lock`: one starts it, the other uses it.
+  another ID, so another key and another container. A warm build asks the
+  engine for the image's ID (one inspect, shared with the toolchain choice)
+  and then only for the exec: the container is not inspected first. An
+  exec that finds no running container of the key (the first build, an
+  idle stop, an engine restart, a crashed keeper) removes whatever holds
+  the name, starts one and runs the build again; one that went away under
+  a build is said and replaced the same way, at most twice. Two ocibuild
+  processes starting the same builder take a lock on `<state>/<name>.lock`:
+  one starts it, the other uses it.
 """
 
 from __future__ import annotations
@@ -42,7 +46,8 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import cast
+from datetime import UTC, datetime
+from typing import NamedTuple, cast
 
 from ..engines import Engine, last_line, not_installed
 from ..errors import BuildError, EngineError
@@ -116,8 +121,28 @@ class Key:
         return "ocibuild-builder-" + hashlib.sha256(self.text.encode()).hexdigest()[:16]
 
 
-class Gone(Exception):
-    """The builder container went away under a build: try a fresh one."""
+class State(NamedTuple):
+    running: bool
+    key: str                          # the LABEL's value
+    started_at: datetime | None
+
+
+def _engine_refused(engine: str, status: int | None, stderr: str | bytes | None) -> bool:
+    """The exec failed in the engine, not in go: podman exits 125 for its
+    own errors; docker prints the daemon's refusal (go's own failures exit
+    1 or 2 with the compiler's messages)."""
+    if engine == "podman":
+        return status == 125
+    return last_line(stderr).startswith("Error response from daemon")
+
+
+class NotRunning(Exception):
+    """No running builder container for the key took the exec: start one
+    (`during_build`: it went away under a build, which is said)."""
+
+    def __init__(self, during_build: bool):
+        super().__init__()
+        self.during_build = during_build
 
 
 class WarmBuilder:
@@ -126,39 +151,52 @@ class WarmBuilder:
 
     def compile(self, job: GoBuild, image: str, out_dir: str, say: Say) -> str:
         """Compile `job` in the warm container for `image` (started or
-        replaced as needed); the binary's path, in `out_dir`."""
+        replaced as needed); the binary's path, in `out_dir`.
+
+        A warm build asks the engine one thing: the exec. The container is
+        named by its key, so it is not inspected first: an exec that finds
+        no container running (the first build, an idle stop, an engine
+        restart) is what says to start one, and then the build is run again."""
         image_id = self.engine.image_id(image)
         if image_id is None:
             raise EngineError(f"{self.engine.name} has no image {image}")
         key = Key(self.engine.name, image_id, job.network, self.cache_volume,
                   os.path.abspath(self.settings.state_dir))
-        for attempt in range(2):
-            name = self._ensure(key, image, say, fresh=attempt > 0)
+        name = key.name
+        os.makedirs(self._area(name), mode=0o700, exist_ok=True)
+        went_away = False                  # under a build, as opposed to not there yet
+        for attempt in range(3):
             try:
                 return self._build(name, key, job, out_dir, say)
-            except Gone:
-                if attempt:
-                    raise EngineError(f"the {self.engine.name} builder container {name} went away during "
-                                      "the build, twice; check the engine, or pass --fresh-builder") from None
-                say(f"builder container {name} went away; starting a fresh one")
-        raise AssertionError("unreachable")
+            except NotRunning as e:
+                if attempt == 2:
+                    break
+                went_away = went_away or e.during_build
+                if e.during_build:
+                    say(f"builder container {name} went away; starting a fresh one")
+                self._start(key, image, say)
+        raise EngineError(f"the {self.engine.name} builder container {name} "
+                          + ("went away during the build, twice" if went_away else "did not stay running")
+                          + "; check the engine, or pass --fresh-builder")
 
     # -- the container ------------------------------------------------------------
 
     def _area(self, name: str) -> str:
         return os.path.join(self.settings.state_dir, name)
 
-    def _ensure(self, key: Key, image: str, say: Say, fresh: bool) -> str:
-        """The running container for `key`, started (or replaced) under the lock."""
+    def _start(self, key: Key, image: str, say: Say) -> None:
+        """Start the container for `key` under the lock, replacing whatever
+        holds its name; unless another ocibuild started it meanwhile (what
+        the engine says under the lock decides, not what the exec saw)."""
         name = key.name
         area = self._area(name)
         os.makedirs(area, mode=0o700, exist_ok=True)
         _touch(os.path.join(area, ".last"))
         with _locked(area + ".lock"):
-            state = None if fresh else self._state(name)
-            if state is not None and state[0] and state[1] == key.text:
-                return name
-            if state is not None or fresh:
+            state = self._state(name)
+            if state is not None and state.running and state.key == key.text:
+                return                                     # started by a build racing this one
+            if state is not None:
                 self.engine.remove_container(name)        # stopped, stale or gone astray: replaced
             with open(os.path.join(area, "keeper.go"), "w") as f:
                 f.write(KEEPER)
@@ -172,22 +210,22 @@ class WarmBuilder:
                 name=name, detach=True, remove=True, pull="never", user="0:0", envs=env,
                 networks=[] if key.network else ["none"], labels={LABEL: key.text},
                 volumes=[(self.cache_volume, CACHE), (area, WORK)])
-        return name
 
-    def _state(self, name: str) -> tuple[bool, str] | None:
-        """(running, its key) of container `name`; None when there is none."""
+    def _state(self, name: str) -> State | None:
+        """What the engine says of container `name`; None when there is none."""
         from python_on_whales.exceptions import NoSuchContainer
         try:
             c = self.engine.call("inspect", self.engine.client.container.inspect, name,
                                  passthrough=(NoSuchContainer,))
         except NoSuchContainer:
             return None
-        return bool(c.state.running), str((c.config.labels or {}).get(LABEL, ""))
+        return State(bool(c.state.running), str((c.config.labels or {}).get(LABEL, "")), c.state.started_at)
 
     # -- one build ------------------------------------------------------------------
 
     def _build(self, name: str, key: Key, job: GoBuild, out_dir: str, say: Say) -> str:
         area = self._area(name)
+        _touch(os.path.join(area, ".last"))              # before the build directory: no idle stop now
         sweep_stale(area, BUILD_TAG)                       # what killed runs left
         own = tempfile.mkdtemp(dir=area, prefix=staging_prefix(BUILD_TAG))
         os.chmod(own, 0o755)
@@ -222,6 +260,7 @@ class WarmBuilder:
         from python_on_whales.client_config import ClientNotFoundError
         from python_on_whales.exceptions import DockerException
         lines: list[str] = []
+        began = datetime.now(UTC)
         try:
             stream = self.engine.client.container.execute(name, argv, envs=env, workdir=workdir, stream=True)
             for _, raw in cast(Iterable[tuple[str, bytes]], stream):
@@ -239,11 +278,18 @@ class WarmBuilder:
             if e.return_code == 137:
                 time.sleep(1)              # killed with its container: let the engine see it stopped
             state = self._state(name)
-            if state is None or not state[0] or state[1] != key.text:
-                raise Gone() from None
+            restarted = state is not None and state.started_at is not None and state.started_at > began
+            if state is None or not state.running or state.key != key.text or restarted:
+                # No container, a stopped one, another's under this name, or
+                # one started since the exec began (this one was killed and
+                # replaced by another build): nothing of ours ran to the end.
+                raise NotRunning(during_build=bool(lines) or e.return_code == 137 or restarted) from None
             if e.return_code in (126, 127):
                 raise EngineError(f"{self.engine.name} could not run go in builder container {name} "
                                   f"({last_line(e.stderr)})") from None
+            if _engine_refused(self.engine.name, e.return_code, e.stderr):
+                raise EngineError(f"{self.engine.name} exec in builder container {name} failed: "
+                                  f"{last_line(e.stderr)}") from None
             raise BuildError(self.engine.name, e.return_code, "\n".join(lines)) from None
 
 

@@ -16,8 +16,10 @@ one directory of your own in their place):
 Every tool gets its own copy of each source, and the same edit in the same
 round: the main package's first string literal gets a new suffix, so the
 package recompiles and the binary relinks (ocibuild --builder auto's copy
-gets a suffix of its own: it shares ocibuild --builder docker's warm
-container and caches, and must not find its object ready).
+and the floor's copies get suffixes of their own: they share ocibuild
+--builder docker's warm container and caches, and must not find its object
+ready). ocibuild's runs read Python's bytecode cache, written before the
+first section, as an installed ocibuild has its .pyc files.
 
   ocibuild docker   .venv/bin/ocibuild -q build --builder docker
                     --builder-image IMG [--import-path P] SRC --output
@@ -28,6 +30,14 @@ container and caches, and must not find its object ready).
                     does: the user's own podman, images and volume
   ocibuild host     the same, --builder host (GOCACHE in the temp dir, or --gocache)
   ocibuild auto     the same, --builder auto (its pick is printed)
+  floor (WARM only) ocibuild docker's compile alone: the Dockerfile's go
+                    build line (same flags, same bytes) run with `docker
+                    exec` in ocibuild's own running warm docker builder, on
+                    its caches, the source mirrored into its work area
+                    beforehand (untimed); no Python, no image inspect, no
+                    assembly, no output. What ocibuild docker takes beyond
+                    it is ocibuild's own cost; it bounds what any tool
+                    built this way can reach against buildx + save.
   buildx + save     docker buildx build --builder default -f DOCKERFILE -t NAME
                     --load SRC  +  docker save NAME -o OUT
   podman build      podman build --layers=false --pull=never -f DOCKERFILE -t
@@ -113,6 +123,7 @@ from .common import (
     SAMPLE,
     TAG,
     Tool,
+    ToolFailed,
     build_cache_ids,
     builder_image,
     docker_cleanup_image,
@@ -131,8 +142,9 @@ from .common import (
 SOURCES = ("chaincode", "grpc", "vendored")
 GRPC = FIXTURES / "grpc-gopath"
 VENDOR_FILES = 300
-KEYS = ("bx", "pm", "docker", "podman", "rootless", "host", "auto")
-COLD_KEYS = KEYS[:-1]                            # auto: warm only (it is docker's builder)
+KEYS = ("bx", "pm", "docker", "podman", "rootless", "host", "auto", "floor")
+COLD_KEYS = KEYS[:-2]                            # auto, floor: warm only (docker's warm builder)
+OWN_SUFFIX = {"auto": "a", "floor": "f"}         # share docker's warm caches: an edit of their own
 OCIBUILD_KEYS = ("docker", "podman", "rootless", "host", "auto")
 SAME_IMAGE = ("docker", "podman", "rootless", "host")    # one image digest per round
 LABELS = {
@@ -143,9 +155,11 @@ LABELS = {
     "rootless": "ocibuild build --builder podman, rootless (user ocibuild)",
     "host": "ocibuild build --builder host",
     "auto": "ocibuild build --builder auto",
+    "floor": "floor: its go build alone, docker exec'd in ocibuild's warm builder",
 }
 SHORT = {"bx": "buildx", "pm": "podman build", "docker": "ocibuild docker", "podman": "ocibuild podman",
-         "rootless": "ocibuild rootless", "host": "ocibuild host", "auto": "ocibuild auto"}
+         "rootless": "ocibuild rootless", "host": "ocibuild host", "auto": "ocibuild auto",
+         "floor": "floor (docker exec go build)"}
 ENGINE_OF = {"docker": "docker", "podman": "podman", "rootless": "podman-rootless"}
 RETRIES = 2                                      # a failed build is run again (see common.measure)
 TARGET = 0.6                                     # ocibuild docker/podman / (buildx + save), warm
@@ -375,6 +389,7 @@ class Runners:
         self.rewarmed: dict[str, int] = {}                             # tool -> warm builders restarted
         self.primed = False                                            # the unmeasured warm round is done
         self.tries: dict[tuple[str, str, str], int] = {}               # cold builds run, per round
+        self.floor_at: dict[str, tuple[str, Path, str, Path]] = {}     # source -> (container, dir, inside, src)
 
     def warm_hooks(self, key: str) -> tuple[Callable[[], None], Callable[[], str]]:
         """(prepare, disturbed) of a WARM ocibuild run on docker, podman or
@@ -438,6 +453,8 @@ class Runners:
         return f"{label}.r{n}" if n else label
 
     def runner(self, src: GoSrc, key: str, cold: bool) -> Callable[[str], int]:
+        if key == "floor":
+            return self.floor(src)
         if key == "bx":
             return self.buildx(src, cold)
         if key == "pm":
@@ -485,6 +502,50 @@ class Runners:
             return dst.stat().st_size
         return go
 
+    def floor_hooks(self, src: GoSrc) -> tuple[Callable[[], None], Callable[[], str]]:
+        """(prepare, disturbed) of the floor: docker's (its warm builder
+        started again if another process stopped it), then, untimed, the
+        floor's source mirrored into that builder's work area (what
+        ocibuild does before its exec) and where it is recorded."""
+        from ocibuild.builders.container import mirror
+        from ocibuild.builders.warm import WORK
+        prepare_docker, disturbed = self.warm_hooks("docker")
+        eng = next(e for e in self.owned.engines.values() if e.name == "docker")
+        image_id = eng.image_id(self.image)
+
+        def prepare() -> None:
+            prepare_docker()
+            cid = eng.warm_running(self.owned.default[eng.name], image_id)
+            if cid is None:
+                raise ToolFailed("ocibuild's warm docker builder is not running (its unmeasured round failed?)")
+            area = eng("inspect", "--format", "{{range .Mounts}}{{if eq .Destination \"" + WORK
+                       + "\"}}{{.Source}}{{end}}{{end}}", cid)
+            if not area:
+                raise ToolFailed(f"ocibuild's warm docker builder {cid[:12]} has no {WORK} mount")
+            here = Path(area) / f"bench-floor-{self.token}"          # not build-*: ocibuild sweeps those
+            shutil.rmtree(here, ignore_errors=True)
+            top = here / "gopath" / "src" / str(src.import_path) if src.gopath else here / "src"
+            mirror(str(self.dirs[(src.key, "floor")]), str(top))
+            (here / "out").mkdir()
+            self.floor_at[src.key] = (cid, here, f"{WORK}/{here.name}", top.relative_to(here))
+        return prepare, disturbed
+
+    def floor(self, src: GoSrc) -> Callable[[str], int]:
+        """ocibuild docker's compile and nothing else: the Dockerfile's go
+        build line (same flags, same binary) `docker exec`'d in ocibuild's
+        own running warm builder, on its caches; no Python, no image
+        inspect, no assembly. What ocibuild docker takes beyond this row is
+        ocibuild's own cost."""
+        def go(label: str) -> int:
+            cid, here, inside, rel = self.floor_at[src.key]
+            env = (["-e", "GO111MODULE=off", "-e", f"GOPATH={inside}/gopath:/usr/share/gocode"] if src.gopath
+                   else ["-e", "GO111MODULE=on"])
+            mod = [] if src.gopath else ["-mod=vendor" if src.vendored else "-mod=readonly"]
+            run(["docker", "exec", *env, "-w", f"{inside}/{rel}", cid, "go", "build", "-trimpath",
+                 "-buildvcs=false", "-ldflags=-buildid=", *mod, "-o", f"{inside}/out/chaincode", "."])
+            return (here / "out" / "chaincode").stat().st_size
+        return go
+
     def buildx(self, src: GoSrc, cold: bool) -> Callable[[str], int]:
         return buildx_runner(self.work, self.dirs[(src.key, "bx")],
                              lambda label: self.dockerfile(src, label, cold, "bx"), self.docker_images, src.key)
@@ -517,6 +578,8 @@ class Runners:
 
     def clean(self) -> None:
         self.tidy("", keep=True)()
+        for _, here, _, _ in self.floor_at.values():
+            shutil.rmtree(here, ignore_errors=True)
         ids = (out(["podman", "images", "-q", "--filter", f"label={BENCH_LABEL}={TAG}"]) or "").split()
         if ids:
             out(["podman", "rmi", "-f", *sorted(set(ids))])
@@ -532,10 +595,11 @@ def run_rounds(args, srcs: list[GoSrc], changes: dict[str, OneLineChange], runne
     token = runners.token
 
     def change(src: GoSrc, label: str) -> None:
-        dirs = [d for (s, k), d in runners.dirs.items() if s == src.key and k != "auto"]
+        dirs = [d for (s, k), d in runners.dirs.items() if s == src.key and k not in OWN_SUFFIX]
         changes[src.key].apply(dirs, f"{token}{label}")
-        if (src.key, "auto") in runners.dirs:
-            changes[src.key].apply([runners.dirs[(src.key, "auto")]], f"{token}{label}a")
+        for k, suffix in OWN_SUFFIX.items():
+            if (src.key, k) in runners.dirs:
+                changes[src.key].apply([runners.dirs[(src.key, k)]], f"{token}{label}{suffix}")
 
     for k in range(args.cold_runs):
         label = f"c{k}"
@@ -564,7 +628,7 @@ def section(args, docker_missing: str) -> int:
     rootless_why = probe_rootless(image, podman_why)
     picked, skipped = auto_pick()
     auto_why = "" if picked else f"--builder auto finds no builder: {skipped}"
-    whys = {"bx": docker_why, "pm": podman_why, "docker": docker_why, "podman": podman_why,
+    whys = {"bx": docker_why, "pm": podman_why, "docker": docker_why, "podman": podman_why, "floor": docker_why,
             "rootless": rootless_why, "host": host_why,
             "auto": auto_why or {"docker": docker_why, "podman": podman_why, "host": host_why}.get(picked, "")}
 
@@ -601,7 +665,8 @@ def section(args, docker_missing: str) -> int:
                                   whys[k], competitor=k in ("bx", "pm"), retries=RETRIES) for k in COLD_KEYS]
             warm[src.key] = []
             for k in KEYS:
-                hooks = runners.warm_hooks(k) if k in ("docker", "podman", "rootless", "auto") else (None, None)
+                hooks = (runners.floor_hooks(src) if k == "floor" and not whys[k] else
+                         runners.warm_hooks(k) if k in ("docker", "podman", "rootless", "auto") else (None, None))
                 warm[src.key].append(Tool(k, f"{LABELS[k]}, WARM", None if whys[k] else runners.runner(src, k, False),
                                           whys[k], competitor=k in ("bx", "pm"), retries=RETRIES,
                                           prepare=hooks[0], disturbed=hooks[1]))
@@ -804,6 +869,11 @@ def information(srcs: list[GoSrc], cold: dict[str, list[Tool]], warm: dict[str, 
             r = ratio(by.get("podman"), by.get("pm"))
             if r is not None:
                 parts.append(f"ocibuild podman / (podman build + save) {r:.3f}")
+            if (r := ratio(by.get("floor"), by.get("bx"))) is not None:
+                over = median_or_none(by["docker"]) if "docker" in by else None
+                parts.append(f"the floor (docker exec go build alone) / buildx {r:.3f}"
+                             + (f", ocibuild docker takes {over - median_or_none(by['floor']):.3f} s more"
+                                if over is not None else ""))
             if parts:
                 print(f"  {word} {src.key}: " + "; ".join(parts))
 

@@ -28,9 +28,7 @@ each image in turn:
 
 with SRC oci-archive:IMG.tar:v1, then oci:LARGE:v1 (a layout: skopeo would
 unpack an archive first). ocibuild's runs use Python's bytecode cache, as an
-installed ocibuild does: PYTHONDONTWRITEBYTECODE is dropped from their
-environment (the warm-up round writes what a push imports), else each run
-would compile every module it imports that has no fresh .pyc.
+installed ocibuild does (bench writes it first: common.compile_bytecode).
 
 Rows: COLD (each tool gets a fresh registry with empty storage, started
 untimed, and an empty client cache: OCIBUILD_CACHE_DIR for ocibuild; for
@@ -231,11 +229,8 @@ def _sample_image(args, work: Path) -> tuple[str, list[str]]:
 
 
 def ocibuild_env(**extra: str) -> dict[str, str]:
-    """The environment of ocibuild's runs: the bench's own, with Python's
-    bytecode cache on (an installed ocibuild has its .pyc files)."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    env.update(extra)
-    return env
+    """The environment of ocibuild's runs: the bench's own, and `extra`."""
+    return {**os.environ, **extra}
 
 
 def _large_image(work: Path) -> tuple[str, list[str]]:
@@ -439,7 +434,7 @@ def section(args) -> int:
              "ocibuild with an empty OCIBUILD_CACHE_DIR (no mount sources known), skopeo with an empty "
              "blob-info cache. WARM: the same push again to the same registry and repository, "
              "with the caches the cold push left.",
-             "ocibuild's runs keep Python's bytecode cache (PYTHONDONTWRITEBYTECODE dropped for them), as an "
+             "ocibuild's runs read Python's bytecode cache, written before the first section, as an "
              "installed ocibuild has its .pyc files.",
              wrap_note]
     return report(cases, checks, notes)
