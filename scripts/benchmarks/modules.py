@@ -91,8 +91,18 @@ def has_go_proxy() -> bool:
 
 def bridge_address() -> str | None:
     """The docker bridge's gateway (e.g. 172.17.0.1): an address of the host
-    that containers on the default network reach too."""
-    return out(["docker", "network", "inspect", "bridge", "--format", "{{(index .IPAM.Config 0).Gateway}}"])
+    that containers on the default network reach too. dockerd 20.10 leaves
+    Gateway out of the default bridge's IPAM config when it took the subnet
+    from docker0's own address; the gateway is then that subnet's first
+    address, docker0's."""
+    import ipaddress
+    import json
+    found = out(["docker", "network", "inspect", "bridge", "--format", "{{json .IPAM.Config}}"])
+    try:
+        config = (json.loads(found or "null") or [{}])[0]
+        return config.get("Gateway") or str(next(ipaddress.ip_network(config["Subnet"]).hosts()))
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, StopIteration):
+        return None
 
 
 def modules() -> tuple[list[goproxy.Module], list[goproxy.Module], list[goproxy.Module]]:
