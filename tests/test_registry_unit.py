@@ -1541,11 +1541,14 @@ def test_a_plain_http_loopback_registry_never_loads_the_system_cas(registry, ser
     assert not answers_tls_in_plain_http(f"127.0.0.1:{free_port()}")       # nobody there: the HTTPS attempt says
 
 
-IMPORTED = """import atexit, sys
+IMPORTED = """import atexit, os, sys
 def said():
     sys.stderr.write("IMPORTED " + " ".join(sorted(m for m in sys.modules if m.partition(".")[0] in
                      ("httpx", "httpcore", "h11", "rich", "pygments"))) + "\\n")
+    sys.stderr.flush()
 atexit.register(said)
+_exit = os._exit                      # a finished run skips atexit (ocibuild.__main__._done)
+os._exit = lambda status: (atexit.unregister(said), said(), _exit(status))
 sys.argv = ["ocibuild", *sys.argv[1:]]
 from ocibuild.__main__ import main
 main()

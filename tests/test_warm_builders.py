@@ -101,6 +101,42 @@ def test_a_killed_builder_container_is_replaced(kind, shared):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("kind", [k for k in KINDS if k.values[0] != "podman-rootless"])
+def test_a_builder_removed_and_restarted_under_a_build(kind, shared):
+    """The container goes (removed, as `builder stop` or a crash would)
+    while a build compiles in it, and a second build starts its
+    replacement at once: the first build's exec was killed, and the
+    container it finds is not the one it ran in (started since its exec
+    began): it runs again in it. Both builds succeed, with the digest of
+    an undisturbed build; nothing is reported as a compile failure."""
+    src = FIXTURES / "grpc-gopath"              # a longer compile: time to remove the container under it
+    args = ["--import-path", "example.org/chaincode/grpchealth"]
+    d0 = out_dir(shared, "undisturbed", kind)
+    r = run_build(kind, src, *args, "--output", f"oci:{d0 / 'layout'}:cc")
+    want = printed_digest(r)
+    name = USED.search(r.stderr).group(1)
+    dirs = [out_dir(shared, "disturbed", kind) for _ in range(2)]
+    first = subprocess.Popen([str(OCIBUILD), "build", str(src), "--builder", kind, *args,
+                              "--output", f"oci:{dirs[0] / 'layout'}:cc"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/")
+    try:
+        seen = ""
+        while "compiling in builder container" not in seen:
+            line = first.stderr.readline()
+            assert line, "the first build ended before it compiled"
+            seen += line
+        subprocess.run(engine_argv(kind, "rm", "-f", name), capture_output=True, timeout=60)
+        second = run_build(kind, src, *args, "--output", f"oci:{dirs[1] / 'layout'}:cc")
+        out, err = first.communicate(timeout=600)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 0, seen + err
+    assert second.returncode == 0, second.stderr
+    assert out.strip() == printed_digest(second) == want
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
 def test_two_concurrent_builds_share_one_new_builder(kind, shared):
     builder_cli(kind, "stop")
