@@ -186,7 +186,7 @@ class Engine:
             # python-on-whales lists the IDs, then inspects them: an image
             # removed in between (another process's rmi) fails the inspect.
             try:
-                images = self.call("image list", self.client.image.list, filters={"label": label},
+                images = self.call("image list", self.client.image.list, filters=[("label", label)],
                                    passthrough=(NoSuchImage,))
                 break
             except NoSuchImage:
@@ -283,7 +283,7 @@ class Engine:
             # inspect (another process's --rm) fails the inspect.
             try:
                 found = self.call("container list", self.client.container.list, all=True,
-                                  filters={"label": label}, passthrough=(NoSuchContainer,))
+                                  filters=[("label", label)], passthrough=(NoSuchContainer,))
                 break
             except NoSuchContainer:
                 if attempt == 2:
