@@ -153,10 +153,11 @@ class WarmBuilder:
         """Compile `job` in the warm container for `image` (started or
         replaced as needed); the binary's path, in `out_dir`.
 
-        A warm build asks the engine one thing: the exec. The container is
-        named by its key, so it is not inspected first: an exec that finds
-        no container running (the first build, an idle stop, an engine
-        restart) is what says to start one, and then the build is run again."""
+        Beyond the image's ID, a warm build asks the engine one thing: the
+        exec. The container is named by its key, so it is not inspected
+        first: an exec that finds no container running (the first build, an
+        idle stop, an engine restart) is what says to start one, and then
+        the build is run again."""
         image_id = self.engine.image_id(image)
         if image_id is None:
             raise EngineError(f"{self.engine.name} has no image {image}")
@@ -169,9 +170,9 @@ class WarmBuilder:
             try:
                 return self._build(name, key, job, out_dir, say)
             except NotRunning as e:
+                went_away = went_away or e.during_build
                 if attempt == 2:
                     break
-                went_away = went_away or e.during_build
                 if e.during_build:
                     say(f"builder container {name} went away; starting a fresh one")
                 self._start(key, image, say)

@@ -22,6 +22,7 @@ from .digest import CHUNK
 from .elf import ElfInfo, read_elf
 from .entries import DIR, FILE, SYMLINK, Entry, Node, host_entries, resolve, through_symlinks, tree_of, with_parents
 from .image import ConfigChanges, Derivation, Image, derive
+from .imageset import same_platform
 from .model import Platform
 
 
@@ -117,7 +118,7 @@ def _elves(entries: list[Entry]) -> dict[str, tuple[str, ElfInfo]]:
 def _by_platform(elves: dict[str, tuple[str, ElfInfo]], sources: set[str]) -> dict[Platform, str]:
     """Each platform of these binaries, with the image path of the first one for it."""
     found: dict[Platform, str] = {}
-    for source, (path, info) in sorted(elves.items()):
+    for source, (path, info) in elves.items():
         if source in sources:
             found.setdefault(info.platform, path)
     return found
@@ -131,13 +132,11 @@ def _platform(given: Platform | None, named: dict[Platform, str],
     directory, which may hold others (a Go tree's testdata has 386 and arm
     binaries), and are refused only when none of them is for it."""
     if given is not None:
-        def same(plat: Platform) -> bool:
-            return (plat.os, plat.architecture) == (given.os, given.architecture)
-        wrong = [(plat, path) for plat, path in named.items() if not same(plat)]
-        if not wrong and within and not named and not any(same(p) for p in within):
-            wrong = list(within.items())[:1]
-        for plat, path in wrong:
-            raise InputError(f"/{path} is a binary for {plat}, not for {given}, the image's platform: "
+        wrong = next(((plat, path) for plat, path in named.items() if not same_platform(plat, given)), None)
+        if wrong is None and within and not named and not any(same_platform(p, given) for p in within):
+            wrong = next(iter(within.items()))
+        if wrong is not None:
+            raise InputError(f"/{wrong[1]} is a binary for {wrong[0]}, not for {given}, the image's platform: "
                              f"add a {given} binary (or drop {given} from --platform)")
         return given
     found = named or within
